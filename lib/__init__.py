@@ -1,0 +1,1 @@
+"""Upgrade Review library: all logic, no Streamlit. See docs/architecture.md."""

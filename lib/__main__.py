@@ -1,0 +1,5 @@
+"""`python -m lib ...` entry point."""
+from lib.cli import main
+
+if __name__ == "__main__":
+    main()

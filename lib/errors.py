@@ -1,0 +1,51 @@
+"""Named exceptions. Everything a user can cause derives from ReviewInputError:
+the CLI turns it into exit 2 with one line, pages show it with st.error."""
+from __future__ import annotations
+
+
+class ReviewError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ReviewInputError(ReviewError):
+    """Bad input from the user: a file, a flag, a name. CLI exit code 2."""
+
+
+class DatasetImportError(ReviewInputError):
+    """A golden-dataset file cannot be imported; names file, line/row and field."""
+
+    def __init__(self, source: str, message: str, *, line: int | None = None, field: str | None = None):
+        self.source, self.line, self.field = source, line, field
+        where = source + (f", line {line}" if line is not None else "")
+        what = f" field '{field}'" if field else ""
+        super().__init__(f"{where}:{what} {message}".replace(": ", ": ", 1))
+
+
+class RecordedLoadError(ReviewInputError):
+    """A recorded comparison (wide, long, promptfoo) cannot be loaded."""
+
+    def __init__(self, source: str, message: str, *, line: int | None = None, field: str | None = None):
+        self.source, self.line, self.field = source, line, field
+        where = source + (f", line {line}" if line is not None else "")
+        what = f" field '{field}'" if field else ""
+        super().__init__(f"{where}:{what} {message}")
+
+
+class NotFoundError(ReviewInputError):
+    """A named object (dataset, comparison, policy, ...) does not exist."""
+
+
+class DatasetNotFound(NotFoundError):
+    """No golden dataset with that name (and version)."""
+
+
+class ComparisonNotFound(NotFoundError):
+    """No comparison with that name."""
+
+
+class ConfigMismatchError(ReviewInputError):
+    """Resuming a comparison with a different dataset or model configuration."""
+
+
+class ProviderError(ReviewError):
+    """A provider call failed after all retries (stored as an error output, not raised to users)."""
