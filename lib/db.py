@@ -25,6 +25,8 @@ def database_url() -> str:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    # SQLAlchemy, not the sqlite3 module, decides when transactions begin (see _sqlite_begin).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     # WAL: readers (the app) never block the writer (a run); busy_timeout: two writers wait, not fail.
     cur.execute("PRAGMA journal_mode=WAL")
@@ -32,6 +34,14 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    # Write transactions take the write lock up front (BEGIN IMMEDIATE): a deferred transaction that
+    # read first and then writes fails at once with SQLITE_BUSY when another process wrote meanwhile,
+    # instead of waiting on busy_timeout. Reads stay deferred so they never block writers.
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 @lru_cache(maxsize=8)
@@ -48,16 +58,22 @@ def get_engine(url: str | None = None) -> Engine:
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     import lib.models  # noqa: F401  (registers the tables)
 
     SQLModel.metadata.create_all(engine)
     return engine
 
 
+def write_engine(engine: Engine) -> Engine:
+    """The same engine whose transactions begin IMMEDIATE on SQLite (no-op elsewhere)."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE")
+
+
 @contextmanager
 def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any error."""
-    with Session(engine or get_engine(), expire_on_commit=False) as session:
+    """A write transaction: commits on success, rolls back on any error, serialised across processes."""
+    with Session(write_engine(engine or get_engine()), expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

@@ -124,4 +124,6 @@ class Comparison(SQLModel, table=True):
     system: str = "default"
     source: str = "run"  # run | wide | long | promptfoo
     notes_json: Optional[str] = Field(default=None, sa_column=Column(Text))  # e.g. load report (unpaired rows)
+    # Reviewer settings for this comparison: extra refusal patterns, a match rule for all cases, ...
+    settings_json: Optional[str] = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
