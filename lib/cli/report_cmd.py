@@ -1,0 +1,62 @@
+"""`report COMPARISON [--json]`: paired metrics with CIs, significance and flips."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from lib.cli.app import app, print_json
+from lib.db import get_engine
+from lib.report import BINARY_METRICS, METRIC_LABELS, build_report, is_rate
+
+
+def _num(metric: str, value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1%}" if is_rate(metric) else f"{value:,.4g}"
+
+
+def _delta(metric: str, m: dict[str, Any]) -> str:
+    if m.get("delta") is None:
+        return f"[{_num(metric, m['ci_low'])}, {_num(metric, m['ci_high'])}]"
+    scale, unit = (100, " pp") if is_rate(metric) else (1, "")
+    return f"{m['delta'] * scale:+,.3g}{unit} [{m['ci_low'] * scale:+,.3g}, {m['ci_high'] * scale:+,.3g}]"
+
+
+def _row(metric: str, m: dict[str, Any]) -> str:
+    p = m.get("p_value_adj")
+    sig = "*" if p is not None and p < 0.05 else " "
+    flips = f"+{m['flips']['to_true']}/-{m['flips']['to_false']}" if metric in BINARY_METRICS else ""
+    p_text = "—" if p is None else f"{p:.3g}"
+    return (f"{METRIC_LABELS.get(metric, metric):<22} {_num(metric, m['baseline']):>10} "
+            f"{_num(metric, m['candidate']):>10}  {_delta(metric, m):<30} {p_text:>8}{sig} {m['n']:>7} {flips:>9}")
+
+
+def print_table(report: dict[str, Any]) -> None:
+    typer.echo(f"{report['comparison']}: {report['n_pairs']} paired cases "
+               f"(delta = candidate - baseline, {1 - report['alpha']:.0%} CI; p Holm-adjusted, * < 0.05)")
+    typer.echo(f"{'metric':<22} {'baseline':>10} {'candidate':>10}  {'delta [CI]':<30} {'p_adj':>9} {'n':>7} {'flips +/-':>9}")
+    for metric, m in report["metrics"].items():
+        typer.echo(_row(metric, m))
+    contract = report.get("contract")
+    if contract and contract["changes"]:
+        typer.echo("\nJSON contract changes (cases):")
+        for change in contract["changes"][:10]:
+            typer.echo(f"  {change['kind']:<12} {change['path']:<40} {change['count']}")
+
+
+@app.command("report")
+def report_cmd(
+    comparison: str = typer.Argument(..., help="Comparison name (see `list`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report JSON."),
+    match: Optional[str] = typer.Option(None, "--match", help="Apply one match rule to every case."),
+    pattern: Optional[str] = typer.Option(None, "--pattern", help="Regex for --match regex."),
+    refusal_pattern: list[str] = typer.Option([], "--refusal-pattern", help="Extra refusal regex (repeatable)."),
+) -> None:
+    """Paired metrics of a comparison with confidence intervals, p-values and flips."""
+    report = build_report(get_engine(), comparison, match=match, pattern=pattern,
+                          refusal_patterns=tuple(refusal_pattern))
+    if as_json:
+        print_json(report)
+    else:
+        print_table(report)

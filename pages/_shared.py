@@ -1,0 +1,104 @@
+"""UI-side data access: the one place that caches. Pages call these, never lib's readers directly
+for lists that many pages show. After a write, clear only what it touched."""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy.engine import Engine
+
+from lib.comparisons import list_comparisons, load_pairs
+from lib.db import database_url, get_engine
+from lib.report import change_counts as _change_counts
+from lib.report import checked_pairs, report_from_checked, stored_settings
+
+ACTIVE_KEY = "sidebar_active_comparison"  # the sidebar selectbox's key: the comparison pages show
+PENDING_KEY = "pending_active_comparison"  # set by pages; applied by the router before the widget exists
+READ_TTL_S = 30
+
+
+@st.cache_resource(show_spinner=False)
+def engine_for(url: str) -> Engine:
+    return get_engine(url)
+
+
+def engine() -> Engine:
+    return engine_for(database_url())
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def comparisons(url: str) -> list[dict[str, Any]]:
+    return list_comparisons(engine_for(url))
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner="Reading the comparison…")
+def pairs(url: str, name: str) -> pd.DataFrame:
+    return load_pairs(engine_for(url), name)
+
+
+def comparison_names() -> list[str]:
+    return [c["name"] for c in comparisons(database_url())]
+
+
+def active_comparison() -> str | None:
+    """The comparison chosen in the sidebar (also kept in the URL so a link reopens it)."""
+    name = st.session_state.get(ACTIVE_KEY) or st.query_params.get("comparison")
+    names = comparison_names()
+    if name in names:
+        return name
+    return names[0] if names else None
+
+
+def set_active(name: str) -> None:
+    """Make `name` the active comparison on the next run (safe from pages and callbacks)."""
+    st.session_state[PENDING_KEY] = name
+
+
+def apply_pending_active() -> None:
+    """Router only, before the sidebar widget is created: widget state can't change after."""
+    name = st.session_state.pop(PENDING_KEY, None)
+    if name:
+        st.session_state[ACTIVE_KEY] = name
+    current = active_comparison()
+    if current:
+        st.session_state[ACTIVE_KEY] = current
+        st.query_params["comparison"] = current
+
+
+def after_write() -> None:
+    """A run, load or import changed the store: drop cached lists and pairs."""
+    comparisons.clear()
+    pairs.clear()
+    after_settings_change()
+
+
+_MD_SPECIAL = "\\`*_{}[]()<>#+-.!|~$"
+
+
+def md(text: object) -> str:
+    """Escape untrusted text (model names, file contents) for st.markdown / captions."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text))
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner="Checking every output…", max_entries=4)
+def checked(url: str, name: str) -> pd.DataFrame:
+    engine = engine_for(url)
+    return checked_pairs(load_pairs(engine, name), stored_settings(engine, name))
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner="Computing paired statistics…", max_entries=8)
+def report(url: str, name: str) -> dict[str, Any]:
+    return report_from_checked(checked(url, name), name)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False, max_entries=8)
+def change_counts(url: str, name: str) -> dict[str, int]:
+    return _change_counts(checked(url, name))
+
+
+def after_settings_change() -> None:
+    """Reviewer settings changed: every derived read is stale."""
+    checked.clear()
+    report.clear()
+    change_counts.clear()

@@ -1,0 +1,78 @@
+"""Distributions: how the candidate's outputs are spread compared with the baseline's."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages import _shared
+
+st.title("Distributions")
+SIDES = {"b": "baseline", "c": "candidate"}
+COLORS = {"baseline": "#636EFA", "candidate": "#EF553B"}
+
+
+def _long(frame: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Both sides of one check column stacked, with a `side` column (missing values dropped)."""
+    parts = [pd.DataFrame({"value": frame[f"{p}_{col}"].astype("Float64"), "side": side,
+                           "category": frame["category"]}) for p, side in SIDES.items()]
+    return pd.concat(parts, ignore_index=True).dropna(subset=["value"])
+
+
+def _histogram(frame: pd.DataFrame, col: str, title: str, by_category: bool = False) -> None:
+    data = _long(frame, col)
+    if data.empty:
+        st.caption(f"{title}: no values recorded.")
+        return
+    n = data.groupby("side").size().to_dict()
+    fig = px.histogram(data, x="value", color="side", barmode="overlay", opacity=0.6, nbins=40,
+                       facet_col="category" if by_category else None, facet_col_wrap=3,
+                       color_discrete_map=COLORS, title=f"{title} (n: baseline {n.get('baseline', 0)}, "
+                                                         f"candidate {n.get('candidate', 0)})")
+    fig.update_layout(height=420 if not by_category else 300 * max(1, -(-data['category'].nunique() // 3)))
+    st.plotly_chart(fig, width="stretch", key=f"dist_{col}_{by_category}")
+
+
+def _refusal_by_category(by_category: dict, overall: dict | None) -> None:
+    rows = []
+    groups = {**({"(all)": {"refusal_rate": overall}} if overall else {}), **by_category}
+    for cat, metrics in groups.items():
+        m = metrics.get("refusal_rate")
+        if not m:
+            continue
+        for side in ("baseline", "candidate"):
+            low, high = m[f"{side}_ci"]
+            rows.append({"category": f"{cat} (n={m['n']})", "side": side, "rate": m[side],
+                         "minus": m[side] - low, "plus": high - m[side]})
+    if not rows:
+        st.caption("Refusal rate: no outputs.")
+        return
+    data = pd.DataFrame(rows)
+    fig = go.Figure([go.Bar(name=side, x=d["category"], y=d["rate"], marker_color=COLORS[side],
+                            error_y={"type": "data", "array": d["plus"], "arrayminus": d["minus"]})
+                     for side, d in data.groupby("side")])
+    fig.update_layout(barmode="group", title="Refusal rate by category (95% Wilson intervals)",
+                      yaxis_tickformat=".0%", height=420)
+    st.plotly_chart(fig, width="stretch", key="dist_refusal")
+
+
+name = _shared.active_comparison()
+if name is None:
+    st.info("No comparison yet. Load one (Load page) or run one (Run page).")
+    st.stop()
+frame = _shared.checked(_shared.database_url(), name)
+report = _shared.report(_shared.database_url(), name)
+if frame.empty:
+    st.warning("No outputs yet.")
+    st.stop()
+by_category = st.toggle("Split by category", key="dist_by_category")
+_histogram(frame, "len_chars", "Output length (characters)", by_category)
+_refusal_by_category(report["by_category"], report["metrics"].get("refusal_rate"))
+left, right = st.columns(2)
+with left:
+    _histogram(frame, "latency_s", "Latency (s)")
+    _histogram(frame, "completion_tokens", "Completion tokens")
+with right:
+    _histogram(frame, "cost_usd", "Cost per call (USD)")
+    _histogram(frame, "len_words", "Output length (words)")

@@ -1,0 +1,96 @@
+"""Policy: lock a gate policy (criteria rows or a TOML upload) and browse locked versions."""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from lib.errors import ReviewInputError
+from lib.policy import (DEFAULT_ALPHA, KNOWN_METRICS, THRESHOLD_KEYS, PolicyError, create_policy, list_policies,
+                        policy_from_dict)
+from pages import _shared
+
+st.title("Policies")
+st.caption("A policy is pre-registered: lock it before the candidate's first output, or its verdicts are "
+           "marked post-hoc. Locked versions never change; new content becomes a new version.")
+ROWS_KEY = "policy_n_rows"
+
+
+def _row(i: int) -> tuple[str, str, float, bool]:
+    cols = st.columns([3, 2, 2, 2, 1])
+    metric = cols[0].selectbox("criterion", KNOWN_METRICS, key=f"policy_row_{i}_metric")
+    category = cols[1].text_input("category (optional)", key=f"policy_row_{i}_category").strip()
+    key = cols[2].selectbox("threshold", THRESHOLD_KEYS, key=f"policy_row_{i}_key")
+    value = cols[3].number_input("value", min_value=0.0, value=0.02, step=0.01, format="%.4f",
+                                 key=f"policy_row_{i}_value")
+    blocking = cols[4].checkbox("blocking", value=True, key=f"policy_row_{i}_blocking")
+    return f"{metric}@{category}" if category else metric, key, float(value), blocking
+
+
+def _criteria_from_rows(rows: list[tuple[str, str, float, bool]]) -> dict[str, dict[str, Any]]:
+    criteria: dict[str, dict[str, Any]] = {}
+    for name, key, value, blocking in rows:
+        body = criteria.setdefault(name, {"blocking": blocking})
+        if key in body or body["blocking"] != blocking:
+            raise PolicyError("form", "set each threshold once, and blocking the same way on every row",
+                              criterion=name, key=key)
+        body[key] = value
+    return criteria
+
+
+def _form_policy() -> str | None:
+    """Canonical TOML from the criteria rows (None, with the error shown, when invalid)."""
+    alpha = st.number_input("alpha (intervals at 1 - alpha)", min_value=0.001, max_value=0.5,
+                            value=DEFAULT_ALPHA, step=0.01, format="%.3f", key="policy_alpha")
+    n_rows = st.session_state.setdefault(ROWS_KEY, 1)
+    rows = [_row(i) for i in range(n_rows)]
+    add, remove = st.columns(2)
+    add.button("Add a row", key="policy_add_row", on_click=lambda: st.session_state.update({ROWS_KEY: n_rows + 1}))
+    remove.button("Remove the last row", key="policy_remove_row", disabled=n_rows <= 1,
+                  on_click=lambda: st.session_state.update({ROWS_KEY: n_rows - 1}))
+    try:
+        return policy_from_dict({"alpha": alpha, "criteria": _criteria_from_rows(rows)}, "form").canonical_toml()
+    except PolicyError as exc:
+        st.error(_shared.md(exc))
+        return None
+
+
+def _render_create() -> None:
+    st.subheader("Lock a policy")
+    name = st.text_input("Policy name", key="policy_name").strip()
+    mode = st.radio("From", ["Criteria rows", "TOML file"], horizontal=True, key="policy_mode")
+    if mode == "TOML file":
+        upload = st.file_uploader("Policy file", type=["toml"], key="policy_upload")
+        content, source = (upload.getvalue(), upload.name) if upload else (None, None)
+    else:
+        content, source = _form_policy(), "form"
+    if content is not None:
+        st.code(content.decode("utf-8", "replace") if isinstance(content, bytes) else content, language="toml")
+    if st.button("Lock policy", type="primary", key="policy_create", disabled=not (name and content)):
+        try:
+            result = create_policy(_shared.engine(), name, content, source=source)
+        except ReviewInputError as exc:
+            st.error(f"Nothing was locked. {_shared.md(exc)}")
+            return
+        verb = "Locked" if result.created else "Unchanged: already locked as"
+        st.success(f"{verb} {_shared.md(result.name)} v{result.version} · sha256 `{result.content_hash}`")
+
+
+def _render_versions() -> None:
+    st.subheader("Locked versions")
+    rows = list_policies(_shared.engine())
+    if not rows:
+        st.info("No policy yet.")
+        return
+    table = pd.DataFrame([{k: r[k] for k in ("name", "version", "content_hash", "locked_at", "source", "locked")}
+                          for r in rows])
+    st.dataframe(table, hide_index=True, width="stretch", key="policy_table",
+                 column_config={"content_hash": "sha256", "locked": st.column_config.CheckboxColumn("hash holds")})
+    labels = [f"{r['name']} v{r['version']}" for r in rows]
+    chosen = rows[labels.index(st.selectbox("Show", labels, key="policy_show"))]
+    st.code(chosen["toml"], language="toml")
+
+
+_render_create()
+_render_versions()

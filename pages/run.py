@@ -1,0 +1,115 @@
+"""Run: a golden dataset through a baseline and a candidate configuration, live, resumable."""
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from lib.datasets import list_datasets
+from lib.errors import ReviewInputError
+from lib.runner import ModelSpec, ProgressEvent, RunOptions, estimate_cost, run_comparison
+from pages import _shared
+
+st.title("Run a comparison")
+
+
+def _side_form(side: str, default_model: str) -> ModelSpec | None:
+    st.subheader(side.capitalize())
+    model = st.text_input("litellm model string", value=default_model, key=f"run_{side}_model",
+                          help="e.g. openai/gpt-4o-mini, anthropic/claude-…, or openai/NAME with an API "
+                               "base for a local OpenAI-compatible server").strip()
+    api_base = st.text_input("API base (optional)", key=f"run_{side}_api_base").strip() or None
+    a, b = st.columns(2)
+    temperature = a.number_input("temperature", 0.0, 2.0, 0.0, 0.1, key=f"run_{side}_temperature")
+    top_p = b.number_input("top_p", 0.0, 1.0, 1.0, 0.05, key=f"run_{side}_top_p")
+    max_tokens = a.number_input("max_tokens", 1, 200_000, 512, key=f"run_{side}_max_tokens")
+    seed = b.number_input("seed (0 = none)", 0, 2**31 - 1, 0, key=f"run_{side}_seed")
+    fmt = st.text_area("response_format (JSON, optional)", key=f"run_{side}_response_format",
+                       placeholder='{"type": "json_object"}').strip()
+    try:
+        response_format = json.loads(fmt) if fmt else None
+    except json.JSONDecodeError as exc:
+        st.error(f"{side} response_format is not valid JSON: {exc}")
+        return None
+    if not model:
+        return None
+    return ModelSpec(model=model, api_base=api_base, temperature=temperature, top_p=top_p,
+                     max_tokens=int(max_tokens), seed=int(seed) or None, response_format=response_format)
+
+
+def _prompt_stack(specs: list[ModelSpec]) -> None:
+    """The system's prompt stack is the same on both sides: that is what an upgrade changes under."""
+    st.subheader("Prompt stack (both sides)")
+    system_prompt = st.text_area("System prompt", key="run_system_prompt").strip() or None
+    template = st.text_area("User template (optional; {{input}} is replaced by the case input)",
+                            key="run_template").strip() or None
+    for spec in specs:
+        spec.system_prompt, spec.prompt_template = system_prompt, template
+
+
+def _options() -> RunOptions:
+    st.subheader("Execution")
+    a, b, c, d = st.columns(4)
+    return RunOptions(concurrency=int(a.number_input("concurrency", 1, 256, 8, key="run_concurrency")),
+                      timeout=float(b.number_input("timeout (s)", 1.0, 3600.0, 60.0, key="run_timeout")),
+                      max_retries=int(c.number_input("max retries", 0, 20, 4, key="run_max_retries")),
+                      repeats=int(d.number_input("repeats", 1, 50, 1, key="run_repeats")))
+
+
+def _cost_line(dataset: str, spec: ModelSpec, repeats: int) -> str:
+    try:
+        est = estimate_cost(_shared.engine(), dataset, spec, repeats)
+    except ReviewInputError as exc:
+        return f"{_shared.md(spec.model)}: {exc}"
+    usd = "unknown (no price for this model)" if est.usd is None else f"${est.usd:,.4f}"
+    return f"{_shared.md(spec.model)}: {est.n_calls} calls, ~{est.prompt_tokens:,} prompt tokens, input cost {usd}"
+
+
+def _start(dataset: str, base: ModelSpec, cand: ModelSpec, name: str, options: RunOptions, system: str) -> None:
+    with st.status(f"Running {name}…", expanded=True) as status:
+        counts = st.empty()
+
+        def progress(ev: ProgressEvent) -> None:
+            counts.write(f"{ev.side}: {ev.done}/{ev.total} done, {ev.errors} errors, {ev.skipped} already stored")
+
+        try:
+            result = run_comparison(_shared.engine(), dataset=dataset, baseline=base, candidate=cand,
+                                    name=name, options=options, system=system, progress=progress)
+        except ReviewInputError as exc:
+            status.update(label="Not started", state="error")
+            st.error(str(exc))
+            return
+        _shared.after_write()
+        _shared.set_active(name)
+        state = "complete" if result.status == "complete" else "error"
+        status.update(label=f"{_shared.md(name)}: {result.status}", state=state)
+    if result.status != "complete":
+        st.warning("Some calls failed after all retries; they are stored as errors. Start again to resume: "
+                   "only the failed and missing cases are sent.")
+
+
+def _render() -> None:
+    datasets = sorted({d["name"] for d in list_datasets(_shared.engine())})
+    if not datasets:
+        st.info("Import a golden dataset first (Datasets page).")
+        return
+    dataset = st.selectbox("Golden dataset (latest version)", datasets, key="run_dataset")
+    left, right = st.columns(2)
+    with left:
+        base = _side_form("baseline", "")
+    with right:
+        cand = _side_form("candidate", "")
+    if base is None or cand is None:
+        st.info("Enter both model strings.")
+        return
+    _prompt_stack([base, cand])
+    options = _options()
+    name = st.text_input("Comparison name", key="run_name",
+                         help="Running an existing name again resumes it.").strip()
+    system = st.text_input("System", value="default", key="run_system").strip() or "default"
+    st.markdown("**Cost estimate**  \n" + "  \n".join(_cost_line(dataset, s, options.repeats) for s in (base, cand)))
+    if st.button("Start (or resume)", type="primary", key="run_start", disabled=not name):
+        _start(dataset, base, cand, name, options, system)
+
+
+_render()

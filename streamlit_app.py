@@ -1,0 +1,42 @@
+"""Router and shared frame: navigation and the sidebar's active comparison. Nothing else."""
+from __future__ import annotations
+
+import streamlit as st
+
+from pages import _shared
+
+st.set_page_config(page_title="Upgrade Review", page_icon=":material/compare_arrows:", layout="wide")
+
+PAGES = {
+    "Review": [
+        st.Page("pages/overview.py", title="Overview", icon=":material/insights:", default=True),
+        st.Page("pages/diffs.py", title="Diffs", icon=":material/difference:"),
+        st.Page("pages/distributions.py", title="Distributions", icon=":material/bar_chart:"),
+        st.Page("pages/comparisons.py", title="Comparisons", icon=":material/list:"),
+    ],
+    "Get data in": [
+        st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:"),
+        st.Page("pages/run.py", title="Run", icon=":material/play_arrow:"),
+        st.Page("pages/load.py", title="Load", icon=":material/upload_file:"),
+    ],
+}
+
+
+def sidebar() -> None:
+    _shared.apply_pending_active()
+    names = _shared.comparison_names()
+    with st.sidebar:
+        if not names:
+            st.caption("No comparison yet: run one or load a recorded file.")
+            return
+        st.selectbox("Active comparison", names, key=_shared.ACTIVE_KEY,
+                     help="Every review page shows this comparison.")
+        info = next(c for c in _shared.comparisons(_shared.database_url())
+                    if c["name"] == st.session_state[_shared.ACTIVE_KEY])
+        st.caption(f"**{_shared.md(info['baseline'])}** → **{_shared.md(info['candidate'])}**  \n"
+                   f"{info['n_cases']} cases · {info['status']} · system {_shared.md(info['system'])}")
+
+
+nav = st.navigation(PAGES)
+sidebar()
+nav.run()

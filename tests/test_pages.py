@@ -1,0 +1,124 @@
+"""AppTest: every page renders, on an empty store and with data; the data-path forms work."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, func, select
+from streamlit.testing.v1 import AppTest
+
+from lib.models import Case, Comparison, Dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "streamlit_app.py")
+PAGES = ["pages/overview.py", "pages/diffs.py", "pages/distributions.py", "pages/comparisons.py",
+         "pages/datasets.py", "pages/run.py", "pages/load.py"]
+SIDEBAR_KEY = "sidebar_active_comparison"
+
+WIDE_CSV = (b"id,question,old,new,gold,category\n"
+            b"1,What is 2+2?,4,4,4,math\n"
+            b"2,Capital of France?,Paris,I'm sorry but I can't help with that.,Paris,facts\n"
+            b"3,Say hi,<img src=x onerror=alert(1)>,hello,,chat\n")
+
+
+def _app() -> AppTest:
+    return AppTest.from_file(APP, default_timeout=60)
+
+
+def _load_wide(engine, name: str = "wide-demo") -> None:
+    from lib.loaders import LoadMapping, load_recorded
+
+    mapping = LoadMapping(id_col="id", input_col="question", baseline_col="old", candidate_col="new",
+                          expected_col="gold", category_col="category")
+    load_recorded(engine, WIDE_CSV, "answers.csv", name, "wide", mapping)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_an_empty_store(db_url: str, page: str) -> None:
+    at = _app().run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_with_a_comparison(engine, page: str) -> None:
+    _load_wide(engine)
+    at = _app().run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+
+
+def test_sidebar_shows_the_active_comparison(engine) -> None:
+    # (AppTest runs only the page script after switch_page, so the router is checked on the first page.)
+    _load_wide(engine)
+    at = _app().run()
+    assert at.sidebar.selectbox(key=SIDEBAR_KEY).value == "wide-demo"
+    assert "old" in at.sidebar.caption[0].value and "new" in at.sidebar.caption[0].value
+
+
+def test_comparisons_page_lists_and_switches_active(engine) -> None:
+    _load_wide(engine, "first")
+    _load_wide(engine, "second")
+    at = _app().run()
+    at.switch_page("pages/comparisons.py").run()
+    assert not at.exception
+    at.selectbox(key="comparisons_open").set_value("first").run()
+    at.button(key="comparisons_make_active").click().run()
+    # AppTest runs only the page script after switch_page; the router applies the choice next run.
+    assert at.session_state["pending_active_comparison"] == "first"
+    router = _app()
+    router.session_state["pending_active_comparison"] = "first"
+    router.run()
+    assert router.sidebar.selectbox(key=SIDEBAR_KEY).value == "first"
+    # hostile output is data in a dataframe, never markup
+    assert not any("onerror" in m.value for m in at.markdown)
+
+
+def test_datasets_page_imports_an_uploaded_file_with_mapping(engine) -> None:
+    data = "\n".join(json.dumps({"qid": f"q{i}", "prompt": f"What is {i}+{i}?", "answer": str(2 * i)})
+                     for i in range(5)).encode()
+    at = _app().run()
+    at.switch_page("pages/datasets.py").run()
+    at.file_uploader(key="datasets_upload").set_value(("arith.jsonl", data, "application/jsonl")).run()
+    at.selectbox(key="datasets_map_id").set_value("qid")
+    at.selectbox(key="datasets_map_input").set_value("prompt")
+    at.selectbox(key="datasets_map_expected").set_value("answer")
+    at.text_input(key="datasets_name").set_value("arith").run()
+    at.button(key="datasets_import").click().run()
+    assert not at.exception, at.exception
+    assert at.success, [e.value for e in at.error]
+    with Session(engine) as s:
+        ds = s.exec(select(Dataset).where(Dataset.name == "arith")).one()
+        keys = s.exec(select(Case.case_key).where(Case.dataset_id == ds.id)).all()
+    assert sorted(keys) == [f"q{i}" for i in range(5)]
+
+
+def test_datasets_page_shows_import_errors_and_writes_nothing(engine) -> None:
+    bad = b'{"id": "a", "input": "ok"}\n{"id": "b", "input": "x", "match": "fuzzy"}\n'
+    at = _app().run()
+    at.switch_page("pages/datasets.py").run()
+    at.file_uploader(key="datasets_upload").set_value(("bad.jsonl", bad, "application/jsonl")).run()
+    at.text_input(key="datasets_name").set_value("bad").run()
+    at.button(key="datasets_import").click().run()
+    assert not at.exception
+    assert at.error and "line 2" in at.error[0].value and "match" in at.error[0].value
+    with Session(engine) as s:
+        assert s.exec(select(func.count(Dataset.id))).one() == 0
+
+
+def test_load_page_loads_a_wide_file(engine) -> None:
+    at = _app().run()
+    at.switch_page("pages/load.py").run()
+    at.radio(key="load_format").set_value("wide").run()
+    at.file_uploader(key="load_upload").set_value(("answers.csv", WIDE_CSV, "text/csv")).run()
+    at.selectbox(key="load_input_col").set_value("question")
+    at.selectbox(key="load_baseline_col").set_value("old")
+    at.selectbox(key="load_candidate_col").set_value("new")
+    at.selectbox(key="load_expected_col").set_value("gold")
+    at.text_input(key="load_name").set_value("from-page").run()
+    at.button(key="load_submit").click().run()
+    assert not at.exception, at.exception
+    assert at.success, [e.value for e in at.error]
+    with Session(engine) as s:
+        assert s.exec(select(Comparison).where(Comparison.name == "from-page")).one()
