@@ -21,6 +21,7 @@ from sqlalchemy import func, insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from lib.audit import record_event
 from lib.db import session_scope, utcnow
 from lib.errors import DatasetImportError, DatasetNotFound, RecordedLoadError
 from lib.models import MATCH_RULES, Case, Dataset, Run, to_json
@@ -465,6 +466,8 @@ def save_cases(session: Session, name: str, source: str, cases: list[CaseRecord]
     session.add(ds)
     session.flush()
     session.connection().execute(insert(Case.__table__), [c.row(ds.id, i) for i, c in enumerate(cases)])
+    record_event(session, "dataset_imported", {"dataset_id": ds.id, "name": name, "version": ds.version,
+                                               "content_hash": digest, "n_cases": ds.n_cases, "source": source})
     return ds, True
 
 

@@ -81,7 +81,7 @@ def _render_sign(comparison: str, policy: tuple[str, int], owner: str | None) ->
         rationale = st.text_area("Rationale", key="decision_rationale")
         conditions = st.text_area("Conditions (canary share, rollback triggers…)", key="decision_conditions")
         passphrase = st.text_input("Key passphrase", type="password", key="decision_passphrase")
-        submitted = st.form_submit_button("Sign", type="primary")
+        submitted = st.form_submit_button("Sign", type="primary", key="decision_sign")
     st.caption(f"Private keys are read from {_shared.md(key_dir())}.")
     if submitted:
         req = DecisionRequest(comparison, choice, signer, rationale, conditions, policy[0], policy[1])
@@ -101,7 +101,7 @@ def _render_comments(comparison: str) -> None:
     with st.form("decision_comment_form", clear_on_submit=True):
         author = st.text_input("Your name", key="decision_comment_author")
         text = st.text_area("Comment", key="decision_comment_text")
-        if st.form_submit_button("Add comment"):
+        if st.form_submit_button("Add comment", key="decision_comment_add"):
             try:
                 add_comment(_shared.engine(), comparison, author, text)
             except ReviewInputError as exc:

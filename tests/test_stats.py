@@ -208,9 +208,20 @@ def test_large_n_uses_the_t_interval_and_agrees_with_the_bootstrap() -> None:
     from lib.stats import LARGE_N, bootstrap_mean_ci, mean_ci
 
     rng = np.random.default_rng(7)
-    values = rng.exponential(2.0, size=LARGE_N)  # skewed, as latencies are
+    values = rng.exponential(2.0, size=LARGE_N * 5)  # skewed, as latencies are
     low, high, method = mean_ci(values)
     b_low, b_high = bootstrap_mean_ci(values)
     assert method == "t"
     assert abs(low - b_low) < 0.01 and abs(high - b_high) < 0.01
     assert mean_ci(values[:100])[2] == "bootstrap"
+
+
+def test_holm_equals_statsmodels_on_random_p_values() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 5, 17):
+        p = rng.uniform(0, 0.2, size=size)
+        ours = holm({str(i): float(v) for i, v in enumerate(p)})
+        theirs = multipletests(p, method="holm")[1]
+        assert [ours[str(i)] for i in range(size)] == pytest.approx(list(theirs))

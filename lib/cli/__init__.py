@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import sys
 
-import click
+from typer import Abort
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer 0.29 vendors click
 
 from lib.cli.app import app
 from lib.errors import ReviewInputError
@@ -12,28 +13,35 @@ from lib.errors import ReviewInputError
 
 def _register() -> None:
     # Imported for their side effect: each module adds its commands to `app`.
-    from lib.cli import data_cmds, list_cmd, run_cmd  # noqa: F401
+    from lib.cli import (data_cmds, demo_cmd, drift_cmd, governance_cmds, list_cmd,  # noqa: F401
+                         report_cmd, run_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI, mapping named input errors to exit 2 and anything else to exit 1."""
+    """Run the CLI: exit 2 with one line for usage errors and named input errors, 1 for anything
+    else (one line; REVIEW_DEBUG=1 shows the traceback), or the code a command chose."""
     _register()
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # usage errors: Click formats them, exit 2
-        exc.show()
+        code = app(args=argv, standalone_mode=False)  # returns typer.Exit's code instead of exiting
+    except NoArgsIsHelpError as exc:  # a bare command group: show its help
+        print(exc.format_message(), file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except ClickException as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (Abort, KeyboardInterrupt):
         print("error: aborted", file=sys.stderr)
         sys.exit(1)
     except ReviewInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except Exception as exc:  # noqa: BLE001  - one line for users; REVIEW_DEBUG=1 re-raises
+    except Exception as exc:  # noqa: BLE001
         if os.environ.get("REVIEW_DEBUG"):
             raise
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

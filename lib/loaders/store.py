@@ -15,6 +15,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from lib.audit import record_event
 from lib.datasets import (RULES_NEEDING_EXPECTED, CaseRecord, InvalidField, Table, check_rule,
                           coerce_input, save_cases, scalar_text, text_or_json)
 from lib.db import session_scope, utcnow
@@ -168,6 +169,8 @@ def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt
         session.add(Comparison(name=name, baseline_run_id=run_ids["baseline"],
                                candidate_run_id=run_ids["candidate"], system=system, source=fmt,
                                notes_json=to_json(report), created_at=utcnow()))
+        record_event(session, "comparison_loaded", {"comparison": name, "fmt": fmt, "source": source,
+                                                    "n_outputs": len(rec.outputs), "dataset_id": ds.id})
 
 
 def _model_config(session: Session, model: str) -> int:
