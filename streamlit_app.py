@@ -12,7 +12,12 @@ PAGES = {
         st.Page("pages/overview.py", title="Overview", icon=":material/insights:", default=True),
         st.Page("pages/diffs.py", title="Diffs", icon=":material/difference:"),
         st.Page("pages/distributions.py", title="Distributions", icon=":material/bar_chart:"),
+        st.Page("pages/drift.py", title="Drift", icon=":material/ssid_chart:"),
         st.Page("pages/comparisons.py", title="Comparisons", icon=":material/list:"),
+    ],
+    "Decide": [
+        st.Page("pages/policy.py", title="Policy", icon=":material/policy:"),
+        st.Page("pages/decision.py", title="Decision", icon=":material/verified:"),
     ],
     "Get data in": [
         st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:"),

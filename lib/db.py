@@ -44,10 +44,13 @@ def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-@lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
-    """One engine per URL, tables created on first use."""
-    url = url or database_url()
+    """One engine per URL (DATABASE_URL when None, read at each call), tables created on first use."""
+    return _engine(url or database_url())
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str) -> Engine:
     kwargs: dict = {}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -59,7 +62,10 @@ def get_engine(url: str | None = None) -> Engine:
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
-    import lib.models  # noqa: F401  (registers the tables)
+    # Imported for their side effect: registering every table before create_all.
+    import lib.drift_models  # noqa: F401
+    import lib.governance_models  # noqa: F401
+    import lib.models  # noqa: F401
 
     SQLModel.metadata.create_all(engine)
     return engine

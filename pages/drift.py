@@ -50,7 +50,7 @@ def _options_form() -> DriftOptions | None:
 def _run(name: str, options: DriftOptions) -> None:
     with st.status("Running drift analysis…", expanded=True) as status:
         try:
-            analyze_comparison(_shared.engine(), name, options, progress=status.write)
+            analyze_comparison(_shared.engine(), name, options, progress=lambda m: status.write(_shared.md(m)))
         except ReviewInputError as exc:
             status.update(label="Drift analysis did not run", state="error")
             st.error(_shared.md(exc))
@@ -59,9 +59,11 @@ def _run(name: str, options: DriftOptions) -> None:
 
 
 def _summary_table(result: StoredDrift) -> pd.DataFrame:
+    """Drifted columns first, then the rest, then those not tested and why."""
     thresholds = result.details.get("thresholds", {})
+    tested = sorted(result.summary["columns"].items(), key=lambda item: not item[1]["drifted"])
     rows = [{"column": name, "drifted": col["drifted"], "score": col["score"], "method": col["method"],
-             "threshold": thresholds.get(name)} for name, col in result.summary["columns"].items()]
+             "threshold": thresholds.get(name)} for name, col in tested]
     rows += [{"column": name, "drifted": None, "score": None, "method": f"not tested: {reason}", "threshold": None}
              for name, reason in result.details.get("skipped", {}).items()]
     return pd.DataFrame(rows)

@@ -12,7 +12,8 @@ from lib.models import Case, Comparison, Dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
-PAGES = ["pages/overview.py", "pages/diffs.py", "pages/distributions.py", "pages/comparisons.py",
+PAGES = ["pages/overview.py", "pages/diffs.py", "pages/distributions.py", "pages/drift.py", "pages/comparisons.py",
+         "pages/policy.py", "pages/decision.py",
          "pages/datasets.py", "pages/run.py", "pages/load.py"]
 SIDEBAR_KEY = "sidebar_active_comparison"
 

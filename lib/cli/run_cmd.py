@@ -1,0 +1,99 @@
+"""`run`: a live comparison of a baseline and a candidate model over a golden dataset (resumable)."""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import typer
+
+from lib.cli.app import app, fail, progress
+from lib.db import get_engine
+from lib.runner import (CostEstimate, ModelSpec, ProgressEvent, RunOptions, RunResult, estimate_cost,
+                        run_comparison)
+
+PROGRESS_EVERY_S = 2.0  # at most one progress line per side this often (and one when a side ends)
+
+
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.4f}"
+
+
+def _estimate_line(side: str, est: CostEstimate) -> str:
+    return (f"estimate {side} {est.model}: {est.n_calls} calls, ~{est.prompt_tokens} prompt tokens, "
+            f"cost {_usd(est.usd)} ({est.note})")
+
+
+class _ProgressPrinter:
+    """Throttled progress lines on stderr."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        now = time.monotonic()
+        finished = event.done == event.total
+        if not finished and now - self.last.get(event.side, 0.0) < PROGRESS_EVERY_S:
+            return
+        self.last[event.side] = now if not finished else float("inf")
+        skipped = f", {event.skipped} already done" if event.skipped else ""
+        progress(f"{event.side}: {event.done}/{event.total} ({event.errors} errors{skipped})")
+
+
+def _summary(result: RunResult) -> None:
+    typer.echo(f"comparison '{result.comparison}' on {result.dataset} v{result.dataset_version}: "
+               f"{result.status} in {result.wall_s:.1f}s")
+    for s in (result.baseline, result.candidate):
+        typer.echo(f"  {s.side:<9} {s.model}: {s.succeeded}/{s.total} ok, {s.errors} errors, {s.sent} sent "
+                   f"now, {s.skipped} resumed; tokens {s.prompt_tokens} in / {s.completion_tokens} out; "
+                   f"cost {_usd(s.cost_usd)}; served {s.served_model or '-'} ({s.system_fingerprint or '-'})")
+
+
+def _response_format(as_json: bool) -> dict | None:
+    return {"type": "json_object"} if as_json else None
+
+
+@app.command("run")
+def run_cmd(
+    dataset: str = typer.Option(..., "--dataset", help="Golden dataset name (its latest version)."),
+    baseline: str = typer.Option(..., "--baseline", help="Baseline litellm model, e.g. openai/gpt-4o-mini."),
+    candidate: str = typer.Option(..., "--candidate", help="Candidate litellm model."),
+    name: str = typer.Option(..., "--name", help="Comparison name; the same name resumes it."),
+    api_base: Optional[str] = typer.Option(None, "--api-base", help="Endpoint for both sides."),
+    baseline_api_base: Optional[str] = typer.Option(None, "--baseline-api-base", help="Baseline endpoint."),
+    candidate_api_base: Optional[str] = typer.Option(None, "--candidate-api-base", help="Candidate endpoint."),
+    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="System prompt for both sides."),
+    prompt_template: Optional[str] = typer.Option(
+        None, "--prompt-template", help="User message template; {{input}} is replaced by the case input."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0),
+    top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    response_format_json: bool = typer.Option(False, "--response-format-json",
+                                              help="Ask both models for a JSON object."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight (both sides)."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds per request."),
+    max_retries: int = typer.Option(4, "--max-retries", min=0, help="Retries per request."),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="Samples per case."),
+    system: str = typer.Option("default", "--system", help="System (product) this comparison belongs to."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the cost estimate and stop."),
+) -> None:
+    """Run (or resume) a live comparison; exit 1 when errors remain after retries."""
+    shared = dict(system_prompt=system_prompt, prompt_template=prompt_template, temperature=temperature,
+                  top_p=top_p, max_tokens=max_tokens, seed=seed,
+                  response_format=_response_format(response_format_json))
+    specs = {"baseline": ModelSpec(baseline, api_base=baseline_api_base or api_base, **shared),
+             "candidate": ModelSpec(candidate, api_base=candidate_api_base or api_base, **shared)}
+    engine = get_engine()
+    for side, spec in specs.items():
+        progress(_estimate_line(side, estimate_cost(engine, dataset, spec, repeats)))
+    if dry_run:
+        return
+    options = RunOptions(concurrency=concurrency, timeout=timeout, max_retries=max_retries, repeats=repeats)
+    result = run_comparison(engine, dataset=dataset, baseline=specs["baseline"], candidate=specs["candidate"],
+                            name=name, options=options, system=system, progress=_ProgressPrinter())
+    _summary(result)
+    if result.missing:
+        fail(f"{result.missing} of {result.baseline.total + result.candidate.total} outputs failed after "
+             f"retries ({result.errors} stored as errors); re-run the same command to resume: only those "
+             "are sent again", code=1)
+

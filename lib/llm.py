@@ -1,0 +1,265 @@
+"""The only module that imports litellm: lazily, configured for offline use and low per-call CPU.
+
+Importing litellm costs ~2.5 s, so nothing imports it at module top level; `litellm_module()` does
+on first use, after forcing the bundled price map (the remote fetch blocks 5 s offline) and
+production mode (so litellm does not load a stray `./.env`). Keys come from the environment only.
+
+Also here: prices (None = unknown, never 0 for unknown), a guarded token counter, the call
+arguments for a model spec, and the classification of provider errors for the retry policy.
+"""
+from __future__ import annotations
+
+import email.utils
+import gc
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from types import ModuleType
+from typing import Any
+
+PLACEHOLDER_API_KEY = "sk-no-key-required"  # local OpenAI-compatible servers want any non-empty key
+ERROR_KINDS = ("rate_limit", "server", "timeout", "malformed", "bad_request", "other")
+RETRYABLE_KINDS = frozenset({"rate_limit", "server", "timeout", "malformed"})
+APPROX_TOKENIZER_MODEL = "gpt-3.5-turbo"  # cl100k_base, bundled with litellm: counts offline
+
+_lock = threading.Lock()
+_litellm: ModuleType | None = None
+
+
+def litellm_module() -> ModuleType:
+    """litellm, imported and configured once (thread-safe)."""
+    global _litellm
+    if _litellm is None:
+        with _lock:
+            if _litellm is None:
+                os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+                os.environ.setdefault("LITELLM_MODE", "PRODUCTION")
+                import litellm
+
+                _configure(litellm)
+                # litellm leaves ~200 MB of long-lived objects; without freezing them every full
+                # collection rescans them (a ~0.3 s stall of a run's event loop, measured here).
+                gc.collect()
+                gc.freeze()
+                _litellm = litellm
+    return _litellm
+
+
+def _configure(litellm: ModuleType) -> None:
+    litellm.suppress_debug_info = True  # no "Give Feedback" banners on every exception
+    litellm.disable_hf_tokenizer_download = True  # token counting must never reach the HF hub
+    _skip_per_call_bookkeeping_without_callbacks(litellm)
+
+
+def _has_callbacks(litellm: ModuleType) -> bool:
+    return any(getattr(litellm, name, None) for name in (
+        "callbacks", "success_callback", "_async_success_callback", "input_callback", "service_callback"))
+
+
+def _skip_per_call_bookkeeping_without_callbacks(litellm: ModuleType) -> None:
+    """Skip litellm's own per-response pricing and success-log payload unless a callback wants them.
+
+    Profiled against the local test server, they took ~1.3 ms of ~4 ms client CPU per call (the
+    pricing of an unmapped model walks every generalization of its name). We price responses
+    ourselves (`response_cost`), so they only matter to litellm callbacks, which still get them.
+    """
+    from litellm.litellm_core_utils.litellm_logging import Logging
+
+    hooks = ("response_cost_calculator", "async_success_handler")
+    if getattr(Logging, "_review_patched", False) or not all(hasattr(Logging, h) for h in hooks):
+        return  # already done, or another litellm layout: stay correct, just slower
+    price_response = Logging.response_cost_calculator
+    log_success = Logging.async_success_handler
+
+    def response_cost_calculator(self: Any, *args: Any, **kwargs: Any) -> float | None:
+        return price_response(self, *args, **kwargs) if _has_callbacks(litellm) else None
+
+    async def async_success_handler(self: Any, *args: Any, **kwargs: Any) -> None:
+        if _has_callbacks(litellm):
+            await log_success(self, *args, **kwargs)
+
+    Logging.response_cost_calculator = response_cost_calculator
+    Logging.async_success_handler = async_success_handler
+    Logging._review_patched = True
+
+
+# ---- prices ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Price:
+    input_per_token: float
+    output_per_token: float
+    provider: str | None
+
+
+@lru_cache(maxsize=512)
+def model_price(model: str) -> Price | None:
+    """USD per token from litellm's bundled map, or None when the price is unknown.
+
+    Custom `openai/...` names are not in the map (litellm raises), and some entries carry 0.0
+    placeholders for paid models (`claude-sonnet-4-20250514`): both mean unknown here, never free.
+    """
+    litellm = litellm_module()
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:  # noqa: BLE001  - litellm raises ModelNotMappedError or plain Exception for unknown names
+        return None
+    inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    if not inp and not out:
+        return None
+    return Price(float(inp or 0.0), float(out or 0.0), info.get("litellm_provider"))
+
+
+def response_cost(model: str, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+    """The USD cost of one call, or None when the price or the token counts are unknown."""
+    price = model_price(model)
+    if price is None or prompt_tokens is None or completion_tokens is None:
+        return None
+    return prompt_tokens * price.input_per_token + completion_tokens * price.output_per_token
+
+
+# ---- token counting -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenCount:
+    tokens: int
+    exact: bool  # False: counted with tiktoken cl100k_base as an approximation
+    note: str | None = None
+
+
+def count_tokens(model: str, messages: list[dict[str, Any]]) -> TokenCount:
+    """Prompt tokens of `messages` for `model`, never blocking on a tokenizer download.
+
+    litellm picks a Hugging Face tokenizer for some families (Llama, Claude, Command R, DeepSeek)
+    and then retries the hub for ~23 s offline. Only OpenAI models (priced by litellm as such) are
+    counted with their own tokenizer; every other model is approximated with cl100k_base.
+    """
+    litellm = litellm_module()
+    price = model_price(model)
+    if price is not None and price.provider == "openai":
+        return TokenCount(litellm.token_counter(model=model, messages=messages), exact=True)
+    tokens = litellm.token_counter(model=APPROX_TOKENIZER_MODEL, messages=messages)
+    return TokenCount(tokens, exact=False,
+                      note=f"approximate: {model} counted with tiktoken cl100k_base")
+
+
+# ---- calls ----------------------------------------------------------------------------------------
+def call_kwargs(model: str, api_base: str | None, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Arguments for `litellm.acompletion`: only set parameters, no litellm or SDK retries."""
+    kwargs: dict[str, Any] = {"model": model, "timeout": timeout, "num_retries": 0, "max_retries": 0,
+                              **{k: v for k, v in params.items() if v is not None}}
+    if api_base:
+        kwargs["api_base"] = api_base
+        if model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+            kwargs["api_key"] = PLACEHOLDER_API_KEY
+    return kwargs
+
+
+@dataclass
+class Completion:
+    """The fields the store keeps from one successful response."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    system_fingerprint: str | None
+    served_model: str | None
+    raw_json: str
+
+
+class MalformedResponse(Exception):
+    """A response without a usable first choice."""
+
+
+def parse_completion(response: Any) -> Completion:
+    """Text (or the tool calls as JSON when there is no text), usage and provenance of a response."""
+    choices = getattr(response, "choices", None) or []
+    if not choices or getattr(choices[0], "message", None) is None:
+        raise MalformedResponse("response has no choices")
+    message = choices[0].message
+    text = message.content
+    if text is None and getattr(message, "tool_calls", None):
+        text = json.dumps([c.model_dump() for c in message.tool_calls], sort_keys=True)
+    usage = getattr(response, "usage", None)
+    return Completion(
+        text=text or "",
+        finish_reason=choices[0].finish_reason,
+        prompt_tokens=getattr(usage, "prompt_tokens", None),
+        completion_tokens=getattr(usage, "completion_tokens", None),
+        system_fingerprint=getattr(response, "system_fingerprint", None),
+        served_model=getattr(response, "model", None),
+        raw_json=response.model_dump_json(),
+    )
+
+
+# ---- errors ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CallError:
+    kind: str  # one of ERROR_KINDS
+    message: str
+    retry_after: float | None = None  # seconds the provider asked us to wait
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE_KINDS
+
+
+_NO_CHOICES = re.compile(r"no .?choices", re.IGNORECASE)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen and len(seen) < 10:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return seen
+
+
+def _malformed(exc: BaseException) -> bool:
+    """litellm reports an unparsable body or a body without `choices` as a 500: look underneath."""
+    chain = _chain(exc)
+    if any(isinstance(e, (json.JSONDecodeError, MalformedResponse)) for e in chain):
+        return True
+    litellm = litellm_module()
+    return isinstance(exc, litellm.APIResponseValidationError) or bool(_NO_CHOICES.search(str(exc)))
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The `Retry-After` header of an error response (seconds or an HTTP date), if any."""
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def classify_error(exc: BaseException) -> CallError:
+    """Map a failed call to an error kind; only rate limits, 5xx, timeouts, connection failures and
+    malformed responses are worth retrying."""
+    litellm = litellm_module()
+    message = f"{type(exc).__name__}: {exc}"[:2000]
+    if isinstance(exc, (litellm.Timeout, TimeoutError)):
+        return CallError("timeout", message)
+    if _malformed(exc):
+        return CallError("malformed", message)
+    status = getattr(exc, "status_code", None)
+    if status == 429 or isinstance(exc, litellm.RateLimitError):
+        return CallError("rate_limit", message, retry_after_seconds(exc))
+    if isinstance(status, int) and status >= 500:
+        return CallError("server", message, retry_after_seconds(exc))
+    if isinstance(status, int) and 400 <= status < 500:
+        return CallError("bad_request", message)
+    if isinstance(exc, litellm.APIConnectionError):
+        return CallError("server", message)  # unreachable or reset: transient until retries run out
+    return CallError("other", message)

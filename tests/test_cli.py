@@ -1,0 +1,55 @@
+"""The CLI frame: exit codes, one-line errors, lazy heavy imports, and README coverage of commands."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str, db_url: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": db_url}
+    return subprocess.run([sys.executable, "-m", "lib", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _commands() -> list[str]:
+    """Every command path, e.g. 'list', 'dataset import', 'policy create'."""
+    import typer.main
+
+    from lib.cli import _register
+    from lib.cli.app import app
+
+    _register()
+    group = typer.main.get_command(app)
+    paths = []
+    for name, cmd in group.commands.items():
+        subs = getattr(cmd, "commands", None)
+        paths += [f"{name} {sub}" for sub in subs] if subs else [name]
+    return paths
+
+
+@pytest.mark.parametrize("args", [("gate",), ("bogus",), ("report", "x", "--nope"), ("run", "--dataset")])
+def test_usage_errors_exit_2_with_one_line(db_url: str, args: tuple[str, ...]) -> None:
+    out = _cli(*args, db_url=db_url)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in out.stderr
+
+
+def test_starting_the_cli_imports_neither_litellm_nor_evidently(db_url: str) -> None:
+    code = ("import sys; from lib.cli import _register; _register(); "
+            "print(sorted(m for m in ('litellm', 'evidently', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_readme_shows_every_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [c for c in _commands() if not re.search(rf"python -m lib {re.escape(c)}(?![\w-])", readme)]
+    assert not missing, f"README does not show: {missing}"

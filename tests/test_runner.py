@@ -1,0 +1,295 @@
+"""The live runner end to end: real HTTP through litellm to the local test server, a real SQLite file."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from lib import llm
+from lib.db import session_scope
+from lib.errors import ConfigMismatchError
+from lib.models import Case, Dataset, Output, Run, to_json
+from lib.runner import ModelSpec, ProgressEvent, RunOptions, RunResult, estimate_cost, run_comparison
+from tests.llm_server import LLMServer, default_reply, llm_server  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = dict(backoff_base=0.02, backoff_cap=0.1)  # retries without slow tests
+
+
+def make_dataset(engine: Engine, name: str = "golden", n: int = 6, version: int = 1) -> list[str]:
+    """A dataset of n text cases, created directly with the entities; returns the prompts."""
+    prompts = [f"{name} v{version} question {i}" for i in range(n)]
+    with session_scope(engine) as session:
+        ds = Dataset(name=name, version=version, content_hash=f"{name}-{version}-{n}", n_cases=n)
+        session.add(ds)
+        session.flush()
+        session.add_all(Case(dataset_id=ds.id, case_key=f"c{i}", position=i, input_text=p)
+                        for i, p in enumerate(prompts))
+    return prompts
+
+
+def specs(server: LLMServer, **kwargs: Any) -> dict[str, ModelSpec]:
+    return {"baseline": ModelSpec("openai/base", api_base=server.url, **kwargs),
+            "candidate": ModelSpec("openai/cand", api_base=server.url, **kwargs)}
+
+
+def run(engine: Engine, server: LLMServer, name: str = "cmp", dataset: str = "golden",
+        progress: Callable[[ProgressEvent], None] | None = None, spec_kwargs: dict | None = None,
+        **options: Any) -> RunResult:
+    return run_comparison(engine, dataset=dataset, name=name, options=RunOptions(**{**FAST, **options}),
+                          progress=progress, **specs(server, **(spec_kwargs or {})))
+
+
+def outputs(engine: Engine, run_id: int) -> list[Output]:
+    with Session(engine) as session:
+        return list(session.exec(select(Output).where(Output.run_id == run_id).order_by(Output.case_id)))
+
+
+def test_clean_run_stores_every_output(engine, llm_server: LLMServer) -> None:
+    prompts = make_dataset(engine)
+    llm_server.set_fingerprint("cand", "fp_cand_2")
+    llm_server.set_served_model("cand", "cand-2025-06")
+    events: list[ProgressEvent] = []
+    result = run(engine, llm_server, progress=events.append)
+
+    assert result.status == "complete" and result.errors == 0 and result.missing == 0
+    assert llm_server.calls() == 12
+    assert (result.candidate.served_model, result.candidate.system_fingerprint) == ("cand-2025-06", "fp_cand_2")
+    for side, model in ((result.baseline, "base"), (result.candidate, "cand")):
+        rows = outputs(engine, side.run_id)
+        assert [r.text for r in rows] == [default_reply(model, p) for p in prompts]
+        assert all(r.error is None and r.attempts == 1 and r.finish_reason == "stop" for r in rows)
+        assert all(r.latency_s > 0 and r.prompt_tokens == 4 and r.completion_tokens == 6 for r in rows)
+        assert all(r.cost_usd is None for r in rows)  # custom openai/... model: price unknown
+        assert all(json.loads(r.raw_json)["choices"][0]["message"]["content"] == r.text for r in rows)
+        assert side.prompt_tokens == 24 and side.cost_usd is None
+    cand_rows = outputs(engine, result.candidate.run_id)
+    assert {(r.served_model, r.system_fingerprint) for r in cand_rows} == {("cand-2025-06", "fp_cand_2")}
+    with Session(engine) as session:
+        runs = session.exec(select(Run)).all()
+    assert {r.status for r in runs} == {"complete"} and all(r.finished_at for r in runs)
+    last = {e.side: e for e in events}
+    assert all((e.done, e.total, e.errors, e.skipped) == (6, 6, 0, 0) for e in last.values())
+
+
+def test_messages_system_prompt_template_and_chat_cases(engine, llm_server: LLMServer) -> None:
+    chat = [{"role": "system", "content": "own system"}, {"role": "user", "content": "chat turn"}]
+    with session_scope(engine) as session:
+        ds = Dataset(name="golden", version=1, content_hash="x", n_cases=2)
+        session.add(ds)
+        session.flush()
+        session.add(Case(dataset_id=ds.id, case_key="t", position=0, input_text="plain"))
+        session.add(Case(dataset_id=ds.id, case_key="c", position=1, input_text="transcript",
+                         messages_json=to_json(chat)))
+    run(engine, llm_server, spec_kwargs={"system_prompt": "Be brief.", "prompt_template": "Q: {{input}}"})
+
+    sent = {r.prompt: r.messages for r in llm_server.log if r.model == "base"}
+    assert sent["Q: plain"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q: plain"}]
+    assert sent["chat turn"] == chat  # a chat that has its own system prompt is sent as is
+
+
+@pytest.mark.parametrize("kind, first", [("500", 2), ("bad_json", 1), ("no_choices", 1), ("slow", 1)])
+def test_transient_faults_end_with_every_output_stored(engine, llm_server: LLMServer, kind: str, first: int) -> None:
+    make_dataset(engine, n=4)
+    llm_server.add_fault(kind, first=first, delay=10.0)  # slow: past the 2 s client timeout
+    result = run(engine, llm_server, timeout=2.0, max_retries=3)
+
+    assert result.status == "complete" and result.errors == 0
+    assert llm_server.calls() == 8 * (first + 1)
+    rows = outputs(engine, result.baseline.run_id) + outputs(engine, result.candidate.run_id)
+    assert all(r.text and r.attempts == first + 1 for r in rows)
+
+
+def test_429_waits_for_retry_after(engine, llm_server: LLMServer) -> None:
+    make_dataset(engine, n=2)
+    llm_server.add_fault("429", first=1, retry_after=1.0)
+    result = run(engine, llm_server)
+
+    assert result.status == "complete"
+    for prompt in {r.prompt for r in llm_server.log}:
+        times = [r.at for r in llm_server.log if r.prompt == prompt and r.model == "base"]
+        assert len(times) == 2
+        assert 1.0 <= times[1] - times[0] < 3.0  # backoff alone would have retried after ~0.02 s
+
+
+def test_bad_request_is_stored_without_retries(engine, llm_server: LLMServer) -> None:
+    prompts = make_dataset(engine, n=3)
+    llm_server.add_fault("400", contains=prompts[1])
+    result = run(engine, llm_server, max_retries=3)
+
+    assert result.status == "partial" and result.errors == 2
+    assert llm_server.calls(prompt=prompts[1]) == 2  # once per side
+    bad = [r for r in outputs(engine, result.baseline.run_id) if r.error]
+    assert len(bad) == 1 and bad[0].error_kind == "bad_request" and bad[0].text is None and bad[0].attempts == 1
+
+
+def test_errors_outlasting_retries_are_stored_then_only_they_are_resent(engine, llm_server: LLMServer) -> None:
+    prompts = make_dataset(engine, n=10)
+    llm_server.add_fault("500", fraction=0.4)
+    first = run(engine, llm_server, max_retries=1)
+
+    failed = {(r.model, r.prompt) for r in llm_server.log if r.fault}
+    assert first.status == "partial" and first.errors == len(failed) > 0
+    errors = [r for r in outputs(engine, first.baseline.run_id) + outputs(engine, first.candidate.run_id) if r.error]
+    assert {(r.error_kind, r.attempts, r.text) for r in errors} == {("server", 2, None)}
+    with Session(engine) as session:
+        assert {r.status for r in session.exec(select(Run))} == {"partial"}
+
+    llm_server.clear_faults()
+    logged = len(llm_server.log)
+    second = run(engine, llm_server, max_retries=1)
+
+    resent = [(r.model, r.prompt) for r in llm_server.log[logged:]]
+    assert sorted(resent) == sorted(failed)
+    assert second.status == "complete" and second.errors == 0
+    assert second.baseline.skipped + second.baseline.sent == len(prompts)
+    rows = outputs(engine, second.baseline.run_id) + outputs(engine, second.candidate.run_id)
+    assert len(rows) == 2 * len(prompts) and all(r.error is None for r in rows)
+
+
+def test_repeats_sample_each_case_r_times(engine, llm_server: LLMServer) -> None:
+    prompts = make_dataset(engine, n=3)
+    result = run(engine, llm_server, repeats=3)
+
+    assert result.status == "complete" and result.baseline.total == 9
+    assert llm_server.prompt_counts("base") == {p: 3 for p in prompts}
+    rows = outputs(engine, result.candidate.run_id)
+    assert sorted((r.case_id, r.repeat) for r in rows) == sorted({(r.case_id, k) for r in rows for k in range(3)})
+
+
+@pytest.mark.parametrize("change", ["temperature", "dataset version", "repeats"])
+def test_resume_with_another_config_is_refused(engine, llm_server: LLMServer, change: str) -> None:
+    make_dataset(engine, n=2)
+    run(engine, llm_server)
+    kwargs: dict = {}
+    if change == "temperature":
+        kwargs["spec_kwargs"] = {"temperature": 0.7}
+    elif change == "dataset version":
+        make_dataset(engine, n=3, version=2)
+    else:
+        kwargs["repeats"] = 2
+    with pytest.raises(ConfigMismatchError, match="comparison 'cmp'"):
+        run(engine, llm_server, **kwargs)
+
+
+def test_cost_estimate_unknown_for_custom_model_known_for_gpt_4o_mini(engine, llm_server: LLMServer) -> None:
+    make_dataset(engine, n=5)
+    custom = estimate_cost(engine, "golden", ModelSpec("openai/my-local", api_base=llm_server.url), repeats=2)
+    priced = estimate_cost(engine, "golden", ModelSpec("gpt-4o-mini", max_tokens=100))
+
+    assert custom.n_calls == 10 and custom.prompt_tokens > 0 and custom.usd is None
+    assert "approximate" in custom.note and "no price" in custom.note
+    price = llm.model_price("gpt-4o-mini")
+    assert priced.usd == pytest.approx(priced.prompt_tokens * price.input_per_token + 500 * price.output_per_token)
+    assert priced.usd > 0
+    assert llm.model_price("claude-sonnet-4-20250514") is None  # the bundled map says 0.0: unknown, not free
+
+
+def test_token_counting_never_waits_for_a_tokenizer_download() -> None:
+    started = time.monotonic()
+    count = llm.count_tokens("together_ai/meta-llama/Llama-3-70b-chat-hf", [{"role": "user", "content": "hi"}])
+    assert time.monotonic() - started < 2.0
+    assert count.tokens > 0 and not count.exact and "approximate" in count.note
+
+
+def _cli(db_url: str, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": db_url}
+    return subprocess.Popen([sys.executable, "-m", "lib", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _stored_pairs(engine: Engine) -> set[tuple[str, str]]:
+    """(model as the server sees it, prompt) of every successful output."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            'SELECT m.model, c.input_text FROM output o JOIN run r ON r.id = o.run_id '
+            'JOIN modelconfig m ON m.id = r.config_id JOIN "case" c ON c.id = o.case_id '
+            'WHERE o.error IS NULL')).all()
+    return {(model.removeprefix("openai/"), prompt) for model, prompt in rows}
+
+
+def test_killed_cli_run_leaves_a_consistent_store_and_resumes(engine, db_url: str, llm_server: LLMServer) -> None:
+    prompts = make_dataset(engine, n=30)
+    llm_server.latency = 0.4
+    args = ["run", "--dataset", "golden", "--baseline", "openai/base", "--candidate", "openai/cand",
+            "--name", "killed", "--api-base", llm_server.url, "--concurrency", "4"]
+    proc = _cli(db_url, *args)
+    deadline = time.monotonic() + 120  # generous: a loaded machine imports slowly
+    while len(_stored_pairs(engine)) < 8:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(10)
+
+    done = _stored_pairs(engine)
+    logged = len(llm_server.log)
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+        assert {s for (s,) in conn.execute(text("SELECT status FROM run"))} == {"running"}
+        assert conn.execute(text("SELECT count(*) FROM output WHERE text IS NULL")).scalar() == 0
+    assert 8 <= len(done) < 60
+
+    llm_server.latency = 0.0
+    resumed = _cli(db_url, *args)
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+
+    resent = [(r.model, r.prompt) for r in llm_server.log[logged:]]
+    everything = {(m, p) for m in ("base", "cand") for p in prompts}
+    assert not done & set(resent)  # no completed (case, repeat) was sent again
+    assert sorted(resent) == sorted(everything - done)  # and every other one exactly once
+    assert _stored_pairs(engine) == everything
+    assert "complete" in out
+
+
+def test_cli_unknown_dataset_exits_2_with_one_line(db_url: str) -> None:
+    proc = _cli(db_url, "run", "--dataset", "nope", "--baseline", "openai/a", "--candidate", "openai/b",
+                "--name", "x")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == ["error: no dataset named 'nope' (import one with `python -m lib dataset import`)"]
+
+
+def test_cli_exits_1_when_errors_remain(engine, db_url: str, llm_server: LLMServer) -> None:
+    prompts = make_dataset(engine, n=2)
+    llm_server.add_fault("400", contains=prompts[0], model="cand")
+    proc = _cli(db_url, "run", "--dataset", "golden", "--baseline", "openai/base", "--candidate", "openai/cand",
+                "--name", "errs", "--api-base", llm_server.url)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, (out, err)
+    assert "error: 1 of 4 outputs failed after retries" in err and "re-run" in err
+    assert "estimate baseline openai/base: 2 calls" in err and "cost unknown" in err
+
+
+def test_unreachable_endpoint_is_retried_then_stored_as_server_error(engine, llm_server: LLMServer) -> None:
+    make_dataset(engine, n=2)
+    dead = LLMServer().start()
+    dead_url = dead.url
+    dead.stop()  # a port nobody listens on any more
+    result = run_comparison(engine, dataset="golden", name="dead", options=RunOptions(max_retries=1, **FAST),
+                            baseline=ModelSpec("openai/base", api_base=llm_server.url),
+                            candidate=ModelSpec("openai/cand", api_base=dead_url))
+
+    assert result.baseline.status == "complete" and result.candidate.status == "partial"
+    rows = outputs(engine, result.candidate.run_id)
+    assert [(r.error_kind, r.attempts) for r in rows] == [("server", 2), ("server", 2)]
+
+
+def test_local_openai_endpoint_gets_a_placeholder_key_only_without_a_real_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert llm.call_kwargs("openai/x", "http://h/v1", {}, 5)["api_key"] == llm.PLACEHOLDER_API_KEY
+    assert "api_key" not in llm.call_kwargs("hosted_vllm/x", "http://h/v1", {}, 5)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real")
+    kwargs = llm.call_kwargs("openai/x", "http://h/v1", {"temperature": None, "seed": 1}, 5)
+    assert "api_key" not in kwargs and "temperature" not in kwargs and kwargs["seed"] == 1
+    assert kwargs["num_retries"] == 0 and kwargs["max_retries"] == 0
