@@ -12,6 +12,7 @@ from lib.comparisons import list_comparisons, load_pairs
 from lib.db import database_url, get_engine
 from lib.report import change_counts as _change_counts
 from lib.report import checked_pairs, report_from_checked, stored_settings
+from lib.runner import CostEstimate, ModelSpec, estimate_cost
 
 ACTIVE_KEY = "sidebar_active_comparison"  # the sidebar selectbox's key: the comparison pages show
 PENDING_KEY = "pending_active_comparison"  # set by pages; applied by the router before the widget exists
@@ -102,3 +103,9 @@ def after_settings_change() -> None:
     checked.clear()
     report.clear()
     change_counts.clear()
+
+
+@st.cache_data(ttl=300, show_spinner="Estimating cost…", max_entries=64)
+def cost_estimate(url: str, dataset: str, spec: ModelSpec, repeats: int) -> CostEstimate:
+    """litellm token counting is slow on big sets: estimate once per (dataset, configuration)."""
+    return estimate_cost(engine_for(url), dataset, spec, repeats)

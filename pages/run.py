@@ -7,7 +7,8 @@ import streamlit as st
 
 from lib.datasets import list_datasets
 from lib.errors import ReviewInputError
-from lib.runner import ModelSpec, ProgressEvent, RunOptions, estimate_cost, run_comparison
+from lib.resume import stored_run, unfinished
+from lib.runner import ModelSpec, ProgressEvent, RunOptions, run_comparison
 from pages import _shared
 
 st.title("Run a comparison")
@@ -58,7 +59,7 @@ def _options() -> RunOptions:
 
 def _cost_line(dataset: str, spec: ModelSpec, repeats: int) -> str:
     try:
-        est = estimate_cost(_shared.engine(), dataset, spec, repeats)
+        est = _shared.cost_estimate(_shared.database_url(), dataset, spec, repeats)
     except ReviewInputError as exc:
         return f"{_shared.md(spec.model)}: {exc}"
     usd = "unknown (no price for this model)" if est.usd is None else f"${est.usd:,.4f}"
@@ -88,6 +89,20 @@ def _start(dataset: str, base: ModelSpec, cand: ModelSpec, name: str, options: R
                    "only the failed and missing cases are sent.")
 
 
+def _render_resume() -> None:
+    """Unfinished live comparisons, resumable with their stored configuration in one click."""
+    rows = unfinished(_shared.engine())
+    if not rows:
+        return
+    st.subheader("Resume an interrupted run")
+    st.dataframe(rows, hide_index=True, width="stretch", key="run_unfinished")
+    name = st.selectbox("Comparison", [r["name"] for r in rows], key="run_resume_name")
+    if st.button("Resume", key="run_resume"):
+        stored = stored_run(_shared.engine(), name)
+        options = RunOptions(repeats=stored.repeats)
+        _start(stored.dataset, stored.baseline, stored.candidate, name, options, stored.system)
+
+
 def _render() -> None:
     datasets = sorted({d["name"] for d in list_datasets(_shared.engine())})
     if not datasets:
@@ -112,4 +127,5 @@ def _render() -> None:
         _start(dataset, base, cand, name, options, system)
 
 
+_render_resume()
 _render()

@@ -140,17 +140,5 @@ def test_decision_page_marks_post_hoc(engine, tmp_path) -> None:
     at = _page("pages/decision.py").run()
     assert not at.exception, at.exception
     assert at.warning and at.warning[0].value.startswith("POST-HOC")
+# (Rendering through the router, with every other page: tests/test_pages.py.)
 
-
-def _registered() -> bool:
-    router = (ROOT / "streamlit_app.py").read_text()
-    return "pages/policy.py" in router and "pages/decision.py" in router
-
-
-@pytest.mark.skipif(not _registered(), reason="pages/policy.py and pages/decision.py are not in the router yet")
-@pytest.mark.parametrize("page", ["pages/policy.py", "pages/decision.py"])
-def test_pages_render_through_the_router(ready, page: str) -> None:
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    assert at.sidebar.selectbox(key="sidebar_active_comparison").value == "cmp"
