@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from lib import llm
+from lib.audit import record_event
 from lib.db import session_scope, utcnow
 from lib.errors import ConfigMismatchError, DatasetNotFound, ReviewInputError
 from lib.models import (SOURCE_LIVE, STATUS_COMPLETE, STATUS_PARTIAL, STATUS_RUNNING, Case,
@@ -294,6 +295,9 @@ def _prepare(engine: Engine, dataset: str, specs: dict[str, ModelSpec], name: st
             done, errors = _output_keys(session, run.id)
             plan.sides[side] = _Side(side, specs[side], run.id, len(cases) * options.repeats, done, errors,
                                      run.system_fingerprint, run.served_model)
+            record_event(session, "run_started", {"run_id": run.id, "comparison": name, "side": side,
+                                                  "config_hash": configs[side].config_hash,
+                                                  "already_stored": len(done)})
         return plan
 
 
@@ -437,6 +441,10 @@ def _finish_side(session: Session, side: _Side) -> SideResult:
 def _finish(engine: Engine, plan: _Plan, wall_s: float) -> RunResult:
     with session_scope(engine) as session:
         sides = {name: _finish_side(session, side) for name, side in plan.sides.items()}
+        for res in sides.values():
+            record_event(session, "run_finished", {"run_id": res.run_id, "comparison": plan.comparison.name,
+                                                   "status": res.status, "n_outputs": res.succeeded,
+                                                   "n_errors": res.errors})
     status = STATUS_COMPLETE if all(s.status == STATUS_COMPLETE for s in sides.values()) else STATUS_PARTIAL
     return RunResult(plan.comparison.name, plan.comparison.id, plan.dataset.name, plan.dataset.version,
                      status, round(wall_s, 3), sides["baseline"], sides["candidate"])
