@@ -34,7 +34,9 @@ def _overview_render(url: str, repeats: int = 3) -> float:
 
     os.environ["DATABASE_URL"] = url
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300)
+    start = time.perf_counter()
     at.run()  # cold: reads, checks and statistics are computed and cached
+    print(f"Overview render, cold {time.perf_counter() - start:.2f} s", flush=True)
 
     def warm() -> None:
         at.run()

@@ -64,7 +64,7 @@ def _render_flips(metrics: dict) -> None:
     if not binary:
         return
     st.subheader("Flips", anchor=False)
-    cols = st.columns(min(4, len(binary)))
+    cols = st.columns(min(3, len(binary)))  # three per row: the 2x2 tables stay readable
     for i, key in enumerate(binary):
         with cols[i % len(cols)]:
             st.caption(f"{METRIC_LABELS.get(key, key)} (n={metrics[key]['n']})")
