@@ -5,21 +5,38 @@ request after L seconds. With C requests in flight the ideal wall time is 2*N*L/
 ideal / achieved. Each repetition is a new comparison in a temporary SQLite store.
 
     .venv/bin/python bench/run_throughput.py [--cases 1000] [--latency 0.2] [--concurrency 32]
-        [--runs 3] [--profile] [--litellm-callback]
+        [--runs 3] [--profile] [--litellm-callback] [--reference]
 
---profile adds one run under cProfile and prints where the client's CPU goes, by package.
+--profile adds one run under cProfile and prints where the event-loop thread's time goes.
+--reference sends the same traffic with a bare aiohttp client after each run: on a shared machine
+it tells what the machine allowed at that moment, apart from litellm and the runner.
 --litellm-callback registers a no-op litellm callback, which turns litellm's own per-call pricing
-and logging back on (what a default litellm setup pays per call).
+and success logging back on (what a default litellm setup pays per call).
+
+What was measured here (2 cores, shared with other work; py-spy, GIL-holding samples, all threads):
+litellm + the openai SDK + httpx/aiohttp ~80% of the client's CPU (the SDK's request build, send and
+parse ~30%; litellm's sync set-up, which it runs in executor threads, ~12%), asyncio ~10%, the
+runner including its SQLite writes ~4%. ~3.4 ms CPU per call on a quiet machine, more under load.
+Fixes kept (lib/llm.py, lib/runner.py):
+- litellm prices every response and builds a success-log payload per call; skipped unless a litellm
+  callback is registered: raw acompletion calls went from 3.96 to 2.61 ms CPU each (pricing an
+  unmapped model walks every generalization of its name).
+- gc.freeze() after importing litellm: a full collection otherwise rescans ~200 MB of litellm
+  objects and stalled the loop 0.33 s per run (0.06 s after).
+- SQLite writes on one writer thread: a commit costs ~0.17 ms but stalled up to 0.58 s while other
+  processes used the disk; off the loop it delays one output, not every request in flight.
+Tried and dropped: uvloop (-10% CPU, same wall time), running litellm's sync set-up inline instead
+of in executor threads (no gain), litellm's httpx transport instead of aiohttp (6.3 ms per call).
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import pstats
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import aiohttp  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
@@ -44,7 +62,7 @@ CATEGORIES = ((WAITING, "'poll' of 'select.epoll'"), (WAITING, "'acquire' of '_t
               ("sockets, urandom (+ GIL waits)", "_socket.socket"), ("sockets, urandom (+ GIL waits)", "urandom"),
               ("sqlalchemy + sqlite3", "/sqlalchemy/"), ("sqlalchemy + sqlite3", "sqlite3"),
               ("litellm", "/litellm/"), ("openai SDK", "/openai/"), ("httpx", "/httpx"), ("aiohttp", "/aiohttp/"),
-              ("pydantic", "pydantic"), ("runner (lib/)", "/lib/"), ("asyncio", "/asyncio/"),
+              ("pydantic", "pydantic"), ("runner (lib/)", f"{ROOT}/lib/"), ("asyncio", "/asyncio/"),
               ("threads, executors", "/threading.py"), ("threads, executors", "/concurrent/"))
 
 
@@ -71,29 +89,22 @@ def run_once(engine: Engine, dataset: str, url: str, concurrency: int, label: st
     return wall, cpu
 
 
-class ThreadProfiles:
-    """cProfile in every thread started while active (litellm builds requests in executor threads,
-    the runner writes outputs in its own), merged for one report."""
+async def _bare_requests(url: str, n_calls: int, concurrency: int) -> None:
+    semaphore = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession() as session:
+        async def one(i: int) -> None:
+            body = {"model": f"bench-{i % 2}", "messages": [{"role": "user", "content": f"question {i}"}]}
+            async with semaphore, session.post(f"{url}/chat/completions", json=body) as response:
+                await response.json()
 
-    def __init__(self) -> None:
-        self.profiles: list[cProfile.Profile] = []
+        await asyncio.gather(*(one(i) for i in range(n_calls)))
 
-    def _start_in_thread(self, *_args: object) -> None:
-        profile = cProfile.Profile()
-        self.profiles.append(profile)
-        profile.enable()  # replaces this bootstrap hook in the new thread
 
-    def __enter__(self) -> ThreadProfiles:
-        threading.setprofile(self._start_in_thread)
-        self._start_in_thread()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        threading.setprofile(None)  # type: ignore[arg-type]
-        self.profiles[0].disable()
-
-    def stats(self) -> pstats.Stats:
-        return pstats.Stats(*self.profiles)
+def bare_client_wall(url: str, n_calls: int, concurrency: int) -> float:
+    """The same traffic from a bare aiohttp client (no litellm, no store): what the machine allows now."""
+    started = time.perf_counter()
+    asyncio.run(_bare_requests(url, n_calls, concurrency))
+    return time.perf_counter() - started
 
 
 def print_profile(stats: pstats.Stats, n_calls: int) -> None:
@@ -104,8 +115,8 @@ def print_profile(stats: pstats.Stats, n_calls: int) -> None:
         by_category[category] += tottime
     waiting = by_category.pop(WAITING, 0.0)
     busy = sum(by_category.values())
-    print(f"profiled time by package, all threads, excluding {waiting:.1f}s {WAITING} (cProfile inflates "
-          f"it; the shares matter): {busy:.2f}s, {1000 * busy / n_calls:.2f} ms per call")
+    print(f"event-loop thread, profiled, by package (excluding {waiting:.1f}s {WAITING}; cProfile "
+          f"inflates the time, the shares matter): {busy:.2f}s, {1000 * busy / n_calls:.2f} ms per call")
     for category, seconds in sorted(by_category.items(), key=lambda kv: -kv[1]):
         print(f"  {category:<30} {100 * seconds / busy:5.1f}%  {1000 * seconds / n_calls:6.3f} ms/call")
 
@@ -118,6 +129,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--litellm-callback", action="store_true")
+    parser.add_argument("--reference", action="store_true",
+                        help="after each run, send the same traffic with a bare aiohttp client")
     args = parser.parse_args()
 
     litellm = llm.litellm_module()  # import once, outside the timed runs
@@ -140,12 +153,17 @@ def main() -> None:
             walls.append(wall)
             print(f"  run {i + 1}: {wall:.2f}s, efficiency {ideal / wall:.3f}, client CPU {cpu:.2f}s "
                   f"({1000 * cpu / n_calls:.2f} ms per call, {100 * cpu / wall:.0f}% of one core)")
+            if args.reference:
+                bare = bare_client_wall(url, n_calls, args.concurrency)
+                print(f"    bare aiohttp client, same traffic: {bare:.2f}s, efficiency {ideal / bare:.3f}")
         median = statistics.median(walls)
         print(f"median: {median:.2f}s, efficiency {ideal / median:.3f}")
         if args.profile:
-            with ThreadProfiles() as profiles:
-                run_once(engine, dataset, url, args.concurrency, "profiled")
-            print_profile(profiles.stats(), n_calls)
+            profile = cProfile.Profile()
+            profile.enable()
+            run_once(engine, dataset, url, args.concurrency, "profiled")
+            profile.disable()
+            print_profile(pstats.Stats(profile), n_calls)
 
 
 if __name__ == "__main__":

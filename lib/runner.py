@@ -34,6 +34,8 @@ SIDES = ("baseline", "candidate")
 INPUT_PLACEHOLDER = "{{input}}"
 ASSUMED_COMPLETION_TOKENS = 256  # per call, for estimates when max_tokens is not set
 MAX_RETRY_AFTER_S = 300.0  # honour Retry-After up to this; a longer ask would stall the run
+CONFIG_FIELDS = ("model", "api_base", "temperature", "top_p", "max_tokens", "seed", "response_format_json",
+                 "tools_json", "system_prompt", "prompt_template")  # ModelConfig columns a spec sets
 
 
 @dataclass
@@ -57,6 +59,7 @@ class ModelSpec:
                 "seed": self.seed, "response_format": self.response_format, "tools": self.tools}
 
     def config_hash(self) -> str:
+        """sha256 of the canonical JSON of every field: identical configurations share a row."""
         return hashlib.sha256(to_json(asdict(self)).encode()).hexdigest()
 
     def validate(self) -> None:
@@ -165,10 +168,6 @@ def latest_dataset(session: Session, name: str) -> Dataset:
 
 def _dataset_cases(session: Session, dataset_id: int) -> list[Case]:
     return list(session.exec(select(Case).where(Case.dataset_id == dataset_id).order_by(Case.position, Case.id)))
-
-
-CONFIG_FIELDS = ("model", "api_base", "temperature", "top_p", "max_tokens", "seed", "response_format_json",
-                 "tools_json", "system_prompt", "prompt_template")
 
 
 def _config_row(spec: ModelSpec) -> dict[str, Any]:

@@ -63,7 +63,8 @@ def _cost_line(dataset: str, spec: ModelSpec, repeats: int) -> str:
     except ReviewInputError as exc:
         return f"{_shared.md(spec.model)}: {exc}"
     usd = "unknown (no price for this model)" if est.usd is None else f"${est.usd:,.4f}"
-    return f"{_shared.md(spec.model)}: {est.n_calls} calls, ~{est.prompt_tokens:,} prompt tokens, input cost {usd}"
+    return (f"{_shared.md(spec.model)}: {est.n_calls} calls, ~{est.prompt_tokens:,} prompt tokens, "
+            f"estimated cost {usd} ({_shared.md(est.note)})")
 
 
 def _start(dataset: str, base: ModelSpec, cand: ModelSpec, name: str, options: RunOptions, system: str) -> None:
