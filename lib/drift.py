@@ -32,7 +32,7 @@ from lib.checks.structured import json_validity
 from lib.comparisons import get_comparison, load_pairs
 from lib.datasets import get_dataset
 from lib.db import session_scope
-from lib.drift_models import DriftResult, ensure_tables
+from lib.drift_models import DriftResult
 from lib.drift_report import DriftRun, Sample, run_report
 from lib.embeddings import embed_texts, require_available
 from lib.errors import DatasetNotFound, NotFoundError, ReviewInputError
@@ -163,7 +163,6 @@ class StoredDrift:
 
 
 def store_drift(engine: Engine, comparison: str, options: DriftOptions, run: DriftRun) -> StoredDrift:
-    ensure_tables(engine)
     summary_json = to_json(run.summary)
     with session_scope(engine) as session:
         row = DriftResult(comparison_id=get_comparison(session, comparison).id,
@@ -189,7 +188,6 @@ _STORED_COLUMNS = (DriftResult.id, DriftResult.created_at, DriftResult.options_j
 
 def latest_result(engine: Engine, comparison: str) -> StoredDrift | None:
     """The newest stored drift result of a comparison (without its report HTML)."""
-    ensure_tables(engine)
     with Session(engine) as session:
         comp_id = get_comparison(session, comparison).id
         row = session.exec(select(*_STORED_COLUMNS).where(DriftResult.comparison_id == comp_id)

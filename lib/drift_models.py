@@ -5,7 +5,6 @@ from datetime import datetime
 from typing import Optional
 
 from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
-from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
 from lib.db import utcnow
@@ -40,7 +39,3 @@ class EmbeddingCache(SQLModel, table=True):
     vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # float32, little-endian
     created_at: datetime = Field(default_factory=utcnow)
 
-
-def ensure_tables(engine: Engine) -> None:
-    """Create these tables on an engine made before this module was first imported (idempotent)."""
-    SQLModel.metadata.create_all(engine, tables=[DriftResult.__table__, EmbeddingCache.__table__])

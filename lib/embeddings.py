@@ -25,7 +25,7 @@ from sqlmodel import Session, select
 
 from lib import llm
 from lib.db import session_scope
-from lib.drift_models import EmbeddingCache, ensure_tables
+from lib.drift_models import EmbeddingCache
 from lib.errors import ReviewInputError
 
 LOCAL = "local"
@@ -78,7 +78,6 @@ def embed_texts(engine: Engine, texts: Sequence[str], model: str, api_base: str 
                 progress: Progress | None = None) -> np.ndarray:
     """One float32 row per text (in order), from the cache or the model."""
     require_available(model)
-    ensure_tables(engine)
     key = cache_key(model, api_base)
     hashes = [text_hash(t) for t in texts]
     by_hash = dict(zip(hashes, texts))

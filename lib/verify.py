@@ -20,7 +20,6 @@ from sqlmodel import SQLModel
 from lib.audit import Problem, check_chain, event_payload, list_events, raw_rows, row_digest, sha256_hex, table_name
 from lib.decisions import signed_message
 from lib.drift_models import DriftResult
-from lib.drift_models import ensure_tables as ensure_drift_tables
 from lib.evidence import data_digest, evidence_digest
 from lib.governance_models import Decision, Policy, ReviewComment, SigningKey, SystemOwner
 from lib.signing import verify_signature
@@ -123,7 +122,6 @@ def _check_drift(conn: Connection, row: dict, name: str) -> list[Problem]:
 
 def verify_store(engine: Engine) -> VerifyResult:
     """The whole store: chain, governed rows, policies and decisions (see module docstring)."""
-    ensure_drift_tables(engine)  # decisions may cite drift results; the table may not exist yet
     with engine.connect() as conn:
         events = list_events(conn)
         result = VerifyResult(check_chain(conn) + check_records(conn, events) + check_policies(conn))
@@ -138,7 +136,6 @@ def verify_store(engine: Engine) -> VerifyResult:
 
 def verify_decision(engine: Engine, decision_id: int) -> list[Problem]:
     """One decision's signature and evidence (the export's integrity line and the Decision page)."""
-    ensure_drift_tables(engine)
     with engine.connect() as conn:
         row = next(raw_rows(conn, Decision, "WHERE id = :id", id=decision_id), None)
         if row is None:
