@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from sqlmodel import Session
 
+from lib.comparisons import get_comparison
 from lib.models import from_json
 from pages import _shared
 
@@ -37,7 +39,7 @@ def _run_card(title: str, run: dict) -> None:
 
 
 def _render_active(info: dict) -> None:
-    st.header(info["name"], divider="gray", anchor=False)
+    st.header(_shared.md(info["name"]), divider="gray", anchor=False)
     st.caption(f"Dataset {_shared.md(info['dataset'])} v{info['dataset_version']} · {info['n_cases']} cases · "
                f"source {info['source']} · system {_shared.md(info['system'])}")
     left, right = st.columns(2)
@@ -52,10 +54,7 @@ def _render_active(info: dict) -> None:
 
 
 def _render_notes(name: str) -> None:
-    from lib.comparisons import get_comparison
-    from lib.db import session_scope
-
-    with session_scope(_shared.engine()) as session:
+    with Session(_shared.engine()) as session:
         notes = from_json(get_comparison(session, name).notes_json) or {}
     if notes.get("baseline_only") or notes.get("candidate_only"):
         st.warning(f"Unpaired rows in the recorded file: {notes.get('baseline_only', 0)} baseline only, "

@@ -63,7 +63,7 @@ def _do_import(data: bytes, filename: str, name: str, mapping: ColumnMapping) ->
         st.error(f"Nothing was imported. {exc}")
         return
     verb = "Imported" if result.created else "Unchanged: already stored as"
-    st.success(f"{verb} {result.name} v{result.version} ({result.n_cases} cases).")
+    st.success(f"{verb} {_shared.md(result.name)} v{result.version} ({result.n_cases} cases).")
     for warning in getattr(result, "warnings", []) or []:
         st.info(_shared.md(warning))
 

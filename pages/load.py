@@ -104,7 +104,7 @@ def _do_load(data: bytes, filename: str, name: str, fmt: str, mapping: LoadMappi
         return
     _shared.after_write()
     _shared.set_active(result.comparison)
-    st.success(f"Loaded {result.comparison}: {result.n_pairs} pairs, "
+    st.success(f"Loaded {_shared.md(result.comparison)}: {result.n_pairs} pairs, "
                f"{_shared.md(result.baseline)} → {_shared.md(result.candidate)}.")
     if result.baseline_only or result.candidate_only:
         st.warning(f"Unpaired rows: {result.baseline_only} baseline only, {result.candidate_only} candidate "

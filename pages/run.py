@@ -68,7 +68,7 @@ def _cost_line(dataset: str, spec: ModelSpec, repeats: int) -> str:
 
 
 def _start(dataset: str, base: ModelSpec, cand: ModelSpec, name: str, options: RunOptions, system: str) -> None:
-    with st.status(f"Running {name}…", expanded=True) as status:
+    with st.status(f"Running {_shared.md(name)}…", expanded=True) as status:
         counts = st.empty()
 
         def progress(ev: ProgressEvent) -> None:
