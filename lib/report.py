@@ -26,7 +26,8 @@ from lib.comparisons import get_comparison, load_pairs
 from lib.db import session_scope
 from lib.models import MATCH_RULES, from_json, to_json
 from lib.errors import ReviewInputError
-from lib.stats import ALPHA, binary_metric, continuous_metric, single_metric, with_holm
+from lib.stats import (ALPHA, aggregate_repeats, binary_metric, continuous_metric, single_metric,
+                       with_holm)
 
 # metric key -> (check column without side prefix, label). Keys are an interface: keep them.
 BINARY_METRICS: dict[str, tuple[str, str]] = {
@@ -123,10 +124,7 @@ def _per_case(checked: pd.DataFrame) -> pd.DataFrame:
         return checked
     cols = ["case_id", "category"] + [f"{s}_{c}" for s in "bc" for c, _ in
                                       [*BINARY_METRICS.values(), *CONTINUOUS_METRICS.values()]] + ["similarity"]
-    numeric = checked[cols].copy()
-    for col in cols[2:]:
-        numeric[col] = numeric[col].astype("Float64")
-    return numeric.groupby("case_id", sort=False).agg({"category": "first", **{c: "mean" for c in cols[2:]}}).reset_index()
+    return aggregate_repeats(checked[cols], key="case_id")
 
 
 def _rate_ci(rate: float, n: int, alpha: float) -> list[float]:
