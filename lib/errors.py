@@ -11,24 +11,22 @@ class ReviewInputError(ReviewError):
     """Bad input from the user: a file, a flag, a name. CLI exit code 2."""
 
 
-class DatasetImportError(ReviewInputError):
-    """A golden-dataset file cannot be imported; names file, line/row and field."""
-
-    def __init__(self, source: str, message: str, *, line: int | None = None, field: str | None = None):
-        self.source, self.line, self.field = source, line, field
-        where = source + (f", line {line}" if line is not None else "")
-        what = f" field '{field}'" if field else ""
-        super().__init__(f"{where}:{what} {message}".replace(": ", ": ", 1))
-
-
-class RecordedLoadError(ReviewInputError):
-    """A recorded comparison (wide, long, promptfoo) cannot be loaded."""
+class FileInputError(ReviewInputError):
+    """Bad content in a user's file: the message names the file, the line (when known) and the field."""
 
     def __init__(self, source: str, message: str, *, line: int | None = None, field: str | None = None):
         self.source, self.line, self.field = source, line, field
         where = source + (f", line {line}" if line is not None else "")
         what = f" field '{field}'" if field else ""
         super().__init__(f"{where}:{what} {message}")
+
+
+class DatasetImportError(FileInputError):
+    """A golden-dataset file cannot be imported."""
+
+
+class RecordedLoadError(FileInputError):
+    """A recorded comparison (wide, long, promptfoo) cannot be loaded."""
 
 
 class NotFoundError(ReviewInputError):
