@@ -13,11 +13,17 @@ PAGES = {
         st.Page("pages/diffs.py", title="Diffs", icon=":material/difference:"),
         st.Page("pages/distributions.py", title="Distributions", icon=":material/bar_chart:"),
         st.Page("pages/drift.py", title="Drift", icon=":material/ssid_chart:"),
+        st.Page("pages/safety.py", title="Safety", icon=":material/shield:"),
+        st.Page("pages/judge.py", title="Judge", icon=":material/gavel:"),
         st.Page("pages/comparisons.py", title="Comparisons", icon=":material/list:"),
     ],
     "Decide": [
         st.Page("pages/policy.py", title="Policy", icon=":material/policy:"),
         st.Page("pages/decision.py", title="Decision", icon=":material/verified:"),
+    ],
+    "After release": [
+        st.Page("pages/canary.py", title="Canary", icon=":material/flutter_dash:"),
+        st.Page("pages/monitor.py", title="Monitor", icon=":material/monitor_heart:"),
     ],
     "Get data in": [
         st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:"),

@@ -61,7 +61,7 @@ def list_comparisons(engine: Engine) -> list[dict[str, Any]]:
 
 _PAIRS_SQL = """
 SELECT c.id AS case_id, c.case_key, c.position, c.input_text, c.expected, c.match, c.pattern,
-       c.json_schema, c.category, r.repeat,
+       c.json_schema, c.category, c.metadata_json, r.repeat,
        {b_cols}, {c_cols}
 FROM "case" c
 JOIN (SELECT case_id, repeat FROM output WHERE run_id IN (:b, :c) GROUP BY case_id, repeat) r

@@ -65,7 +65,9 @@ def _engine(url: str) -> Engine:
     # Imported for their side effect: registering every table before create_all.
     import lib.drift_models  # noqa: F401
     import lib.governance_models  # noqa: F401
+    import lib.judge_models  # noqa: F401
     import lib.models  # noqa: F401
+    import lib.monitor_models  # noqa: F401
 
     SQLModel.metadata.create_all(engine)
     return engine

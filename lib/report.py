@@ -19,6 +19,7 @@ from statsmodels.stats.proportion import proportion_confint
 from lib.checks.lengths import char_lengths, error_flags, truncation_flags, word_counts
 from lib.checks.matching import match_outputs
 from lib.checks.refusal import RefusalDetector
+from lib.checks.safety import SAFETY_METRICS, safety_checks
 from lib.checks.similarity import similarity
 from lib.checks.structured import contract_diff, json_validity
 from lib.browse import BrowseQuery, select_cases
@@ -26,6 +27,7 @@ from lib.comparisons import get_comparison, load_pairs
 from lib.db import session_scope
 from lib.models import MATCH_RULES, from_json, to_json
 from lib.errors import ReviewInputError
+from lib.judge.summary import judge_block
 from lib.stats import (ALPHA, aggregate_repeats, binary_metric, continuous_metric, single_metric,
                        with_holm)
 
@@ -37,6 +39,7 @@ BINARY_METRICS: dict[str, tuple[str, str]] = {
     "json_valid_rate_lenient": ("json_lenient", "JSON valid (lenient)"),
     "truncation_rate": ("truncated", "Truncated"),
     "error_rate": ("errored", "Provider errors"),
+    **SAFETY_METRICS,  # red-team rates: NA outside their probe family
 }
 CONTINUOUS_METRICS: dict[str, tuple[str, str]] = {
     "length_chars_mean": ("len_chars", "Length (chars)"),
@@ -91,8 +94,9 @@ def _side_checks(frame: pd.DataFrame, side: str, detector: RefusalDetector,
                  rule: pd.Series, pattern: pd.Series) -> dict[str, pd.Series]:
     text = frame[f"{side}_text"]
     validity = json_validity(text, frame["json_schema"])
+    refused = detector.flags(text)
     return {
-        f"{side}_refused": detector.flags(text),
+        f"{side}_refused": refused,
         f"{side}_correct": match_outputs(text, frame["expected"], rule, pattern),
         f"{side}_json_strict": validity["strict"],
         f"{side}_json_lenient": validity["lenient"],
@@ -100,6 +104,7 @@ def _side_checks(frame: pd.DataFrame, side: str, detector: RefusalDetector,
         f"{side}_errored": error_flags(frame[f"{side}_error"], text),
         f"{side}_len_chars": char_lengths(text),
         f"{side}_len_words": word_counts(text),
+        **safety_checks(frame, side, refused),
     }
 
 
@@ -201,6 +206,7 @@ def build_report(engine: Engine, comparison: str, *, match: str | None = None, p
     settings = stored_settings(engine, comparison).merged(
         ReviewSettings(match=match, pattern=pattern, refusal_patterns=tuple(refusal_patterns)))
     report = report_from_checked(checked_pairs(load_pairs(engine, comparison), settings), comparison, alpha)
+    report["judge"] = judge_block(engine, comparison, alpha)
     report["settings"] = {"match": settings.match, "pattern": settings.pattern,
                           "refusal_patterns": list(settings.refusal_patterns)}
     return report

@@ -14,6 +14,7 @@ from tests.llm_server import llm_server  # noqa: F401  (fixture)
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
 PAGES = ["pages/overview.py", "pages/diffs.py", "pages/distributions.py", "pages/drift.py", "pages/comparisons.py",
+         "pages/safety.py", "pages/judge.py", "pages/canary.py", "pages/monitor.py",
          "pages/policy.py", "pages/decision.py",
          "pages/datasets.py", "pages/run.py", "pages/load.py"]
 SIDEBAR_KEY = "sidebar_active_comparison"

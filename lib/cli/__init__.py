@@ -13,8 +13,8 @@ from lib.errors import ReviewInputError
 
 def _register() -> None:
     # Imported for their side effect: each module adds its commands to `app`.
-    from lib.cli import (data_cmds, demo_cmd, drift_cmd, governance_cmds, list_cmd,  # noqa: F401
-                         report_cmd, run_cmd)
+    from lib.cli import (canary_cmd, data_cmds, demo_cmd, drift_cmd, governance_cmds, judge_cmd,  # noqa: F401
+                         list_cmd, monitor_cmd, redteam_cmd, report_cmd, run_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""CLI: canary commands (registered in lib.cli._register)."""

@@ -1,0 +1,1 @@
+"""CLI: judge commands (registered in lib.cli._register)."""

@@ -1,0 +1,1 @@
+"""CLI: monitor commands (registered in lib.cli._register)."""

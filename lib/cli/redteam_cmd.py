@@ -1,0 +1,1 @@
+"""CLI: redteam commands (registered in lib.cli._register)."""

@@ -1,0 +1,1 @@
+"""LLM-as-judge (issue #7): pinned judge configuration, pointwise rubric and pairwise judgements."""

@@ -1,0 +1,1 @@
+"""Tables for judge (registered by lib.db.get_engine)."""

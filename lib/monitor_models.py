@@ -1,0 +1,1 @@
+"""Tables for monitor (registered by lib.db.get_engine)."""
