@@ -48,6 +48,6 @@ def sidebar() -> None:
                    f"{info['n_cases']} cases · {info['status']} · system {_shared.md(info['system'])}")
 
 
-nav = st.navigation(PAGES)
+nav = st.navigation(PAGES, expanded=True)  # every page visible: no "View more" fold
 sidebar()
 nav.run()

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import Engine
+from streamlit.runtime.pages_manager import PagesManager
 
 from lib.comparisons import list_comparisons, load_pairs
 from lib.db import database_url, get_engine
@@ -17,6 +18,19 @@ from lib.runner import CostEstimate, ModelSpec, estimate_cost
 ACTIVE_KEY = "sidebar_active_comparison"  # the sidebar selectbox's key: the comparison pages show
 PENDING_KEY = "pending_active_comparison"  # set by pages; applied by the router before the widget exists
 READ_TTL_S = 30
+
+
+def _leave_legacy_multipage_mode() -> None:
+    """Until the first `st.navigation` call in the process, Streamlit treats a folder named `pages/`
+    as a legacy multipage app: a deep link opened first (`/diffs` on a fresh server) runs the page
+    without the router (no sidebar, a raw file list). Switch that mode off and rerun the same page
+    through the router, which `st.navigation` would do anyway. Runs when a page first imports this."""
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_legacy_multipage_mode()
 
 
 @st.cache_resource(show_spinner=False)

@@ -205,6 +205,16 @@ def not_pwned(pg) -> None:
 
 # --- tests -------------------------------------------------------------------------------------------
 
+def test_a_deep_link_opened_first_runs_through_the_router(page, server) -> None:
+    # First in this module on purpose: on a fresh server Streamlit would run `pages/diffs.py` alone
+    # (legacy multipage mode) — no sidebar selector, a raw file list. pages/_shared.py switches it off.
+    open_page(page, server, "diffs", "Diffs")
+    expect(active(page)).to_have_value(DEMO)
+    expect(page.get_by_test_id("stSidebarNav").get_by_role("link", name="Overview", exact=True)).to_be_visible()
+    expect(page.get_by_test_id("stSidebarNav").get_by_role("link", name="shared")).to_have_count(0)
+    no_exception(page)
+
+
 def test_first_screen_is_the_demo_overview(page, server) -> None:
     open_page(page, server, "", "Overview")
     sidebar = page.get_by_test_id("stSidebar")
