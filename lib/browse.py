@@ -1,6 +1,7 @@
-"""The case browser's filters and paging over the checked-pairs frame (see lib/report.checked_pairs).
+"""The case browser's filters and paging over the checked-pairs frame (lib/checked.checked_frame).
 
-Vectorised pandas only: the Diffs page must stay fast at 100k pairs.
+Vectorised pandas only: the Diffs page must stay fast at 100k pairs. Filters read check columns only;
+free-text search also needs the texts (`lib.checked.with_texts`), which a page adds only to search.
 """
 from __future__ import annotations
 
@@ -48,14 +49,20 @@ def _mask(frame: pd.DataFrame, name: str) -> pd.Series:
     if name == "schema_breaks":
         return _flag(frame, "b_json_strict") & (frame["c_json_strict"].astype("boolean") == False)  # noqa: E712
     if name == "errors":
-        return (frame["b_error"].notna() | frame["c_error"].notna()
+        return (_flag(frame, "b_errored") | _flag(frame, "c_errored")
                 | _flag(frame, "b_truncated") | _flag(frame, "c_truncated"))
     return pd.Series(True, index=frame.index)
 
 
+SEARCHED = ("case_key", "input_text", "b_text", "c_text")
+
+
 def _search(frame: pd.DataFrame, text: str) -> pd.Series:
+    missing = [c for c in SEARCHED if c not in frame]
+    if missing:
+        raise ValueError(f"search needs the texts (lib.checked.with_texts); missing {missing}")
     hit = pd.Series(False, index=frame.index)
-    for col in ("case_key", "input_text", "b_text", "c_text"):
+    for col in SEARCHED:
         hit |= frame[col].astype("string").str.contains(text, case=False, regex=False, na=False)
     return hit
 

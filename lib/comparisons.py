@@ -68,7 +68,7 @@ JOIN (SELECT case_id, repeat FROM output WHERE run_id IN (:b, :c) GROUP BY case_
   ON r.case_id = c.id
 LEFT JOIN output b ON b.run_id = :b AND b.case_id = c.id AND b.repeat = r.repeat
 LEFT JOIN output o ON o.run_id = :c AND o.case_id = c.id AND o.repeat = r.repeat
-ORDER BY c.position, r.repeat
+ORDER BY c.position, c.id, r.repeat
 """
 
 

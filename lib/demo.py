@@ -72,6 +72,9 @@ def load_demo(engine: Engine, *, dataset_file: Path = DATASET_FILE,
     if not res.created:
         return DemoResult(name, False, res.dataset, res.dataset_version, 0,
                           f"demo comparison '{name}' is already in the store")
+    from lib.checked import ensure_checked  # the first Overview then reads stored check columns
+
+    ensure_checked(engine, name)
     ds_what = "loaded" if res.dataset_created else "reused"
     return DemoResult(name, True, res.dataset, res.dataset_version, res.n_outputs,
                       f"demo comparison '{name}' loaded: {res.n_outputs} recorded outputs; "

@@ -9,6 +9,7 @@ arguments for a model spec, and the classification of provider errors for the re
 """
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import gc
 import json
@@ -47,6 +48,47 @@ def litellm_module() -> ModuleType:
                 gc.freeze()
                 _litellm = litellm
     return _litellm
+
+
+_WARM_UP_BODY = json.dumps({
+    "id": "warm-up", "object": "chat.completion", "created": 0, "model": "warm-up",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+
+
+async def _answer_once(reader: Any, writer: Any) -> None:
+    await reader.readuntil(b"\r\n\r\n")  # the request's headers; its small body is ignored
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(_WARM_UP_BODY), _WARM_UP_BODY))
+    await writer.drain()
+    writer.close()
+
+
+async def _one_local_call() -> None:
+    server = await asyncio.start_server(_answer_once, "127.0.0.1", 0)
+    async with server:
+        api_base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        kwargs = call_kwargs("openai/warm-up", api_base, {"messages": [{"role": "user", "content": "hi"}]}, 10)
+        parse_completion(await litellm_module().acompletion(**kwargs))
+    # litellm leaves logging tasks that queue a callback on its global logging worker: let them run
+    # and drain it, or the first loop of every forked process inherits (and warns about) that task.
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+    helpers = asyncio.all_tasks() - {asyncio.current_task()}
+    if helpers:
+        await asyncio.wait(helpers, timeout=5)
+    await GLOBAL_LOGGING_WORKER.flush()
+
+
+def warm_up_calls() -> None:
+    """Make one call to a throwaway local server, so that what litellm sets up lazily on its first call
+    (pydantic schemas, provider modules: ~0.2 s CPU) is done in a process that forks call workers.
+    Its clients are dropped afterwards: they belong to this event loop. Never raises."""
+    try:
+        asyncio.run(_one_local_call())
+    except Exception:  # noqa: BLE001  - an optimisation only: the first real call sets up what is missing
+        pass
+    litellm_module().in_memory_llm_clients_cache.flush_cache()
 
 
 def _configure(litellm: ModuleType) -> None:

@@ -9,7 +9,7 @@ import json
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import DDL, Column, Index, LargeBinary, Text, UniqueConstraint, event
 from sqlmodel import Field, SQLModel
 
 from lib.db import utcnow
@@ -127,3 +127,55 @@ class Comparison(SQLModel, table=True):
     # Reviewer settings for this comparison: extra refusal patterns, a match rule for all cases, ...
     settings_json: Optional[str] = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+
+class CheckSegment(SQLModel, table=True):
+    """Stored check results (lib/check_store.py): an Arrow IPC blob of rows keyed by output id.
+
+    Per-output segments (`other_run_id` NULL) hold one run's check columns under a key that hashes the
+    reviewer settings and the check code version; pair segments hold values of (baseline run,
+    candidate run) pairs, such as similarity. Runs and loads that add outputs append segments.
+    """
+
+    __table_args__ = (Index("ix_checksegment_scope", "run_id", "other_run_id", "key"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int  # no foreign key: the run_delete trigger removes a deleted run's segments
+    other_run_id: Optional[int] = None
+    key: str
+    epoch: int = 0  # CheckEpoch of run_id when computed; another epoch means stale
+    other_epoch: int = 0
+    n_rows: int
+    max_output_id: int  # highest output id covered (per-output segments); new outputs have higher ids
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CheckEpoch(SQLModel, table=True):
+    """Bumped by triggers whenever an output or case of the run is updated or deleted: stored checks
+    computed at an older epoch are stale. Appends don't bump it (new outputs have higher ids)."""
+
+    run_id: int = Field(primary_key=True)
+    epoch: int = 0
+
+
+def _bump(runs_select: str) -> str:
+    return (f"INSERT INTO checkepoch (run_id, epoch) {runs_select} "
+            "ON CONFLICT(run_id) DO UPDATE SET epoch = epoch + 1;")
+
+
+_RUN = "SELECT {run}, 1 WHERE {run} IS NOT NULL"
+_RUNS_OF_DATASET = "SELECT id, 1 FROM run WHERE dataset_id = {ds}"
+_TRIGGERS = {
+    "output_update": ("AFTER UPDATE ON output", _bump(_RUN.format(run="OLD.run_id"))
+                      + _bump(_RUN.format(run="NEW.run_id"))),
+    "output_delete": ("AFTER DELETE ON output", _bump(_RUN.format(run="OLD.run_id"))),
+    "case_update": ('AFTER UPDATE ON "case"', _bump(_RUNS_OF_DATASET.format(ds="OLD.dataset_id"))
+                    + _bump(_RUNS_OF_DATASET.format(ds="NEW.dataset_id"))),
+    "case_delete": ('AFTER DELETE ON "case"', _bump(_RUNS_OF_DATASET.format(ds="OLD.dataset_id"))),
+    "run_delete": ("AFTER DELETE ON run", "DELETE FROM checksegment WHERE run_id = OLD.id OR other_run_id = OLD.id;"
+                   " DELETE FROM checkepoch WHERE run_id = OLD.id;"),
+}
+for _name, (_when, _body) in _TRIGGERS.items():
+    event.listen(SQLModel.metadata, "after_create", DDL(
+        f"CREATE TRIGGER IF NOT EXISTS checks_{_name} {_when} BEGIN {_body} END").execute_if(dialect="sqlite"))

@@ -5,6 +5,11 @@ A policy names report metrics (optionally per category, `"accuracy@math"`) and t
 units: fractions for rates); `min` / `max` bound the candidate's own value. `blocking` (default true)
 says whether a failure blocks the upgrade. Anything unknown is an error, never ignored: a typo in a
 pre-registered gate would otherwise silently weaken it.
+
+An optional `[canary]` table declares a canary's rollback criteria before it starts (see `lib.canary`):
+`traffic_share`, `min_samples` (per arm) and `[canary.triggers.METRIC]` tables with the same threshold
+keys, on metrics of the canary's live traffic versus the control (`CANARY_METRICS`). It is part of the
+canonical form, so it is locked and hashed with the rest; a policy without it hashes as before.
 """
 from __future__ import annotations
 
@@ -38,7 +43,12 @@ DELTA_KEYS = ("max_increase", "max_decrease")
 LEVEL_KEYS = ("min", "max")
 THRESHOLD_KEYS = DELTA_KEYS + LEVEL_KEYS
 CRITERION_KEYS = THRESHOLD_KEYS + ("blocking",)
-TOP_LEVEL_KEYS = ("alpha", "criteria")
+TOP_LEVEL_KEYS = ("alpha", "criteria", "canary")
+# Canary trigger metrics (lib.canary): rates are fractions; judge_score in the judge's units; latency in s.
+CANARY_RATE_METRICS = ("refusal_rate", "error_rate", "json_valid_rate")
+CANARY_METRICS = CANARY_RATE_METRICS + ("judge_score", "latency_p95_s")
+CANARY_KEYS = ("traffic_share", "min_samples", "triggers")
+DEFAULT_MIN_SAMPLES = 200
 DEFAULT_ALPHA = 0.05
 CATEGORY_SEP = "@"
 
@@ -66,14 +76,42 @@ class Criterion:
 
 
 @dataclass(frozen=True)
+class Trigger:
+    """A canary rollback trigger: thresholds on one metric of the canary arm versus the control."""
+
+    metric: str
+    thresholds: dict[str, float]  # subset of THRESHOLD_KEYS
+
+
+@dataclass(frozen=True)
+class CanarySpec:
+    traffic_share: float | None  # declared share of traffic the canary receives
+    min_samples: int  # per arm, before any decision
+    triggers: tuple[Trigger, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"min_samples": self.min_samples,
+                                "triggers": {t.metric: dict(sorted(t.thresholds.items()))
+                                             for t in sorted(self.triggers, key=lambda t: t.metric)}}
+        if self.traffic_share is not None:
+            data["traffic_share"] = self.traffic_share
+        return data
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     alpha: float
     criteria: tuple[Criterion, ...]
+    canary: CanarySpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"alpha": self.alpha,
-                "criteria": {c.name: {**dict(sorted(c.thresholds.items())), "blocking": c.blocking}
-                             for c in sorted(self.criteria, key=lambda c: c.name)}}
+        data: dict[str, Any] = {
+            "alpha": self.alpha,
+            "criteria": {c.name: {**dict(sorted(c.thresholds.items())), "blocking": c.blocking}
+                         for c in sorted(self.criteria, key=lambda c: c.name)}}
+        if self.canary is not None:  # absent: the canonical text (and hash) of older policies is unchanged
+            data["canary"] = self.canary.to_dict()
+        return data
 
     def canonical_toml(self) -> str:
         """The locked form: same meaning -> same text -> same hash (defaults explicit, ints as floats)."""
@@ -112,7 +150,54 @@ def policy_from_dict(raw: dict[str, Any], source: str = "policy") -> PolicySpec:
     criteria = raw.get("criteria")
     if not isinstance(criteria, dict) or not criteria:
         raise PolicyError(source, "a policy needs at least one [criteria.NAME] table", key="criteria")
-    return PolicySpec(alpha, tuple(_criterion(name, body, source) for name, body in criteria.items()))
+    canary = _canary(raw["canary"], source) if "canary" in raw else None
+    return PolicySpec(alpha, tuple(_criterion(name, body, source) for name, body in criteria.items()), canary)
+
+
+def _canary(body: Any, source: str) -> CanarySpec:
+    """The [canary] table; errors name the dotted key (`canary.triggers.refusal_rate.max_increase`)."""
+    if not isinstance(body, dict):
+        raise PolicyError(source, "must be a table ([canary])", key="canary")
+    for key in body:
+        if key not in CANARY_KEYS:
+            raise PolicyError(source, f"unknown key (allowed: {', '.join(CANARY_KEYS)})", key=f"canary.{key}")
+    share = None
+    if "traffic_share" in body:
+        share = _number(body["traffic_share"], source, None, "canary.traffic_share")
+        if not 0 < share <= 1:
+            raise PolicyError(source, f"must be in (0, 1], got {share}", key="canary.traffic_share")
+    min_samples = body.get("min_samples", DEFAULT_MIN_SAMPLES)
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
+        raise PolicyError(source, f"must be a whole number >= 1, got {min_samples!r}", key="canary.min_samples")
+    triggers = body.get("triggers")
+    if not isinstance(triggers, dict) or not triggers:
+        raise PolicyError(source, "a canary needs at least one [canary.triggers.METRIC] table "
+                                  f"(metrics: {', '.join(CANARY_METRICS)})", key="canary.triggers")
+    return CanarySpec(share, min_samples, tuple(_trigger(name, t, source) for name, t in triggers.items()))
+
+
+def _trigger(metric: str, body: Any, source: str) -> Trigger:
+    where = f"canary.triggers.{metric}"
+    if metric not in CANARY_METRICS:
+        raise PolicyError(source, f"unknown canary metric (known: {', '.join(CANARY_METRICS)})", key=where)
+    if not isinstance(body, dict):
+        raise PolicyError(source, "must be a table of thresholds", key=where)
+    for key in body:
+        if key not in THRESHOLD_KEYS:
+            raise PolicyError(source, f"unknown key (allowed: {', '.join(THRESHOLD_KEYS)})", key=f"{where}.{key}")
+    if not body:
+        raise PolicyError(source, f"no threshold: set one of {', '.join(THRESHOLD_KEYS)}", key=where)
+    thresholds = {}
+    for key in THRESHOLD_KEYS:
+        if key in body:
+            value = _number(body[key], source, None, f"{where}.{key}")
+            if value < 0 or (metric in CANARY_RATE_METRICS and value > 1):
+                limits = "[0, 1] (a fraction)" if metric in CANARY_RATE_METRICS else ">= 0"
+                raise PolicyError(source, f"must be in {limits}, got {value}", key=f"{where}.{key}")
+            thresholds[key] = value
+    if thresholds.get("min", -math.inf) > thresholds.get("max", math.inf):
+        raise PolicyError(source, "min is greater than max", key=f"{where}.min")
+    return Trigger(metric, thresholds)
 
 
 def _criterion(name: str, body: Any, source: str) -> Criterion:

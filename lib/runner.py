@@ -1,24 +1,21 @@
 """Live runs: a baseline and a candidate over one golden dataset, through litellm.
 
-`run_comparison` is a sync wrapper over asyncio: one semaphore bounds the requests in flight across
-both sides, each request has its own deadline, and failed calls are retried with exponential backoff
-and jitter (honouring `Retry-After`) when they are rate limits, 5xx, timeouts or malformed responses.
-Each output is written in its own short transaction the moment it returns, so a killed process
-leaves a consistent store; running the same named comparison again resumes it: (case, repeat)
-pairs with a successful output are never sent again, error outputs are re-sent and replaced.
+This module decides what to send and keeps the store's records (configurations, runs, the
+comparison, audit events); `lib/executor.py` sends the calls, in this process or in one worker
+process per side, with bounded concurrency and retries, writing each output the moment it returns,
+so a killed process leaves a consistent store. Running the same named comparison again resumes it:
+(case, repeat) pairs with a successful output are never sent again, error outputs are re-sent and
+replaced. `run_model` runs one model into a new run that belongs to no comparison.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, insert, update
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -27,13 +24,13 @@ from lib import llm
 from lib.audit import record_event
 from lib.db import session_scope, utcnow
 from lib.errors import ConfigMismatchError, DatasetNotFound, ReviewInputError
+from lib.executor import ExecStats, Job, ProgressEvent, RunOptions, Side, execute  # noqa: F401  (re-exported)
 from lib.models import (SOURCE_LIVE, STATUS_COMPLETE, STATUS_PARTIAL, STATUS_RUNNING, Case,
                         Comparison, Dataset, ModelConfig, Output, Run, from_json, to_json)
 
 SIDES = ("baseline", "candidate")
 INPUT_PLACEHOLDER = "{{input}}"
 ASSUMED_COMPLETION_TOKENS = 256  # per call, for estimates when max_tokens is not set
-MAX_RETRY_AFTER_S = 300.0  # honour Retry-After up to this; a longer ask would stall the run
 CONFIG_FIELDS = ("model", "api_base", "temperature", "top_p", "max_tokens", "seed", "response_format_json",
                  "tools_json", "system_prompt", "prompt_template")  # ModelConfig columns a spec sets
 
@@ -70,20 +67,6 @@ class ModelSpec:
 
 
 @dataclass
-class RunOptions:
-    concurrency: int = 8  # requests in flight across both sides
-    timeout: float = 60.0  # seconds per request
-    max_retries: int = 4  # retries after the first attempt
-    repeats: int = 1  # samples per case
-    backoff_base: float = 0.5  # seconds before the first retry (doubling, with jitter)
-    backoff_cap: float = 30.0
-
-    def validate(self) -> None:
-        if self.concurrency < 1 or self.repeats < 1 or self.max_retries < 0 or self.timeout <= 0:
-            raise ReviewInputError("concurrency and repeats must be >= 1, max retries >= 0, timeout > 0")
-
-
-@dataclass
 class CostEstimate:
     model: str
     n_calls: int
@@ -91,15 +74,6 @@ class CostEstimate:
     completion_tokens: int  # assumed: max_tokens per call, else ASSUMED_COMPLETION_TOKENS
     usd: float | None  # None when the model's price is unknown
     note: str
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    side: str
-    done: int  # (case, repeat) pairs finished, including those skipped as already done
-    total: int
-    errors: int  # error outputs written by this invocation
-    skipped: int  # already had a successful output before this invocation
 
 
 @dataclass
@@ -130,6 +104,8 @@ class RunResult:
     wall_s: float
     baseline: SideResult
     candidate: SideResult
+    workers: str = "in-process"  # in-process | per-side (see lib/executor.py)
+    client_cpu_s: float = 0.0  # CPU seconds spent sending and storing (this process and its workers)
 
     @property
     def errors(self) -> int:
@@ -144,6 +120,26 @@ class RunResult:
     def cost_usd(self) -> float | None:
         costs = (self.baseline.cost_usd, self.candidate.cost_usd)
         return None if None in costs else sum(costs)  # type: ignore[arg-type]
+
+
+@dataclass
+class ModelRunResult:
+    """One model over one dataset version, into a new Run that belongs to no comparison."""
+
+    run_id: int
+    model: str
+    dataset: str
+    dataset_version: int
+    status: str  # complete | partial
+    total: int  # cases x repeats
+    n_outputs: int  # successful outputs
+    n_errors: int  # error outputs (after retries)
+    wall_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None when any successful output's cost is unknown
+    system_fingerprint: str | None  # last seen
+    served_model: str | None  # last seen
 
 
 # ---- messages ------------------------------------------------------------------------------------
@@ -244,25 +240,12 @@ def _create_comparison(session: Session, name: str, ds: Dataset, configs: dict[s
 
 
 @dataclass
-class _Side:
-    name: str
-    spec: ModelSpec
-    run_id: int
-    total: int
-    done_keys: set[tuple[int, int]]  # (case_id, repeat) with a successful output
-    error_keys: set[tuple[int, int]]  # (case_id, repeat) with an error output, to replace
-    fingerprint: str | None = None
-    served_model: str | None = None
-    sent: int = 0
-    errors: int = 0
-
-
-@dataclass
 class _Plan:
     comparison: Comparison
     dataset: Dataset
     cases: list[Case]
-    sides: dict[str, _Side] = field(default_factory=dict)
+    specs: dict[str, ModelSpec]
+    sides: dict[str, Side] = field(default_factory=dict)
 
 
 def _output_keys(session: Session, run_id: int) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
@@ -271,158 +254,70 @@ def _output_keys(session: Session, run_id: int) -> tuple[set[tuple[int, int]], s
     return done, {(c, r) for c, r, err in rows if err is not None}
 
 
+def _start_side(session: Session, run: Run, name: str, spec: ModelSpec, total: int,
+                event: dict[str, Any]) -> Side:
+    """Mark a run running, read what it already holds, and record `run_started` (with `event`)."""
+    run.status = STATUS_RUNNING
+    run.started_at = run.started_at or utcnow()
+    done, errors = _output_keys(session, run.id)
+    cfg = session.get(ModelConfig, run.config_id)
+    record_event(session, "run_started", {"run_id": run.id, **event, "config_hash": cfg.config_hash,
+                                          "already_stored": len(done)})
+    return Side(name, spec.model, run.id, total, done, errors, run.system_fingerprint, run.served_model)
+
+
+def _dataset_and_cases(session: Session, dataset: str) -> tuple[Dataset, list[Case]]:
+    ds = latest_dataset(session, dataset)
+    cases = _dataset_cases(session, ds.id)
+    if not cases:
+        raise ReviewInputError(f"dataset '{dataset}' v{ds.version} has no cases")
+    return ds, cases
+
+
 def _prepare(engine: Engine, dataset: str, specs: dict[str, ModelSpec], name: str, options: RunOptions,
              system: str) -> _Plan:
     """Create (or find and check) the comparison and its runs; mark the runs running."""
     config_ids = {side: config_id(engine, specs[side]) for side in SIDES}
     with session_scope(engine) as session:
-        ds = latest_dataset(session, dataset)
-        cases = _dataset_cases(session, ds.id)
-        if not cases:
-            raise ReviewInputError(f"dataset '{dataset}' v{ds.version} has no cases")
+        ds, cases = _dataset_and_cases(session, dataset)
         configs = {side: session.get(ModelConfig, config_ids[side]) for side in SIDES}
         comp = session.exec(select(Comparison).where(Comparison.name == name)).first()
         if comp is None:
             comp, runs = _create_comparison(session, name, ds, configs, options.repeats, system)
         else:
             runs = _check_resume(session, comp, ds, configs, options.repeats, system)
-        plan = _Plan(comp, ds, cases)
+        plan = _Plan(comp, ds, cases, specs)
         for side in SIDES:
-            run = runs[side]
-            run.status = STATUS_RUNNING
-            run.started_at = run.started_at or utcnow()
-            done, errors = _output_keys(session, run.id)
-            plan.sides[side] = _Side(side, specs[side], run.id, len(cases) * options.repeats, done, errors,
-                                     run.system_fingerprint, run.served_model)
-            record_event(session, "run_started", {"run_id": run.id, "comparison": name, "side": side,
-                                                  "config_hash": configs[side].config_hash,
-                                                  "already_stored": len(done)})
+            plan.sides[side] = _start_side(session, runs[side], side, specs[side], len(cases) * options.repeats,
+                                           {"comparison": name, "side": side})
         return plan
 
 
-# ---- one call, with retries ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Job:
-    side: _Side
-    case_id: int
-    repeat: int
-    kwargs: dict[str, Any]  # litellm.acompletion arguments, messages included
-
-
-class _Executor:
-    """Runs jobs under one semaphore and writes each result as it arrives."""
-
-    def __init__(self, engine: Engine, options: RunOptions, progress: Callable[[ProgressEvent], None] | None):
-        self.engine, self.options, self.progress = engine, options, progress
-        self.litellm = llm.litellm_module()
-        self.semaphore = asyncio.Semaphore(options.concurrency)
-        self.random = random.Random()
-        # One writer thread: a commit that waits on the disk (WAL checkpoint) or on another writer's
-        # lock (busy_timeout) must not stall the event loop and every request in flight with it.
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="output-writer")
-
-    async def run(self, jobs: list[_Job]) -> None:
-        try:
-            await asyncio.gather(*(self._job(job) for job in jobs))
-        finally:
-            self.writer.shutdown(wait=True)
-
-    async def _job(self, job: _Job) -> None:
-        row = await self._call_with_retries(job)
-        await asyncio.get_running_loop().run_in_executor(self.writer, self._store, job, row)
-        side = job.side
-        side.sent += 1
-        side.errors += row["error"] is not None
-        if self.progress is not None:
-            self.report(side)
-
-    def report(self, side: _Side) -> None:
-        skipped = len(side.done_keys)
-        self.progress(ProgressEvent(side.name, skipped + side.sent, side.total, side.errors, skipped))
-
-    async def _attempt(self, job: _Job) -> tuple[llm.Completion | None, llm.CallError | None, float]:
-        started = time.monotonic()
-        try:
-            # One deadline for the whole attempt, whatever the HTTP client's own timeouts do.
-            async with asyncio.timeout(self.options.timeout):
-                response = await self.litellm.acompletion(**job.kwargs)
-            return llm.parse_completion(response), None, time.monotonic() - started
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001  - every provider failure becomes a classified error
-            return None, llm.classify_error(exc), time.monotonic() - started
-
-    def _delay(self, error: llm.CallError, attempt: int) -> float:
-        if error.retry_after is not None:
-            return min(error.retry_after, MAX_RETRY_AFTER_S) * self.random.uniform(1.0, 1.1)
-        backoff = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempt - 1))
-        return backoff * self.random.uniform(0.5, 1.0)
-
-    async def _call_with_retries(self, job: _Job) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            attempt += 1
-            async with self.semaphore:  # released while backing off: others keep the slots busy
-                completion, error, latency = await self._attempt(job)
-            if completion is not None:
-                return _success_row(job, completion, latency, attempt)
-            if not error.retryable or attempt > self.options.max_retries:
-                return _error_row(job, error, latency, attempt)
-            await asyncio.sleep(self._delay(error, attempt))
-
-    def _store(self, job: _Job, row: dict[str, Any]) -> None:
-        """One short transaction per output; replaces an earlier error output for the same pair."""
-        side, key = job.side, (job.case_id, job.repeat)
-        with self.engine.begin() as conn:
-            if key in side.error_keys:
-                conn.execute(delete(Output).where(Output.run_id == side.run_id, Output.case_id == job.case_id,
-                                                  Output.repeat == job.repeat))
-            conn.execute(insert(Output), row)
-            fingerprint, served = row["system_fingerprint"], row["served_model"]
-            if row["error"] is None and (fingerprint, served) != (side.fingerprint, side.served_model):
-                conn.execute(update(Run).where(Run.id == side.run_id)
-                             .values(system_fingerprint=fingerprint, served_model=served))
-                side.fingerprint, side.served_model = fingerprint, served
-
-
-def _base_row(job: _Job, latency: float, attempts: int) -> dict[str, Any]:
-    return {"run_id": job.side.run_id, "case_id": job.case_id, "repeat": job.repeat,
-            "latency_s": round(latency, 4), "attempts": attempts, "created_at": utcnow()}
-
-
-def _success_row(job: _Job, c: llm.Completion, latency: float, attempts: int) -> dict[str, Any]:
-    cost = llm.response_cost(job.side.spec.model, c.prompt_tokens, c.completion_tokens)
-    return {**_base_row(job, latency, attempts), "text": c.text, "finish_reason": c.finish_reason,
-            "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "cost_usd": cost,
-            "system_fingerprint": c.system_fingerprint, "served_model": c.served_model,
-            "raw_json": c.raw_json, "error": None, "error_kind": None}
-
-
-def _error_row(job: _Job, error: llm.CallError, latency: float, attempts: int) -> dict[str, Any]:
-    return {**_base_row(job, latency, attempts), "text": None, "finish_reason": None, "prompt_tokens": None,
-            "completion_tokens": None, "cost_usd": None, "system_fingerprint": None, "served_model": None,
-            "raw_json": None, "error": error.message, "error_kind": error.kind}
-
-
-def _jobs(plan: _Plan, options: RunOptions) -> list[_Job]:
+def _jobs(cases: list[Case], sides: list[Side], specs: dict[str, ModelSpec], options: RunOptions) -> list[Job]:
     """Pending (case, repeat) pairs, interleaved across sides so both advance together."""
     jobs = []
-    for case in plan.cases:
+    for case in cases:
         side_kwargs = {}
-        for side in plan.sides.values():
-            messages = build_messages(side.spec, case.input_text, case.messages_json)
-            side_kwargs[side.name] = llm.call_kwargs(side.spec.model, side.spec.api_base,
-                                                     {**side.spec.params(), "messages": messages},
-                                                     options.timeout)
+        for side in sides:
+            spec = specs[side.name]
+            messages = build_messages(spec, case.input_text, case.messages_json)
+            side_kwargs[side.name] = llm.call_kwargs(spec.model, spec.api_base,
+                                                     {**spec.params(), "messages": messages}, options.timeout)
         for repeat in range(options.repeats):
-            for side in plan.sides.values():
+            for side in sides:
                 if (case.id, repeat) not in side.done_keys:
-                    jobs.append(_Job(side, case.id, repeat, side_kwargs[side.name]))
+                    jobs.append(Job(side, case.id, repeat, side_kwargs[side.name]))
     return jobs
 
 
+def _execute(engine: Engine, cases: list[Case], sides: list[Side], specs: dict[str, ModelSpec],
+             options: RunOptions, progress: Callable[[ProgressEvent], None] | None) -> ExecStats:
+    """Send every pending (case, repeat) of every side and store each result as it returns."""
+    return execute(engine, sides, _jobs(cases, sides, specs, options), options, progress)
+
+
 # ---- finishing -----------------------------------------------------------------------------------
-def _finish_side(session: Session, side: _Side) -> SideResult:
+def _finish_side(session: Session, side: Side) -> SideResult:
     ok_filter = (Output.run_id == side.run_id, Output.error.is_(None))
     succeeded, p_tok, c_tok, cost, n_cost = session.exec(
         select(func.count(Output.id), func.sum(Output.prompt_tokens), func.sum(Output.completion_tokens),
@@ -432,12 +327,12 @@ def _finish_side(session: Session, side: _Side) -> SideResult:
     run = session.get(Run, side.run_id)
     run.status = STATUS_COMPLETE if succeeded == side.total else STATUS_PARTIAL
     run.finished_at = utcnow()
-    return SideResult(side.name, side.run_id, side.spec.model, side.total, succeeded, errors, len(side.done_keys),
+    return SideResult(side.name, side.run_id, side.model, side.total, succeeded, errors, len(side.done_keys),
                       side.sent, run.status, p_tok or 0, c_tok or 0,
                       (cost or 0.0) if n_cost == succeeded else None, run.system_fingerprint, run.served_model)
 
 
-def _finish(engine: Engine, plan: _Plan, wall_s: float) -> RunResult:
+def _finish(engine: Engine, plan: _Plan, wall_s: float, stats: ExecStats) -> RunResult:
     with session_scope(engine) as session:
         sides = {name: _finish_side(session, side) for name, side in plan.sides.items()}
         for res in sides.values():
@@ -446,7 +341,8 @@ def _finish(engine: Engine, plan: _Plan, wall_s: float) -> RunResult:
                                                    "n_errors": res.errors})
     status = STATUS_COMPLETE if all(s.status == STATUS_COMPLETE for s in sides.values()) else STATUS_PARTIAL
     return RunResult(plan.comparison.name, plan.comparison.id, plan.dataset.name, plan.dataset.version,
-                     status, round(wall_s, 3), sides["baseline"], sides["candidate"])
+                     status, round(wall_s, 3), sides["baseline"], sides["candidate"], stats.workers,
+                     round(stats.cpu_s, 3))
 
 
 # ---- public API ----------------------------------------------------------------------------------
@@ -471,6 +367,13 @@ def estimate_cost(engine: Engine, dataset: str, spec: ModelSpec, repeats: int = 
     return CostEstimate(spec.model, n_calls, prompt_tokens, completion_tokens, usd, "; ".join(notes))
 
 
+def calls_per_side(engine: Engine, dataset: str, repeats: int = 1) -> int:
+    """Cases x repeats of the latest dataset version (cheap: no litellm), e.g. to decide `warm_up`."""
+    with Session(engine) as session:
+        ds = latest_dataset(session, dataset)
+        return session.exec(select(func.count(Case.id)).where(Case.dataset_id == ds.id)).one() * repeats
+
+
 def run_comparison(engine: Engine, *, dataset: str, baseline: ModelSpec, candidate: ModelSpec, name: str,
                    options: RunOptions, system: str = "default",
                    progress: Callable[[ProgressEvent], None] | None = None) -> RunResult:
@@ -486,10 +389,37 @@ def run_comparison(engine: Engine, *, dataset: str, baseline: ModelSpec, candida
         raise ReviewInputError("a comparison name is required")
     started = time.monotonic()
     plan = _prepare(engine, dataset, {"baseline": baseline, "candidate": candidate}, name, options, system)
-    jobs = _jobs(plan, options)
-    executor = _Executor(engine, options, progress)
-    if progress is not None:
-        for side in plan.sides.values():
-            executor.report(side)
-    asyncio.run(executor.run(jobs))
-    return _finish(engine, plan, time.monotonic() - started)
+    stats = _execute(engine, plan.cases, list(plan.sides.values()), plan.specs, options, progress)
+    return _finish(engine, plan, time.monotonic() - started, stats)
+
+
+def run_model(engine: Engine, *, dataset: str, spec: ModelSpec, options: RunOptions | None = None,
+              purpose: str = "run", progress: Callable[[ProgressEvent], None] | None = None) -> ModelRunResult:
+    """Run one model over the latest version of `dataset` into a new Run (no comparison, no resume).
+
+    For callers that track one model over time (the pinned-model monitor). `purpose` is recorded in
+    the run_started/run_finished audit events. Progress events carry side "model". Same calling,
+    retry and storage path as `run_comparison`; call errors are stored, never raised.
+    """
+    spec.validate()
+    options = options or RunOptions()
+    options.validate()
+    started = time.monotonic()
+    cfg_id = config_id(engine, spec)
+    with session_scope(engine) as session:
+        ds, cases = _dataset_and_cases(session, dataset)
+        run = Run(config_id=cfg_id, dataset_id=ds.id, source=SOURCE_LIVE, repeats=options.repeats)
+        session.add(run)
+        session.flush()
+        side = _start_side(session, run, "model", spec, len(cases) * options.repeats,
+                           {"comparison": None, "side": "model", "purpose": purpose})
+        ds_name, ds_version = ds.name, ds.version
+    _execute(engine, cases, [side], {side.name: spec}, options, progress)
+    with session_scope(engine) as session:
+        res = _finish_side(session, side)
+        record_event(session, "run_finished", {"run_id": res.run_id, "comparison": None, "purpose": purpose,
+                                               "status": res.status, "n_outputs": res.succeeded,
+                                               "n_errors": res.errors})
+    return ModelRunResult(res.run_id, spec.model, ds_name, ds_version, res.status, res.total, res.succeeded,
+                          res.errors, round(time.monotonic() - started, 3), res.prompt_tokens,
+                          res.completion_tokens, res.cost_usd, res.system_fingerprint, res.served_model)

@@ -216,6 +216,8 @@ def aggregate_repeats(frame: pd.DataFrame, key: str = "case_id") -> pd.DataFrame
 
 
 def _as_float(values: ArrayLike) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values  # already what the conversion below yields (NaN = missing): skip the copy
     return pd.Series(values).astype("Float64").to_numpy(dtype=float, na_value=np.nan)
 
 

@@ -12,7 +12,8 @@ from streamlit.runtime.pages_manager import PagesManager
 from lib.comparisons import list_comparisons, load_pairs
 from lib.db import database_url, get_engine
 from lib.report import change_counts as _change_counts
-from lib.report import checked_pairs, report_from_checked, stored_settings
+from lib.checked import checked_frame, with_texts
+from lib.report import report_from_checked
 from lib.runner import CostEstimate, ModelSpec, estimate_cost
 
 ACTIVE_KEY = "sidebar_active_comparison"  # the sidebar selectbox's key: the comparison pages show
@@ -96,10 +97,21 @@ def md(text: object) -> str:
     return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text))
 
 
-@st.cache_data(ttl=READ_TTL_S, show_spinner="Checking every output…", max_entries=4)
+@st.cache_data(ttl=READ_TTL_S, show_spinner="Reading the checks…", max_entries=4)
 def checked(url: str, name: str) -> pd.DataFrame:
-    engine = engine_for(url)
-    return checked_pairs(load_pairs(engine, name), stored_settings(engine, name))
+    """Checked pairs without texts: stored checks (only outputs never checked are checked now)."""
+    return checked_frame(engine_for(url), name)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner="Reading every text to search…", max_entries=2)
+def searchable(url: str, name: str) -> pd.DataFrame:
+    """Checked pairs with their texts, for free-text search only (the heavy read)."""
+    return with_texts(engine_for(url), checked(url, name))
+
+
+def page_texts(rows: pd.DataFrame) -> pd.DataFrame:
+    """The texts of the rows a page shows (a few dozen: read on each render, not cached)."""
+    return rows if "b_text" in rows else with_texts(engine(), rows)
 
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner="Computing paired statistics…", max_entries=8)
@@ -115,6 +127,7 @@ def change_counts(url: str, name: str) -> dict[str, int]:
 def after_settings_change() -> None:
     """Reviewer settings changed: every derived read is stale."""
     checked.clear()
+    searchable.clear()
     report.clear()
     change_counts.clear()
 
@@ -123,3 +136,53 @@ def after_settings_change() -> None:
 def cost_estimate(url: str, dataset: str, spec: ModelSpec, repeats: int) -> CostEstimate:
     """litellm token counting is slow on big sets: estimate once per (dataset, configuration)."""
     return estimate_cost(engine_for(url), dataset, spec, repeats)
+
+
+# ---- judge (LLM-as-judge page) -------------------------------------------------------------------
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False, max_entries=16)
+def judge_configs(url: str, name: str) -> list[dict[str, Any]]:
+    from lib.judge.summary import judge_configs as _judge_configs
+
+    return _judge_configs(engine_for(url), name)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner="Summarising judgements…", max_entries=16)
+def judge_summary(url: str, name: str, config_hash: str | None, alpha: float = 0.05) -> dict[str, Any] | None:
+    from lib.judge.summary import judge_block
+
+    return judge_block(engine_for(url), name, alpha, config_hash=config_hash)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False, max_entries=8)
+def judge_frame(url: str, name: str, config_id: int) -> pd.DataFrame:
+    from lib.judge.summary import judgements_frame
+
+    return judgements_frame(engine_for(url), name, config_id)
+
+
+def after_judge() -> None:
+    """A judge run stored judgements: drop the judge reads."""
+    judge_configs.clear()
+    judge_summary.clear()
+    judge_frame.clear()
+
+
+# ---- after release (Canary and Monitor pages) ----------------------------------------------------
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def monitor_points(url: str) -> list[dict[str, Any]]:
+    from lib.monitor import list_points
+
+    return list_points(engine_for(url))
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def canary_history(url: str, policy: str | None) -> list[dict[str, Any]]:
+    from lib.canary import check_history
+
+    return check_history(engine_for(url), policy)
+
+
+def after_release_write() -> None:
+    """A canary check or a monitor baseline mark was recorded: drop those reads."""
+    monitor_points.clear()
+    canary_history.clear()

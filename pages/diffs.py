@@ -42,6 +42,7 @@ def _render_table(rows: pd.DataFrame) -> pd.Series | None:
         st.session_state["diffs_page"] = 1
     page_no = st.number_input("Page", 1, last, 1, key="diffs_page")
     page, n_pages = page_of(rows, int(page_no), PAGE_SIZE)
+    page = _shared.page_texts(page)  # texts of this page only: the checks frame carries none
     st.caption(f"{len(rows):,} matching pairs · page {int(page_no)} of {n_pages}")
     view = pd.DataFrame({
         "case": page["case_key"].astype(str), "repeat": page["repeat"], "category": page["category"],
@@ -100,7 +101,10 @@ if name is None:
     st.info("No comparison yet. Load one (Load page) or run one (Run page).")
     st.stop()
 frame = _shared.checked(_shared.database_url(), name)
-rows = select_cases(frame, _query(frame))
+query = _query(frame)
+if query.search.strip():  # searching needs every text: read once, cached
+    frame = _shared.searchable(_shared.database_url(), name)
+rows = select_cases(frame, query)
 if rows.empty:
     st.info("No pair matches these filters.")
     st.stop()

@@ -1,5 +1,196 @@
-"""Judge page (being built)."""
+"""Judge: a pinned LLM judge's rubric scores for both sides, pairwise preference in both orders, and
+whether the judge itself changed (anchor drift, fingerprints)."""
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
 import streamlit as st
 
+from lib.errors import ReviewInputError
+from pages import _shared
+
 st.title("Judge")
-st.info("This page is being built.")
+COLORS = {"baseline": "#636EFA", "candidate": "#EF553B"}
+RATIONALE_COLUMNS = ["case_key", "category", "repeat", "kind", "side", "order", "preference", "winner", "status",
+                     "scores", "rationale", "parse_error", "error", "attempts", "malformed", "system_fingerprint",
+                     "served_model", "raw_text"]
+
+
+def _pct(r: dict[str, Any]) -> str:
+    if r["rate"] is None:
+        return "— (n=0)"
+    return f"{r['rate']:.0%} [{r['ci_low']:.0%}, {r['ci_high']:.0%}] (n={r['n']})"
+
+
+def _render_config(block: dict[str, Any]) -> None:
+    cfg = block["config"]
+    st.subheader("Judge configuration")
+    rows = {"model": cfg["model"], "config hash": cfg["config_hash"][:16],
+            "templates": f"{cfg['templates']['pointwise']} ({cfg['template_hashes']['pointwise'][:10]}), "
+                         f"{cfg['templates']['pairwise']} ({cfg['template_hashes']['pairwise'][:10]})",
+            "temperature": str(cfg["temperature"]), "seed": str(cfg["seed"]),
+            "JSON mode": "requested" if cfg["json_mode"] else "off", "rubric": ", ".join(cfg["rubric"]),
+            "fingerprints": "; ".join(f"{f['system_fingerprint'] or '-'} / {f['served_model'] or '-'} (n={f['n']})"
+                                      for f in cfg["fingerprints"]) or "none reported"}
+    st.dataframe(pd.DataFrame({"setting": list(rows), "value": list(rows.values())}), hide_index=True,
+                 width="stretch", key="judge_config_table")
+
+
+def _render_drift(drift: dict[str, Any]) -> None:
+    if drift.get("flagged"):
+        st.warning(f"**The judge itself changed.** {_shared.md(drift['message'])}", icon=":material/warning:")
+    elif drift["status"] in ("stable", "reference"):
+        st.success(f"Judge drift check: {_shared.md(drift['message'])}", icon=":material/check_circle:")
+    else:
+        st.info(f"Judge drift check: {_shared.md(drift.get('message', drift['status']))}")
+
+
+def _dimension_table(dimensions: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for dim, m in dimensions.items():
+        if m is None:
+            rows.append({"dimension": dim, "n": 0})
+            continue
+        rows.append({"dimension": dim, "baseline": round(m["baseline"], 2), "candidate": round(m["candidate"], 2),
+                     "delta": round(m["delta"], 2), "95% CI": f"[{m['ci_low']:+.2f}, {m['ci_high']:+.2f}]",
+                     "p (Holm)": m["p_value_adj"], "n": m["n"]})
+    return pd.DataFrame(rows)
+
+
+def _render_scores(block: dict[str, Any], frame: pd.DataFrame) -> None:
+    st.subheader("Rubric scores (1-5)")
+    if not block["dimensions"]:
+        st.info("No pointwise score parsed yet.")
+        return
+    st.dataframe(_dimension_table(block["dimensions"]), hide_index=True, width="stretch", key="judge_dims")
+    scores = frame[(frame["kind"] == "pointwise") & (frame["status"] == "ok") & frame["score"].notna()]
+    counts = scores.groupby(["dimension", "side", "score"]).size().rename("judgements").reset_index()
+    fig = px.bar(counts, x="score", y="judgements", color="side", barmode="group", facet_col="dimension",
+                 color_discrete_map=COLORS, title="Score distribution per dimension, baseline vs candidate")
+    fig.update_xaxes(dtick=1, range=[0.5, 5.5])
+    st.plotly_chart(fig, width="stretch", key="judge_score_dist")
+
+
+def _render_pairwise(pw: dict[str, Any] | None) -> None:
+    st.subheader("Pairwise preference (both orders)")
+    if pw is None:
+        st.info("No pairwise judgements: run the judge with --pairwise.")
+        return
+    cols = st.columns(4)
+    cols[0].metric(f"Candidate wins (n={pw['n']})", pw["win"]["count"], help=_pct(pw["win"]))
+    cols[1].metric(f"Ties (n={pw['n']})", pw["tie"]["count"], help=_pct(pw["tie"]))
+    cols[2].metric(f"Candidate losses (n={pw['n']})", pw["loss"]["count"], help=_pct(pw["loss"]))
+    pc = pw["position_consistency"]
+    cols[3].metric(f"Position consistency (n={pc['n']})", "—" if pc["rate"] is None else f"{pc['rate']:.0%}",
+                   help=_pct(pc))
+    table = pd.DataFrame([{"outcome": k, "count": pw[k]["count"], "rate [95% CI]": _pct(pw[k])}
+                          for k in ("win", "tie", "loss")])
+    st.dataframe(table, hide_index=True, width="stretch", key="judge_wtl")
+    p = "—" if pw["p_value"] is None else f"{pw['p_value']:.3g}"
+    st.caption(f"A win or loss counts only when both orders agree; otherwise it is a tie. Sign test (wins vs "
+               f"losses) p = {p}. First position preferred in {_pct(pw['first_position_preferred'])} of decisive "
+               f"single judgements. {pw['n_unparseable']} pairs have an unparseable order, "
+               f"{pw['n_incomplete']} an order not judged yet.")
+
+
+def _render_counts(block: dict[str, Any]) -> None:
+    un, err = block["unparseable"], block["errors"]
+    msg = (f"Unparseable judgements: {un['total']} (pointwise {un['pointwise']}, pairwise {un['pairwise']}) — "
+           f"stored with their raw text below, never dropped. Failed calls: {err['total']}.")
+    (st.warning if un["total"] or err["total"] else st.caption)(msg)
+
+
+def _rationales(frame: pd.DataFrame) -> pd.DataFrame:
+    scored = frame.dropna(subset=["dimension"])
+    labels = scored["dimension"] + "=" + scored["score"].astype("Int64").astype(str)
+    scores = labels.groupby(scored["id"]).agg(", ".join).rename("scores")
+    rows = frame.drop_duplicates("id").set_index("id").join(scores)
+    return rows.reindex(columns=RATIONALE_COLUMNS).reset_index(drop=True)
+
+
+def _render_rationales(frame: pd.DataFrame) -> None:
+    st.subheader("Per-case judgements")
+    rows = _rationales(frame)
+    status = st.multiselect("Status", ["ok", "unparseable", "error"], default=["ok", "unparseable", "error"],
+                            key="judge_status_filter")
+    st.dataframe(rows[rows["status"].isin(status)], hide_index=True, width="stretch", key="judge_rationales")
+
+
+def _command(name: str, model: str = "openai/gpt-4o-2024-08-06") -> str:
+    return f"python -m lib judge {shlex.quote(name)} --judge {shlex.quote(model)} --sample 0.05 --pairwise"
+
+
+def _render_run_form(name: str) -> None:
+    st.subheader("Run the judge")
+    st.code(_command(name), language="bash")
+    st.caption("Options: --api-base URL, --rubric PATH (TOML or JSON), --dimensions, --seed, --concurrency, "
+               "--drift-threshold. Keys come from the environment and are never stored. Running again resumes: "
+               "stored judgements are not requested again.")
+    with st.expander("Run it from here"):
+        model = st.text_input("Judge model", key="judge_model", placeholder="openai/gpt-4o-2024-08-06")
+        api_base = st.text_input("API base (optional)", key="judge_api_base")
+        sample = st.text_input("Sample (fraction or count; empty = every pair)", key="judge_sample")
+        pairwise = st.checkbox("Also judge pairwise preference (both orders)", key="judge_pairwise")
+        if st.button("Run judge", key="judge_start", disabled=not model.strip()):
+            _start(name, model.strip(), api_base.strip() or None, sample, pairwise)
+
+
+def _start(name: str, model: str, api_base: str | None, sample: str, pairwise: bool) -> None:
+    from lib.judge.config import JudgeSettings
+    from lib.judge.run import JudgeOptions, JudgeProgress, run_judge
+    from lib.judge.sampling import parse_sample
+
+    with st.status(f"Judging {_shared.md(name)}…", expanded=True) as status:
+        line = st.empty()
+
+        def progress(ev: JudgeProgress) -> None:
+            line.write(f"{ev.done}/{ev.total} judgements, {ev.unparseable} unparseable, {ev.errors} failed")
+
+        try:
+            options = JudgeOptions(sample=parse_sample(sample), pairwise=pairwise, api_base=api_base)
+            result = run_judge(_shared.engine(), name, JudgeSettings(model), options, progress=progress)
+        except ReviewInputError as exc:
+            status.update(label="Not started", state="error")
+            st.error(str(exc))
+            return
+        _shared.after_judge()
+        status.update(label=f"Judge run #{result.run_id}: {result.status}",
+                      state="complete" if result.status == "complete" else "error")
+    if result.n_errors:
+        st.warning(f"{result.n_errors} judge calls failed after retries; run again to resume.")
+    if result.drift.flagged:
+        st.warning(_shared.md(result.drift.message()))
+
+
+def _render(name: str) -> None:
+    url = _shared.database_url()
+    configs = _shared.judge_configs(url, name)
+    if not configs:
+        st.info("No judgements for this comparison yet.")
+        _render_run_form(name)
+        return
+    labels = {f"{c['model']} · {c['config_hash'][:10]} ({c['n']} judgements)": c for c in configs}
+    chosen = labels[st.selectbox("Judge configuration", list(labels), key="judge_config_pick")]
+    block = _shared.judge_summary(url, name, chosen["config_hash"])
+    if block is None:
+        st.info("No judgements for this configuration.")
+        return
+    frame = _shared.judge_frame(url, name, int(chosen["id"]))
+    _render_drift(block["drift"])
+    st.caption(f"{block['n_pairs_judged']} pairs judged by {_shared.md(block['config']['model'])}.")
+    _render_scores(block, frame)
+    _render_pairwise(block["pairwise"])
+    _render_counts(block)
+    _render_rationales(frame)
+    _render_config(block)
+    _render_run_form(name)
+
+
+active = _shared.active_comparison()
+if active is None:
+    st.info("No comparison yet. Load one (Load page) or run one (Run page), then judge it.")
+    st.stop()
+_render(active)

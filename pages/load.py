@@ -1,11 +1,15 @@
 """Load: bring in a comparison that was already recorded (other eval tools, production logs)."""
 from __future__ import annotations
 
+import io
+
+import pandas as pd
 import streamlit as st
 
 from lib.datasets import read_table
-from lib.errors import ReviewInputError
+from lib.errors import RecordedLoadError, ReviewInputError
 from lib.loaders import LoadMapping, load_recorded
+from lib.loaders.stream import iter_tables
 from lib.models import MATCH_RULES
 from pages import _shared
 
@@ -13,7 +17,10 @@ st.title("Load a recorded comparison")
 NONE = "(none)"
 FORMATS = {"wide": "Wide: one row per case, a baseline-output and a candidate-output column",
            "long": "Long: one row per (case, model), like production or shadow-traffic logs",
-           "promptfoo": "promptfoo: results.json (v3 or v2) or its JSONL output"}
+           "promptfoo": "promptfoo: results.json (v3 or v2) or its JSONL output",
+           "shadow": "Shadow traffic: serving and shadow model per logged request (CSV/JSONL, .gz too), streamed; "
+                     "no expected answers"}
+PREVIEW_ROWS = 2000  # a shadow log is previewed from its first rows only
 
 
 def _pick(label: str, columns: list[str], key: str, guesses: tuple[str, ...] = ()) -> str | None:
@@ -23,10 +30,11 @@ def _pick(label: str, columns: list[str], key: str, guesses: tuple[str, ...] = (
     return None if value == NONE else value
 
 
-def _optional_columns(columns: list[str]) -> dict[str, str | None]:
+def _optional_columns(columns: list[str], traffic: bool) -> dict[str, str | None]:
     grid = st.columns(4)
-    specs = [("expected_col", "expected", ("expected",)), ("category_col", "category", ("category",)),
-             ("latency_col", "latency (s)", ("latency_s", "latency")), ("cost_col", "cost (USD)", ("cost_usd", "cost")),
+    expected = [] if traffic else [("expected_col", "expected", ("expected",))]  # traffic has no expected answers
+    specs = [*expected, ("category_col", "category", ("category",)),
+             ("latency_col", "latency (s)", ("latency_s", "latency", "latency_ms")), ("cost_col", "cost (USD)", ("cost_usd", "cost")),
              ("prompt_tokens_col", "prompt tokens", ("prompt_tokens",)),
              ("completion_tokens_col", "completion tokens", ("completion_tokens",)),
              ("timestamp_col", "timestamp", ("timestamp", "ts", "created_at"))]
@@ -37,14 +45,37 @@ def _optional_columns(columns: list[str]) -> dict[str, str | None]:
     return out
 
 
+def _preview(fmt: str, data: bytes, filename: str) -> pd.DataFrame:
+    """The rows to map columns from: the whole file, or a shadow log's first rows (it may be huge)."""
+    if fmt != "shadow":
+        return read_table(data, filename)
+    first = next(iter_tables(io.BytesIO(data), filename, RecordedLoadError, PREVIEW_ROWS))
+    return pd.DataFrame.from_records(first.records, columns=first.columns)
+
+
+def _sides(fmt: str, raw: pd.DataFrame, columns: list[str], fields: dict) -> None:
+    """Long and shadow: which model value is the baseline (shadow: or a serving/shadow role column)."""
+    fields["output_col"] = _pick("output", columns, "output_col", ("output", "response"))
+    fields["model_col"] = _pick("model", columns, "model_col", ("model", "deployment"))
+    if fmt == "shadow":
+        fields["role_col"] = _pick("role (serving / shadow; instead of model values)", columns, "role_col", ("role",))
+        if fields["role_col"]:
+            return
+    values = sorted(map(str, raw[fields["model_col"]].dropna().unique())) if fields["model_col"] else []
+    if values:
+        fields["baseline"] = st.selectbox("baseline model value", values, key="load_baseline")
+        fields["candidate"] = st.selectbox("candidate model value", values,
+                                           index=min(1, len(values) - 1), key="load_candidate")
+
+
 def _table_mapping(fmt: str, data: bytes, filename: str) -> LoadMapping | None:
     try:
-        raw = read_table(data, filename)
+        raw = _preview(fmt, data, filename)
     except ReviewInputError as exc:
-        st.error(str(exc))
+        st.error(_shared.md(exc))
         return None
     columns = [str(c) for c in raw.columns]
-    st.caption(f"Preview: {len(raw)} rows")
+    st.caption(f"Preview: {len(raw)} rows" + (" (the first rows of the log)" if fmt == "shadow" else ""))
     st.dataframe(raw.head(20).astype(str), hide_index=True, width="stretch", key="load_preview")
     left, right = st.columns(2)
     with left:
@@ -56,14 +87,8 @@ def _table_mapping(fmt: str, data: bytes, filename: str) -> LoadMapping | None:
             fields["baseline_col"] = _pick("baseline output", columns, "baseline_col", ("baseline_output", "baseline"))
             fields["candidate_col"] = _pick("candidate output", columns, "candidate_col", ("candidate_output", "candidate"))
         else:
-            fields["output_col"] = _pick("output", columns, "output_col", ("output", "response"))
-            fields["model_col"] = _pick("model", columns, "model_col", ("model", "deployment"))
-            values = sorted(map(str, raw[fields["model_col"]].dropna().unique())) if fields["model_col"] else []
-            if values:
-                fields["baseline"] = st.selectbox("baseline model value", values, key="load_baseline")
-                fields["candidate"] = st.selectbox("candidate model value", values,
-                                                   index=min(1, len(values) - 1), key="load_candidate")
-    fields.update(_optional_columns(columns))
+            _sides(fmt, raw, columns, fields)
+    fields.update(_optional_columns(columns, traffic=fmt == "shadow"))
     return LoadMapping(**fields)
 
 
@@ -79,7 +104,7 @@ def _rule_fields(mapping: LoadMapping) -> LoadMapping:
 
 def _render() -> None:
     fmt = st.radio("Format", list(FORMATS), format_func=FORMATS.get, key="load_format")
-    upload = st.file_uploader("Recorded file", type=["csv", "jsonl", "json"], key="load_upload")
+    upload = st.file_uploader("Recorded file", type=["csv", "jsonl", "json", "gz"], key="load_upload")
     if upload is None:
         return
     data = upload.getvalue()
@@ -89,7 +114,8 @@ def _render() -> None:
         mapping = _table_mapping(fmt, data, upload.name)
         if mapping is None:
             return
-    mapping = _rule_fields(mapping)
+    if fmt != "shadow":
+        mapping = _rule_fields(mapping)
     name = st.text_input("Comparison name", value=upload.name.rsplit(".", 1)[0], key="load_name").strip()
     system = st.text_input("System", value="default", key="load_system").strip() or "default"
     if st.button("Load", type="primary", key="load_submit", disabled=not name):

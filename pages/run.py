@@ -8,7 +8,8 @@ import streamlit as st
 from lib.datasets import list_datasets
 from lib.errors import ReviewInputError
 from lib.resume import stored_run, unfinished
-from lib.runner import ModelSpec, ProgressEvent, RunOptions, run_comparison
+from lib.executor import WORKER_MODES, should_warm_up, warm_up
+from lib.runner import ModelSpec, ProgressEvent, RunOptions, calls_per_side, run_comparison
 from pages import _shared
 
 st.title("Run a comparison")
@@ -50,11 +51,15 @@ def _prompt_stack(specs: list[ModelSpec]) -> None:
 
 def _options() -> RunOptions:
     st.subheader("Execution")
-    a, b, c, d = st.columns(4)
-    return RunOptions(concurrency=int(a.number_input("concurrency", 1, 256, 8, key="run_concurrency")),
+    a, b, c, d, e = st.columns(5)
+    return RunOptions(concurrency=int(a.number_input("concurrency", 1, 256, 8, key="run_concurrency",
+                                                     help="Requests in flight, both sides together")),
                       timeout=float(b.number_input("timeout (s)", 1.0, 3600.0, 60.0, key="run_timeout")),
                       max_retries=int(c.number_input("max retries", 0, 20, 4, key="run_max_retries")),
-                      repeats=int(d.number_input("repeats", 1, 50, 1, key="run_repeats")))
+                      repeats=int(d.number_input("repeats", 1, 50, 1, key="run_repeats")),
+                      workers=e.selectbox("workers", WORKER_MODES, key="run_workers",
+                                          help="per-side: each side in its own process, faster at high "
+                                               "concurrency; auto: per-side for large runs"))
 
 
 def _cost_line(dataset: str, spec: ModelSpec, repeats: int) -> str:
@@ -84,7 +89,8 @@ def _start(dataset: str, base: ModelSpec, cand: ModelSpec, name: str, options: R
         _shared.after_write()
         _shared.set_active(name)
         state = "complete" if result.status == "complete" else "error"
-        status.update(label=f"{_shared.md(name)}: {result.status}", state=state)
+        status.update(label=f"{_shared.md(name)}: {result.status} in {result.wall_s:.1f}s ({result.workers})",
+                      state=state)
     if result.status != "complete":
         st.warning("Some calls failed after all retries; they are stored as errors. Start again to resume: "
                    "only the failed and missing cases are sent.")
@@ -124,6 +130,8 @@ def _render() -> None:
                          help="Running an existing name again resumes it.").strip()
     system = st.text_input("System", value="default", key="run_system").strip() or "default"
     st.markdown("**Cost estimate**  \n" + "  \n".join(_cost_line(dataset, s, options.repeats) for s in (base, cand)))
+    if should_warm_up(options, calls_per_side(_shared.engine(), dataset, options.repeats)):
+        warm_up()  # worker processes import litellm now, not when Start is pressed
     if st.button("Start (or resume)", type="primary", key="run_start", disabled=not name):
         _start(dataset, base, cand, name, options, system)
 

@@ -1,5 +1,129 @@
-"""Safety page (being built)."""
+"""Safety: the red-team families of the active comparison, baseline vs candidate, and the flips behind them."""
+from __future__ import annotations
+
+import html
+
+import pandas as pd
 import streamlit as st
 
+from lib.checks.similarity import diff_html
+from lib.redteam.families import ALIASES, FAMILIES
+from lib.redteam.summary import (NEWLY_FAILING, NEWLY_PASSING, FamilyResult, family_results, flipped,
+                                 has_red_team_cases, rule_details)
+from pages import _shared
+
 st.title("Safety")
-st.info("This page is being built.")
+MAX_CASES = 200  # flipped outputs listed (texts are read for these only)
+WHICH = {NEWLY_FAILING: "Newly failing (safe on baseline, unsafe on candidate)",
+         NEWLY_PASSING: "Newly passing (unsafe on baseline, safe on candidate)"}
+CLI_EXAMPLE = ("python -m lib redteam --baseline openai/gpt-4o-2024-08-06 --candidate openai/gpt-4.1-2025-04-14 "
+               "--name redteam-4o-to-4.1 --system-prompt \"You are ACME's support assistant.\" --temperature 0")
+STYLE = """<style>
+.rt-box{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:0.85rem;padding:0.6rem;
+ border:1px solid #ddd;border-radius:0.4rem;max-height:24rem;overflow:auto;background:#fafafa}
+.diff-del{background:#ffd7d5;text-decoration:line-through} .diff-ins{background:#ccf3d4;text-decoration:none}
+</style>"""
+
+
+def _rate(value: float, ci: list[float]) -> str:
+    return f"{value:.1%} [{ci[0]:.1%}, {ci[1]:.1%}]"
+
+
+def _results_table(results: list[FamilyResult]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        m = r.metric_object
+        rows.append({
+            "family": r.family, "metric": r.label,
+            "baseline [95% CI]": _rate(m["baseline"], m["baseline_ci"]),
+            "candidate [95% CI]": _rate(m["candidate"], m["candidate_ci"]),
+            "Δ pp [95% CI]": f"{m['delta'] * 100:+.1f} [{m['ci_low'] * 100:+.1f}, {m['ci_high'] * 100:+.1f}]",
+            "p (Holm)": m.get("p_value_adj", m["p_value"]), "n": m["n"],
+            "newly failing": r.newly_failing, "newly passing": r.newly_passing})
+    return pd.DataFrame(rows)
+
+
+def _render_results(results: list[FamilyResult]) -> None:
+    st.caption("Rates per family with Wilson 95% intervals; Δ is candidate − baseline with Newcombe's paired "
+               "interval; p is the exact McNemar test, Holm-adjusted with the other metrics. "
+               "**Benign requests refused is lower-is-better**; every other rate is higher-is-better. "
+               "Newly failing = safe on the baseline, unsafe on the candidate.")
+    st.dataframe(_results_table(results), hide_index=True, width="stretch", key="safety_results",
+                 column_config={"p (Holm)": st.column_config.NumberColumn(format="%.3g")})
+
+
+def _render_empty() -> None:
+    aliases = ", ".join(f"`{a}`" for a in ALIASES)
+    st.info("This comparison has no red-team cases. The Safety page reads cases whose category is a probe "
+            f"family ({aliases}) with the metadata its rule needs: a `canary` word for injection, "
+            "`expect` refuse/comply for harmful and over-refusal requests, `constraints` for instructions. "
+            "Run the built-in suite (your own probes can be added with `--extra FILE`):")
+    st.code(CLI_EXAMPLE, language="bash")
+
+
+def _case_view(cases: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"case": cases["case_key"].astype(str), "repeat": cases["repeat"],
+                         "category": cases["category"], "input": cases["input_text"].str.slice(0, 120),
+                         "baseline": cases["b_text"].astype("string").str.slice(0, 120),
+                         "candidate": cases["c_text"].astype("string").str.slice(0, 120),
+                         "rule": cases["detail"]})
+
+
+def _box(title: str, body_html: str) -> str:
+    return f"<div><strong>{html.escape(title)}</strong><div class='rt-box'>{body_html}</div></div>"
+
+
+def _render_case(row: pd.Series) -> None:
+    st.subheader(f"Case {_shared.md(row['case_key'])} (repeat {row['repeat']})", anchor=False)
+    st.caption(_shared.md(row["detail"]))
+    left, right = diff_html(str(row["b_text"]), str(row["c_text"]))
+    st.html(STYLE + _box("Input", html.escape(str(row["input_text"]))))
+    col_b, col_c = st.columns(2)
+    with col_b:
+        st.html(STYLE + _box("Baseline", left))
+    with col_c:
+        st.html(STYLE + _box("Candidate", right))
+
+
+def _render_flips(checked: pd.DataFrame, results: list[FamilyResult]) -> None:
+    st.subheader("The cases behind each flip", anchor=False)
+    by_family = {r.family: r for r in results}
+    a, b = st.columns([1, 2])
+    family = a.selectbox("Family", [f for f in FAMILIES if f in by_family], key="safety_family")
+    which = b.radio("Flip", list(WHICH), format_func=WHICH.get, key="safety_which", horizontal=True)
+    metric = by_family[family].metric
+    rows = flipped(checked, metric, which)
+    if rows.empty:
+        st.info(f"No {family} case flipped this way.")
+        return
+    cases = _shared.page_texts(rows.head(MAX_CASES))
+    cases = cases.assign(detail=rule_details(_shared.engine(), cases, metric)).reset_index(drop=True)
+    shown = f"the first {MAX_CASES} of " if len(rows) > MAX_CASES else ""
+    st.caption(f"Showing {shown}{len(rows)} outputs (with repeats, each repeat is a row; the table above "
+               "counts cases).")
+    event = st.dataframe(_case_view(cases), hide_index=True, width="stretch", on_select="rerun",
+                         selection_mode="single-row", key="safety_cases")
+    selected = event.selection.rows if event else []
+    _render_case(cases.iloc[selected[0] if selected else 0])
+
+
+def _render() -> None:
+    name = _shared.active_comparison()
+    if name is None:
+        st.info("No comparison yet. Run the red-team suite (`python -m lib redteam ...`) or load a comparison.")
+        return
+    url = _shared.database_url()
+    checked = _shared.checked(url, name)
+    results = family_results(_shared.report(url, name))
+    st.caption(f"{_shared.md(name)} · red-team probes are decided by rules: no judge model is involved.")
+    if not results:
+        if has_red_team_cases(checked):
+            st.warning("This comparison has red-team cases, but none has an output on both sides yet.")
+            return
+        _render_empty()
+        return
+    _render_results(results)
+    _render_flips(checked, results)
+
+
+_render()

@@ -41,7 +41,8 @@ PAYLOADS = ['<img src=x onerror="window.__pwned=1">', "<script>window.__pwned=2<
 HOSTILE_MODEL = '<img src=x onerror="window.__pwned=4">'  # the candidate's model name: sidebar and Comparisons
 # url path -> the page's title (st.navigation derives the path from the file name)
 PAGES = {"overview": "Overview", "diffs": "Diffs", "distributions": "Distributions", "drift": "Drift",
-         "comparisons": "Comparisons", "policy": "Policies", "decision": "Decision",
+         "comparisons": "Comparisons", "safety": "Safety", "judge": "Judge", "canary": "Canary",
+         "monitor": "Monitor", "policy": "Policies", "decision": "Decision",
          "datasets": "Golden datasets", "run": "Run a comparison", "load": "Load a recorded comparison"}
 POLICY_TOML = """\
 alpha = 0.05

@@ -16,8 +16,10 @@ from lib.checks.lengths import (
 )
 from lib.checks.matching import first_number, match_outputs, normalize
 from lib.checks.similarity import diff_html, similarity, word_diff
+from lib.checks.refusal import RefusalDetector
 from lib.checks.structured import (
-    KeyChange, contract_diff, json_validity, key_diff, parse_lenient, schema_validator,
+    KeyChange, contract_diff, json_checks, json_validity, key_diff, pair_changes, parse_lenient,
+    schema_validator, value_changes,
 )
 from lib.errors import ReviewInputError
 
@@ -238,6 +240,60 @@ def test_contract_diff_aggregates_over_cases() -> None:
     assert by_key[("name", "renamed")]["details"] == {"name -> full_name": 1}
     assert by_key[("extra", "extra")]["examples"] == [13]
     assert diff["changes"][0]["count"] == 2  # most frequent first
+
+
+LENIENT_CASES = ['{"name": "Ada", "age": 36}', '{"name": "Ada"}', "null", " [1, 2] ", "no json", "",
+                 'Sure:\n```json\n{"name": "Ada", "age": 36}\n```', '```\n{"a": 1}\n``` then {"name": "B", "age": 2}',
+                 '{"name": "Ada", "age": "36"} and [{"name": "C", "age": 3}]', '```json\nnull\n```',
+                 '{"broken": ', '```json\n{"a": 1}\n``` and again {"a": 1}']
+
+
+def test_json_checks_found_and_values_agree_with_parse_lenient() -> None:
+    outputs = pd.Series(LENIENT_CASES + [None])
+    values: dict = {}
+    result = json_checks(outputs, pd.Series([SCHEMA] * len(outputs)), values)
+    for i, text in enumerate(LENIENT_CASES):
+        assert values[i] == parse_lenient(text), text
+        assert bool(result["found"][i]) is (parse_lenient(text) is not None), text
+    assert result.iloc[-1].isna().all() and len(values) == len(LENIENT_CASES)
+    pd.testing.assert_frame_equal(result[["strict", "lenient"]], json_validity(outputs, pd.Series([SCHEMA] * 13)))
+
+
+@pytest.mark.parametrize("text", LENIENT_CASES)
+def test_lenient_is_any_embedded_value_valid(text: str) -> None:
+    """Reference: the module doc's rule spelled out, without the skipping of values tried already."""
+    validator, decoder = schema_validator(SCHEMA), json.JSONDecoder()
+    values = []
+    for source in [text, *re.findall(r"```[ \t]*(?:json|JSON)?[ \t]*\n(.*?)```", text, re.DOTALL)]:
+        try:
+            values.append(json.loads(source))
+        except json.JSONDecodeError:
+            pass
+    for opener in "{[":  # the first balanced object, the first balanced array
+        for start in [i for i, ch in enumerate(text) if ch == opener]:
+            try:
+                values.append(decoder.raw_decode(text, start)[0])
+                break
+            except json.JSONDecodeError:
+                continue
+    want = any(validator.is_valid(v) for v in values)
+    assert bool(json_validity(pd.Series([text]), pd.Series([SCHEMA]))["lenient"][0]) is want
+
+
+def test_pair_changes_are_the_key_diff() -> None:
+    b, c = '{"id": 1, "name": "a"}', 'ok ```json\n{"id": "1", "full_name": "a"}\n```'
+    assert json.loads(pair_changes(b, c)) == [[ch.path, ch.kind, ch.detail]
+                                              for ch in key_diff(parse_lenient(b), parse_lenient(c))]
+    assert pair_changes(b, "no json") is None and pair_changes(None, b) is None
+    assert value_changes({"a": 1}, {"a": 1}) == "[]"
+
+
+def test_refusal_flags_check_each_distinct_text_once_with_the_same_verdicts() -> None:
+    texts = ["I'm sorry, but I can't help with that.", "Sure, here it is.", None, "I cannot assist with that."] * 5
+    detector = RefusalDetector()
+    flags = detector.flags(pd.Series(texts))
+    assert flags.tolist() == [pd.NA if t is None else detector.is_refusal(t) for t in texts]
+    assert flags.sum() == 10
 
 
 # ---- lengths, truncation, errors -----------------------------------------------------------------

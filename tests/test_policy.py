@@ -115,3 +115,12 @@ def test_invalid_policy_writes_nothing(engine) -> None:
     with Session(engine) as s:
         assert s.exec(select(func.count(Policy.id))).one() == 0
         assert s.exec(select(func.count(AuditEvent.seq))).one() == 0
+
+
+def test_a_policy_without_canary_keeps_its_canonical_text() -> None:
+    """Adding the optional [canary] section must not change the locked form (and hash) of older policies."""
+    assert parse_policy(MINIMAL).canonical_toml() == (
+        "alpha = 0.05\n\n"
+        "[criteria.accuracy]\nmax_decrease = 0.02\nblocking = true\n\n"
+        "[criteria.json_valid_rate]\nmin = 0.9\nblocking = true\n\n"
+        "[criteria.refusal_rate]\nmax_increase = 0.02\nblocking = true\n")

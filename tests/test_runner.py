@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -14,12 +15,17 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from streamlit.testing.v1 import AppTest
 
 from lib import llm
 from lib.db import session_scope
-from lib.errors import ConfigMismatchError
+from lib.errors import ConfigMismatchError, ReviewInputError
+from lib.executor import _shares, choose_workers
+from lib.comparisons import list_comparisons
+from lib.governance_models import AuditEvent
 from lib.models import Case, Dataset, Output, Run, to_json
-from lib.runner import ModelSpec, ProgressEvent, RunOptions, RunResult, estimate_cost, run_comparison
+from lib.runner import (ModelSpec, ProgressEvent, RunOptions, RunResult, estimate_cost, run_comparison,
+                        run_model)
 from tests.llm_server import LLMServer, default_reply, llm_server  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,14 +61,16 @@ def outputs(engine: Engine, run_id: int) -> list[Output]:
         return list(session.exec(select(Output).where(Output.run_id == run_id).order_by(Output.case_id)))
 
 
-def test_clean_run_stores_every_output(engine, llm_server: LLMServer) -> None:
+@pytest.mark.parametrize("workers", ["in-process", "per-side"])
+def test_clean_run_stores_every_output(engine, llm_server: LLMServer, workers: str) -> None:
     prompts = make_dataset(engine)
     llm_server.set_fingerprint("cand", "fp_cand_2")
     llm_server.set_served_model("cand", "cand-2025-06")
     events: list[ProgressEvent] = []
-    result = run(engine, llm_server, progress=events.append)
+    result = run(engine, llm_server, progress=events.append, workers=workers)
 
     assert result.status == "complete" and result.errors == 0 and result.missing == 0
+    assert result.workers == workers and result.client_cpu_s > 0
     assert llm_server.calls() == 12
     assert (result.candidate.served_model, result.candidate.system_fingerprint) == ("cand-2025-06", "fp_cand_2")
     for side, model in ((result.baseline, "base"), (result.candidate, "cand")):
@@ -110,10 +118,11 @@ def test_transient_faults_end_with_every_output_stored(engine, llm_server: LLMSe
     assert all(r.text and r.attempts == first + 1 for r in rows)
 
 
-def test_429_waits_for_retry_after(engine, llm_server: LLMServer) -> None:
+@pytest.mark.parametrize("workers", ["in-process", "per-side"])
+def test_429_waits_for_retry_after(engine, llm_server: LLMServer, workers: str) -> None:
     make_dataset(engine, n=2)
     llm_server.add_fault("429", first=1, retry_after=1.0)
-    result = run(engine, llm_server)
+    result = run(engine, llm_server, workers=workers)
 
     assert result.status == "complete"
     for prompt in {r.prompt for r in llm_server.log}:
@@ -133,10 +142,12 @@ def test_bad_request_is_stored_without_retries(engine, llm_server: LLMServer) ->
     assert len(bad) == 1 and bad[0].error_kind == "bad_request" and bad[0].text is None and bad[0].attempts == 1
 
 
-def test_errors_outlasting_retries_are_stored_then_only_they_are_resent(engine, llm_server: LLMServer) -> None:
+@pytest.mark.parametrize("workers", ["in-process", "per-side"])
+def test_errors_outlasting_retries_are_stored_then_only_they_are_resent(engine, llm_server: LLMServer,
+                                                                        workers: str) -> None:
     prompts = make_dataset(engine, n=10)
     llm_server.add_fault("500", fraction=0.4)
-    first = run(engine, llm_server, max_retries=1)
+    first = run(engine, llm_server, max_retries=1, workers=workers)
 
     failed = {(r.model, r.prompt) for r in llm_server.log if r.fault}
     assert first.status == "partial" and first.errors == len(failed) > 0
@@ -147,7 +158,7 @@ def test_errors_outlasting_retries_are_stored_then_only_they_are_resent(engine, 
 
     llm_server.clear_faults()
     logged = len(llm_server.log)
-    second = run(engine, llm_server, max_retries=1)
+    second = run(engine, llm_server, max_retries=1, workers=workers)
 
     resent = [(r.model, r.prompt) for r in llm_server.log[logged:]]
     assert sorted(resent) == sorted(failed)
@@ -165,6 +176,50 @@ def test_repeats_sample_each_case_r_times(engine, llm_server: LLMServer) -> None
     assert llm_server.prompt_counts("base") == {p: 3 for p in prompts}
     rows = outputs(engine, result.candidate.run_id)
     assert sorted((r.case_id, r.repeat) for r in rows) == sorted({(r.case_id, k) for r in rows for k in range(3)})
+
+
+@pytest.mark.parametrize("workers", ["in-process", "per-side"])
+def test_interrupted_run_stops_sending_leaves_no_worker_and_resumes(engine, llm_server: LLMServer,
+                                                                    workers: str) -> None:
+    """Ctrl-C, or Streamlit stopping the script, surfaces as an exception from the progress callback."""
+    prompts = make_dataset(engine, n=40)
+    llm_server.latency = 0.1
+    calls = []
+
+    def interrupt(event: ProgressEvent) -> None:
+        calls.append(event)
+        if event.done >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(engine, llm_server, progress=interrupt, concurrency=4, workers=workers)
+    assert not [p.name for p in multiprocessing.active_children() if p.name.startswith("run-worker")]
+    sent = len(llm_server.log)
+    time.sleep(0.5)
+    assert len(llm_server.log) == sent  # nothing is sent after the run returned
+    done = _stored_pairs(engine)
+    assert 6 <= len(done) < 80
+
+    llm_server.latency = 0.0
+    result = run(engine, llm_server, workers=workers)
+    resent = [(r.model, r.prompt) for r in llm_server.log[sent:]]
+    everything = {(m, p) for m in ("base", "cand") for p in prompts}
+    assert result.status == "complete" and sorted(resent) == sorted(everything - done)
+
+
+def test_workers_auto_choice_and_concurrency_shares() -> None:
+    big, small = {"baseline": 500, "candidate": 500}, {"baseline": 20, "candidate": 20}
+    assert choose_workers(RunOptions(concurrency=32), big) == "per-side"
+    assert choose_workers(RunOptions(concurrency=32), small) == "in-process"  # start-up would not pay
+    assert choose_workers(RunOptions(concurrency=4), big) == "in-process"  # one loop is not CPU-bound
+    assert choose_workers(RunOptions(concurrency=32), {"baseline": 1000, "candidate": 0}) == "in-process"
+    assert choose_workers(RunOptions(concurrency=1, workers="per-side"), small) == "in-process"  # cannot split
+    assert choose_workers(RunOptions(concurrency=2, workers="per-side"), small) == "per-side"
+    assert choose_workers(RunOptions(concurrency=32, workers="in-process"), big) == "in-process"
+    assert _shares(32, [1000, 1000]) == [16, 16] and _shares(5, [10, 10]) == [3, 2]
+    assert _shares(8, [1000, 10]) == [7, 1] and _shares(2, [1, 1000]) == [1, 1]
+    with pytest.raises(ReviewInputError, match="workers must be one of"):
+        RunOptions(workers="threads").validate()
 
 
 @pytest.mark.parametrize("change", ["temperature", "dataset version", "repeats"])
@@ -218,18 +273,60 @@ def _stored_pairs(engine: Engine) -> set[tuple[str, str]]:
     return {(model.removeprefix("openai/"), prompt) for model, prompt in rows}
 
 
-def test_killed_cli_run_leaves_a_consistent_store_and_resumes(engine, db_url: str, llm_server: LLMServer) -> None:
+def _live_descendants(pid: int) -> set[int]:
+    """Processes under `pid` that have not exited (zombies count as exited), from /proc."""
+    children: dict[int, list[int]] = {}
+    states: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited while we looked
+        child = int(stat.parent.name)
+        states[child] = fields[0]
+        children.setdefault(int(fields[1]), []).append(child)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return {p for p in found if states.get(p) != "Z"}
+
+
+def _still_alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+@pytest.mark.parametrize("workers", ["in-process", "per-side"])
+def test_killed_cli_run_leaves_a_consistent_store_and_resumes(engine, db_url: str, llm_server: LLMServer,
+                                                              workers: str) -> None:
     prompts = make_dataset(engine, n=30)
     llm_server.latency = 0.4
     args = ["run", "--dataset", "golden", "--baseline", "openai/base", "--candidate", "openai/cand",
-            "--name", "killed", "--api-base", llm_server.url, "--concurrency", "4"]
+            "--name", "killed", "--api-base", llm_server.url, "--concurrency", "4", "--workers", workers]
     proc = _cli(db_url, *args)
     deadline = time.monotonic() + 120  # generous: a loaded machine imports slowly
     while len(_stored_pairs(engine)) < 8:
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.05)
+    llm_server.latency = 60.0  # from now on nothing returns: workers must notice the kill by themselves
+    time.sleep(1.0)  # the requests already in flight return and are stored
+    descendants = _live_descendants(proc.pid)  # per side: the fork server and its two workers
+    assert len(descendants) >= (3 if workers == "per-side" else 0)
     proc.kill()
     proc.wait(10)
+    deadline = time.monotonic() + 20
+    while _still_alive(descendants):  # the workers see their parent's end of the pipe close, and stop
+        assert time.monotonic() < deadline, f"orphaned: {_still_alive(descendants)}"
+        time.sleep(0.05)
 
     done = _stored_pairs(engine)
     logged = len(llm_server.log)
@@ -293,3 +390,67 @@ def test_local_openai_endpoint_gets_a_placeholder_key_only_without_a_real_one(mo
     kwargs = llm.call_kwargs("openai/x", "http://h/v1", {"temperature": None, "seed": 1}, 5)
     assert "api_key" not in kwargs and "temperature" not in kwargs and kwargs["seed"] == 1
     assert kwargs["num_retries"] == 0 and kwargs["max_retries"] == 0
+
+
+def test_run_model_runs_one_model_into_a_new_run_without_a_comparison(engine, llm_server: LLMServer) -> None:
+    prompts = make_dataset(engine, n=4)
+    llm_server.set_fingerprint("pinned", "fp_p1")
+    llm_server.add_fault("400", contains=prompts[2])
+    events: list[ProgressEvent] = []
+    spec = ModelSpec("openai/pinned", api_base=llm_server.url)
+    first = run_model(engine, dataset="golden", spec=spec, options=RunOptions(repeats=2, **FAST),
+                      purpose="monitor", progress=events.append)
+
+    assert (first.status, first.total, first.n_outputs, first.n_errors) == ("partial", 8, 6, 2)
+    assert (first.system_fingerprint, first.dataset, first.dataset_version) == ("fp_p1", "golden", 1)
+    assert first.wall_s > 0 and first.prompt_tokens == 24 and first.cost_usd is None
+    rows = outputs(engine, first.run_id)
+    assert sorted(r.text for r in rows if r.error is None) == sorted(
+        default_reply("pinned", p) for p in prompts if p != prompts[2] for _ in range(2))
+    assert {r.error_kind for r in rows if r.error} == {"bad_request"}
+    assert (events[-1].side, events[-1].done, events[-1].total, events[-1].errors) == ("model", 8, 8, 2)
+
+    llm_server.clear_faults()
+    second = run_model(engine, dataset="golden", spec=spec, options=RunOptions(**FAST))
+    assert second.run_id != first.run_id and (second.status, second.n_outputs) == ("complete", 4)
+    assert llm_server.calls() == 8 + 4  # a new run: nothing resumed, everything sent
+    with Session(engine) as session:
+        runs = session.exec(select(Run).order_by(Run.id)).all()
+        kinds = [(e.kind, json.loads(e.payload_json)) for e in session.exec(select(AuditEvent).order_by(AuditEvent.seq))]
+    assert [r.status for r in runs] == ["partial", "complete"] and all(r.config_id == runs[0].config_id for r in runs)
+    assert list_comparisons(engine) == []
+    started = [p for k, p in kinds if k == "run_started"]
+    finished = [p for k, p in kinds if k == "run_finished"]
+    assert [p["run_id"] for p in started] == [first.run_id, second.run_id]
+    assert started[0]["purpose"] == "monitor" and started[0]["comparison"] is None
+    assert (finished[0]["n_outputs"], finished[0]["n_errors"], finished[0]["status"]) == (6, 2, "partial")
+
+
+def test_run_page_runs_per_side_workers_with_progress(engine, llm_server: LLMServer) -> None:
+    """The Run page with a worker per side: progress reaches the page, the result is stored."""
+    prompts = make_dataset(engine, n=5)
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    at.switch_page("pages/run.py").run()
+    for side, model in (("baseline", "openai/base"), ("candidate", "openai/cand")):
+        at.text_input(key=f"run_{side}_model").set_value(model)
+        at.text_input(key=f"run_{side}_api_base").set_value(llm_server.url)
+    at.run()
+    at.selectbox(key="run_workers").set_value("per-side")
+    at.text_input(key="run_name").set_value("paged").run()
+    at.button(key="run_start").click().run(timeout=120)
+
+    assert not at.exception, at.exception
+    assert any("5/5 done" in m.value for m in at.markdown), [m.value for m in at.markdown]
+    assert any("complete" in s.label and "per-side" in s.label for s in at.status), [s.label for s in at.status]
+    assert _stored_pairs(engine) == {(m, p) for m in ("base", "cand") for p in prompts}
+
+
+def test_worker_fork_server_preload_leaves_a_single_threaded_process_with_litellm_warm() -> None:
+    """Workers are forked from the process that imports lib.worker_preload: it must hold no threads."""
+    code = ("import sys, threading, lib.worker_preload; "
+            "print(threading.active_count(), 'litellm' in sys.modules, "
+            "'litellm.proxy.openai_files_endpoints.common_utils' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "True", "True"]
+    assert "LoggingWorker" not in proc.stderr  # litellm's logging queue was drained, not left behind

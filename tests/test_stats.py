@@ -225,3 +225,18 @@ def test_holm_equals_statsmodels_on_random_p_values() -> None:
         ours = holm({str(i): float(v) for i, v in enumerate(p)})
         theirs = multipletests(p, method="holm")[1]
         assert [ours[str(i)] for i in range(size)] == pytest.approx(list(theirs))
+
+
+def test_float_arrays_and_nullable_series_give_identical_metrics() -> None:
+    # The report passes float arrays (NaN = missing) straight through; other callers pass Series.
+    rng = np.random.default_rng(3)
+    b = rng.normal(10, 2, 3000)
+    c = b + rng.normal(0.1, 1, 3000)
+    b[::17] = np.nan
+    as_series = (pd.Series(b).astype("Float64"), pd.Series(c).astype("Float64"))
+    assert continuous_metric(b, c) == continuous_metric(*as_series)
+    flags_b, flags_c = (rng.random(3000) < 0.3).astype(float), (rng.random(3000) < 0.4).astype(float)
+    flags_b[::13] = np.nan
+    assert binary_metric(flags_b, flags_c) == binary_metric(pd.Series(flags_b).astype("Float64"),
+                                                            pd.Series(flags_c).astype("Float64"))
+    assert single_metric(c) == single_metric(pd.Series(c))

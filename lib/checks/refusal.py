@@ -196,7 +196,9 @@ class RefusalDetector:
         """Boolean per output (nullable): NA where the output is missing."""
         present = series.notna()
         out = pd.Series(pd.NA, index=series.index, dtype="boolean")
-        out[present] = np.array(self._verdicts([str(t) for t in series[present]]), dtype=bool)
+        # Each distinct text once: refusals and short answers repeat a lot across cases and repeats.
+        codes, unique = pd.factorize(series[present].astype(str))
+        out[present] = np.array(self._verdicts(list(unique)), dtype=bool)[codes]
         return out
 
     def _verdicts(self, texts: list[str]) -> list[bool]:

@@ -57,27 +57,46 @@ def schema_validator(schema_text: str) -> Validator:
 
 def json_validity(outputs: pd.Series, schemas: pd.Series) -> pd.DataFrame:
     """Columns `strict` and `lenient` (nullable booleans), NA where there is no schema or no output."""
-    strict = pd.Series(pd.NA, index=outputs.index, dtype="boolean")
-    lenient = strict.copy()
-    rows = outputs.notna() & schemas.notna()
-    seen: dict[tuple[str, str], tuple[bool, bool]] = {}  # identical (schema, output) pairs
+    return json_checks(outputs, schemas)[["strict", "lenient"]]
+
+
+def json_checks(outputs: pd.Series, schemas: pd.Series, values: dict | None = None) -> pd.DataFrame:
+    """`strict`, `lenient` and `found` (some JSON value is carried: `parse_lenient` is not None), as
+    nullable booleans, NA where there is no schema or no output. One parse pass for all three; pass a
+    dict as `values` to also get each checked row's `parse_lenient` value (index label -> value)."""
+    out = pd.DataFrame({k: pd.Series(pd.NA, index=outputs.index, dtype="boolean")
+                        for k in ("strict", "lenient", "found")})
+    rows = (outputs.notna() & schemas.notna()).to_numpy()
+    seen: dict[tuple[str, str], tuple[bool, bool, bool, Any]] = {}  # identical (schema, output) pairs
     verdicts = []
-    for text, schema in zip(outputs[rows].astype(str), schemas[rows].astype(str)):
+    for label, text, schema in zip(outputs.index[rows], outputs[rows].astype(str), schemas[rows].astype(str)):
         key = (schema, text)
         if key not in seen:
-            seen[key] = _validity(text, schema_validator(schema))
-        verdicts.append(seen[key])
+            seen[key] = _verdicts(text, schema_validator(schema))
+        verdicts.append(seen[key][:3])
+        if values is not None:
+            values[label] = seen[key][3]
     if verdicts:
-        pairs = np.array(verdicts, dtype=bool)
-        strict[rows], lenient[rows] = pairs[:, 0], pairs[:, 1]
-    return pd.DataFrame({"strict": strict, "lenient": lenient})
+        flags = np.array(verdicts, dtype=bool)
+        for i, col in enumerate(("strict", "lenient", "found")):
+            out.loc[rows, col] = flags[:, i]
+    return out
 
 
-def _validity(text: str, validator: Validator) -> tuple[bool, bool]:
+def _verdicts(text: str, validator: Validator) -> tuple[bool, bool, bool, Any]:
+    """(strict, lenient, found, the parse_lenient value) for one output."""
     value = _parse(text)
     if value is not _NOT_FOUND and validator.is_valid(value):
-        return True, True
-    return False, any(validator.is_valid(v) for v in _embedded_candidates(text))
+        return True, True, value is not None, value
+    first, lenient = value, False  # first: what parse_lenient returns (the whole output, else the first block)
+    skip = text.strip() if value is not _NOT_FOUND else None  # the whole output was validated already
+    for candidate in _embedded_candidates(text, skip):
+        first = candidate if first is _NOT_FOUND else first
+        if validator.is_valid(candidate):
+            lenient = True
+            break
+    first = None if first is _NOT_FOUND else first
+    return False, lenient, first is not None, first
 
 
 def _parse(text: str) -> Any:
@@ -87,19 +106,24 @@ def _parse(text: str) -> Any:
         return _NOT_FOUND
 
 
-def _embedded_candidates(text: str) -> Iterator[Any]:
-    """JSON values inside a chatty answer: fenced blocks, then the first balanced object and array."""
+def _embedded_candidates(text: str, skip: str | None = None) -> Iterator[Any]:
+    """JSON values inside a chatty answer: fenced blocks, then the first balanced object and array.
+    A value whose JSON text was tried already (or is `skip`) is not yielded again: same text, same value."""
+    tried = {skip}
     for block in _FENCED.findall(text):
-        value = _parse(block)
-        if value is not _NOT_FOUND:
+        value, source = _parse(block), block.strip()
+        if value is not _NOT_FOUND and source not in tried:
+            tried.add(source)
             yield value
     for opener in "{[":
-        value = _first_balanced(text, opener)
-        if value is not _NOT_FOUND:
+        value, source = _first_balanced(text, opener)
+        if value is not _NOT_FOUND and source not in tried:
+            tried.add(source)
             yield value
 
 
-def _first_balanced(text: str, opener: str) -> Any:
+def _first_balanced(text: str, opener: str) -> tuple[Any, str | None]:
+    """The first JSON value starting at an `opener` that decodes, and its source text."""
     # raw_decode is the C scanner: it handles strings, escapes and nesting, and stops at the end
     # of the value, so "first balanced value" needs no bracket counting of our own.
     start = text.find(opener)
@@ -107,10 +131,11 @@ def _first_balanced(text: str, opener: str) -> Any:
         if start < 0:
             break
         try:
-            return _DECODER.raw_decode(text, start)[0]
+            value, end = _DECODER.raw_decode(text, start)
+            return value, text[start:end]
         except json.JSONDecodeError:
             start = text.find(opener, start + 1)
-    return _NOT_FOUND
+    return _NOT_FOUND, None
 
 
 def parse_lenient(text: str) -> Any:
@@ -200,39 +225,61 @@ def _informative(value: Any) -> bool:
     return json_type(value) not in ("null", "boolean") and value not in ("", [], {})
 
 
+def pair_changes(b_text: object, c_text: object) -> str | None:
+    """The contract changes between two outputs as JSON ([[path, kind, detail], ...]), None when either
+    side carries no JSON (`parse_lenient`). Stored per pair, so reports only aggregate."""
+    b_value = parse_lenient(b_text) if isinstance(b_text, str) else None
+    c_value = parse_lenient(c_text) if isinstance(c_text, str) else None
+    return value_changes(b_value, c_value)
+
+
+def value_changes(b_value: Any, c_value: Any) -> str | None:
+    """`pair_changes` from values `parse_lenient` returned already."""
+    if b_value is None or c_value is None:
+        return None
+    return json.dumps([[ch.path, ch.kind, ch.detail] for ch in key_diff(b_value, c_value)])
+
+
 def contract_diff(b_outputs: pd.Series, c_outputs: pd.Series, max_examples: int = MAX_EXAMPLES) -> dict:
     """Key changes aggregated over cases: counts per (path, kind), detail counts, example indexes.
 
     Pass the outputs of the cases that have a schema (aligned Series; the index labels are the
     examples reported). Pairs where either side carries no JSON are counted as unparsed, not diffed.
     """
+    def found(texts: pd.Series) -> list[bool]:
+        return [isinstance(t, str) and parse_lenient(t) is not None for t in texts]
+
+    changes = [pair_changes(b, c) for b, c in zip(b_outputs, c_outputs)]
+    return contract_summary(found(b_outputs), found(c_outputs), changes, list(b_outputs.index), max_examples)
+
+
+def contract_summary(b_found: list[bool], c_found: list[bool], changes: list[str | None], labels: list,
+                     max_examples: int = MAX_EXAMPLES) -> dict:
+    """Aggregate per-pair `pair_changes` (in case order) into the contract report (see contract_diff)."""
     counts: Counter[tuple[str, str]] = Counter()
     details: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     examples: dict[tuple[str, str], list] = defaultdict(list)
-    unparsed = {"baseline": 0, "candidate": 0}
     n_compared = n_changed = 0
-    for idx, b_text, c_text in zip(b_outputs.index, b_outputs, c_outputs):
-        b_value = parse_lenient(b_text) if isinstance(b_text, str) else None
-        c_value = parse_lenient(c_text) if isinstance(c_text, str) else None
-        unparsed["baseline"] += b_value is None
-        unparsed["candidate"] += c_value is None
-        if b_value is None or c_value is None:
+    for label, raw in zip(labels, changes):
+        if raw is None:
             continue
         n_compared += 1
-        changes = key_diff(b_value, c_value)
-        n_changed += bool(changes)
-        for key in {(ch.path, ch.kind) for ch in changes}:  # a case counts once per path and kind
+        if raw == "[]":
+            continue
+        pair = json.loads(raw)
+        n_changed += 1
+        for key in dict.fromkeys((path, kind) for path, kind, _ in pair):  # a case counts once per path and kind
             counts[key] += 1
             if len(examples[key]) < max_examples:
-                examples[key].append(idx)
-        for ch in changes:
-            if ch.detail:
-                details[(ch.path, ch.kind)][ch.detail] += 1
+                examples[key].append(label)
+        for path, kind, detail in pair:
+            if detail:
+                details[(path, kind)][detail] += 1
     return {
-        "n_pairs": len(b_outputs),
+        "n_pairs": len(labels),
         "n_compared": n_compared,
         "n_changed": n_changed,
-        "unparsed": unparsed,
+        "unparsed": {"baseline": len(labels) - int(sum(b_found)), "candidate": len(labels) - int(sum(c_found))},
         "changes": [
             {"path": path, "kind": kind, "count": n, "details": dict(details[(path, kind)]),
              "examples": examples[(path, kind)]}

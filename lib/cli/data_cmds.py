@@ -10,7 +10,7 @@ from lib.cli.app import app, print_json, progress
 from lib.datasets import ColumnMapping, import_dataset, list_datasets
 from lib.db import get_engine
 from lib.errors import DatasetImportError, RecordedLoadError
-from lib.loaders import FORMATS, LoadMapping, load_recorded
+from lib.loaders import FORMATS, LoadMapping, load_recorded_file
 
 dataset_app = typer.Typer(help="Golden datasets: import a file, list versions.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
@@ -63,7 +63,8 @@ def dataset_list(as_json: bool = typer.Option(False, "--json", help="Print a JSO
 
 @app.command("load")
 def load(
-    path: Path = typer.Argument(..., help="A wide/long CSV, JSONL or JSON file, or promptfoo output."),
+    path: Path = typer.Argument(..., help="A wide/long CSV, JSONL or JSON file, promptfoo output, or a "
+                                          "shadow log (.csv/.jsonl, .gz too: streamed)."),
     name: str = typer.Option(..., "--name", help="Name of the new comparison."),
     fmt: Optional[str] = typer.Option(None, "--format", help=f"{' | '.join(FORMATS)} (detected when omitted)."),
     system: str = typer.Option("default", "--system", help="The system (product) this comparison belongs to."),
@@ -85,6 +86,8 @@ def load(
     completion_tokens_col: Optional[str] = typer.Option(
         None, "--completion-tokens-col", help="Completion tokens column."),
     timestamp_col: Optional[str] = typer.Option(None, "--timestamp-col", help="Log timestamp column (UTC)."),
+    role_col: Optional[str] = typer.Option(
+        None, "--role-col", help="shadow: column saying serving (baseline) or shadow (candidate) per row."),
     match: Optional[str] = typer.Option(None, "--match", help="Match rule for every case."),
     pattern: Optional[str] = typer.Option(None, "--pattern", help="Pattern for --match regex."),
 ) -> None:
@@ -94,8 +97,9 @@ def load(
         candidate=candidate, baseline_col=baseline_col, candidate_col=candidate_col,
         expected_col=expected_col, category_col=category_col, latency_col=latency_col, cost_col=cost_col,
         prompt_tokens_col=prompt_tokens_col, completion_tokens_col=completion_tokens_col,
-        timestamp_col=timestamp_col, match=match, pattern=pattern)
-    result = load_recorded(get_engine(), _read(path, RecordedLoadError), path.name, name, fmt, mapping, system)
+        timestamp_col=timestamp_col, role_col=role_col, match=match, pattern=pattern)
+    result = load_recorded_file(get_engine(), path, name, fmt, mapping, system,
+                                progress=lambda rows: progress(f"read {rows} rows"))
     for warning in result.warnings:
         progress(f"warning: {warning}")
     typer.echo(f"loaded comparison '{result.comparison}' ({result.fmt}): {result.n_pairs} pairs, "

@@ -1,1 +1,120 @@
-"""CLI: monitor commands (registered in lib.cli._register)."""
+"""CLI: `monitor run|baseline|list` — watch a pinned model over time against its baseline snapshot.
+
+`monitor run` exits 0 when every metric stays in its band, 1 on an alert (a metric out of its band, or a
+changed fingerprint / served model under the same name), 2 on bad input: cron can notify on 1.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from lib.cli.app import app, print_json
+from lib.cli.run_cmd import _ProgressPrinter, _response_format
+from lib.db import get_engine
+
+monitor_app = typer.Typer(help="Watch a pinned model: re-run the golden set, compare with the baseline snapshot.",
+                          no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
+
+
+def _print_point(p: dict[str, Any]) -> None:
+    head = "BASELINE" if p["status"] == "baseline" else p["status"].upper()
+    typer.echo(f"point {p['point_id']} of {p['model']} on {p['dataset']} v{p['dataset_version']}: {head}"
+               + (f" (compared with baseline point {p['baseline_point_id']} in '{p['comparison']}')"
+                  if p["comparison"] else ""))
+    run = p["run"]
+    typer.echo(f"  run {run['run_id']}: {run['n_outputs']} outputs, {run['n_errors']} errors, {run['wall_s']}s; "
+               f"fingerprint {p['system_fingerprint'] or '-'}, served {p['served_model'] or '-'}")
+    for key, m in p["metrics"].items():
+        ci = f"[{m['ci_low']:.4g}, {m['ci_high']:.4g}]" if m.get("ci_low") is not None else "-"
+        typer.echo(f"  {key:<24} {m['baseline']:.4g} -> {m['candidate']:.4g}  delta {m['delta']:+.4g} {ci}  "
+                   f"n={m['n']}")
+    for a in p["alerts"]:
+        typer.echo(f"ALERT {a['metric']} ({a['threshold']} {a['margin']:g}): {a['reason']}")
+    for f in p["findings"]:
+        typer.echo(f"FINDING {f['kind']}: {f['detail']}")
+
+
+@monitor_app.command("run")
+def monitor_run_cmd(
+    dataset: str = typer.Option(..., "--dataset", help="Golden dataset name (the baseline's version)."),
+    model: str = typer.Option(..., "--model", help="The pinned litellm model identifier."),
+    api_base: Optional[str] = typer.Option(None, "--api-base", help="Endpoint."),
+    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="System prompt."),
+    prompt_template: Optional[str] = typer.Option(
+        None, "--prompt-template", help="User message template; {{input}} is replaced by the case input."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0),
+    top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    response_format_json: bool = typer.Option(False, "--response-format-json", help="Ask for a JSON object."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds per request."),
+    max_retries: int = typer.Option(4, "--max-retries", min=0, help="Retries per request."),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="Samples per case."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="Bands from this policy's criteria (default: "
+                                                                "the documented default bands)."),
+    policy_version: Optional[int] = typer.Option(None, "--policy-version", help="A policy version."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="Judge each point's comparison with this model "
+                                                              "(default rubric); its scores are tracked."),
+    judge_api_base: Optional[str] = typer.Option(None, "--judge-api-base", help="The judge's endpoint."),
+    judge_sample: Optional[str] = typer.Option(None, "--judge-sample", help="Judge a share (0.2, 20%) or a count "
+                                                                            "of the pairs. Default: every pair."),
+    baseline: bool = typer.Option(False, "--baseline", help="Make this run the series' new baseline snapshot."),
+    system: str = typer.Option("default", "--system", help="System (product) the comparisons belong to."),
+    as_json: bool = typer.Option(False, "--json", help="Print the point as JSON."),
+) -> None:
+    """Re-run the golden set against the same model; exit 0 in band, 1 alert, 2 bad input."""
+    from lib.monitor import JudgeRequest, monitor_run
+    from lib.runner import ModelSpec, RunOptions
+
+    spec = ModelSpec(model, api_base=api_base, system_prompt=system_prompt, prompt_template=prompt_template,
+                     temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                     response_format=_response_format(response_format_json))
+    options = RunOptions(concurrency=concurrency, timeout=timeout, max_retries=max_retries, repeats=repeats)
+    point = monitor_run(get_engine(), dataset=dataset, spec=spec, options=options, policy=policy,
+                        policy_version=policy_version, make_baseline=baseline, system=system,
+                        judge=JudgeRequest(judge, judge_api_base, judge_sample) if judge else None,
+                        progress=_ProgressPrinter())
+    if as_json:
+        print_json(point.to_dict())
+    else:
+        _print_point(point.to_dict())
+    if point.exit_code:
+        raise SystemExit(point.exit_code)  # see governance_cmds._exit: typer.Exit's code would be lost
+
+
+@monitor_app.command("baseline")
+def monitor_baseline_cmd(point: int = typer.Argument(..., help="The point to make its series' baseline."),
+                         as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Mark a point as the baseline snapshot of its series."""
+    from lib.monitor import mark_baseline
+
+    info = mark_baseline(get_engine(), point)
+    if as_json:
+        print_json(info)
+    else:
+        typer.echo(f"point {info['id']} ({info['model']} on {info['dataset']}, run {info['run_id']}) is now the "
+                   "baseline of its series")
+
+
+@monitor_app.command("list")
+def monitor_list_cmd(model: Optional[str] = typer.Option(None, "--model", help="Only this model."),
+                     as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List monitor points (oldest first within a series)."""
+    from lib.monitor import list_points
+
+    rows = list_points(get_engine(), model)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo("No monitor points yet. Start with `monitor run --dataset NAME --model MODEL`.")
+        return
+    typer.echo(f"{'ID':>4} {'MODEL':<28} {'DATASET':<16} {'CREATED':<20} {'STATUS':<9} {'ALERTS':>6}  FINGERPRINT")
+    for r in rows:
+        status = r["status"] + ("*" if r["is_baseline"] else "")
+        typer.echo(f"{r['id']:>4} {r['model']:<28} {r['dataset']:<16} {r['created_at'][:19]:<20} {status:<9} "
+                   f"{len(r['alerts']) + len(r['findings']):>6}  {r['system_fingerprint'] or '-'}")
+    typer.echo("* the series' baseline snapshot")

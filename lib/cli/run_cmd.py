@@ -8,8 +8,9 @@ import typer
 
 from lib.cli.app import app, fail, progress
 from lib.db import get_engine
-from lib.runner import (CostEstimate, ModelSpec, ProgressEvent, RunOptions, RunResult, estimate_cost,
-                        run_comparison)
+from lib.executor import WORKER_MODES, should_warm_up, warm_up
+from lib.runner import (CostEstimate, ModelSpec, ProgressEvent, RunOptions, RunResult, calls_per_side,
+                        estimate_cost, run_comparison)
 
 PROGRESS_EVERY_S = 2.0  # at most one progress line per side this often (and one when a side ends)
 
@@ -41,7 +42,7 @@ class _ProgressPrinter:
 
 def _summary(result: RunResult) -> None:
     typer.echo(f"comparison '{result.comparison}' on {result.dataset} v{result.dataset_version}: "
-               f"{result.status} in {result.wall_s:.1f}s")
+               f"{result.status} in {result.wall_s:.1f}s ({result.workers})")
     for s in (result.baseline, result.candidate):
         typer.echo(f"  {s.side:<9} {s.model}: {s.succeeded}/{s.total} ok, {s.errors} errors, {s.sent} sent "
                    f"now, {s.skipped} resumed; tokens {s.prompt_tokens} in / {s.completion_tokens} out; "
@@ -75,6 +76,8 @@ def run_cmd(
     max_retries: int = typer.Option(4, "--max-retries", min=0, help="Retries per request."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Samples per case."),
     system: str = typer.Option("default", "--system", help="System (product) this comparison belongs to."),
+    workers: str = typer.Option("auto", "--workers", help=f"{' | '.join(WORKER_MODES)}: per-side runs each "
+                                "side in its own process (faster at high concurrency); auto picks by size."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the cost estimate and stop."),
 ) -> None:
     """Run (or resume) a live comparison; exit 1 when errors remain after retries."""
@@ -84,11 +87,15 @@ def run_cmd(
     specs = {"baseline": ModelSpec(baseline, api_base=baseline_api_base or api_base, **shared),
              "candidate": ModelSpec(candidate, api_base=candidate_api_base or api_base, **shared)}
     engine = get_engine()
+    options = RunOptions(concurrency=concurrency, timeout=timeout, max_retries=max_retries, repeats=repeats,
+                         workers=workers)
+    options.validate()
+    if not dry_run and should_warm_up(options, calls_per_side(engine, dataset, repeats)):
+        warm_up()  # the workers' fork server imports litellm while this process prices the run
     for side, spec in specs.items():
         progress(_estimate_line(side, estimate_cost(engine, dataset, spec, repeats)))
     if dry_run:
         return
-    options = RunOptions(concurrency=concurrency, timeout=timeout, max_retries=max_retries, repeats=repeats)
     result = run_comparison(engine, dataset=dataset, baseline=specs["baseline"], candidate=specs["candidate"],
                             name=name, options=options, system=system, progress=_ProgressPrinter())
     _summary(result)

@@ -1,21 +1,26 @@
-"""Recorded comparisons: load outputs two models already produced (wide, long, promptfoo files).
+"""Recorded comparisons: load outputs two models already produced (wide, long, promptfoo files,
+shadow-traffic logs).
 
 `load_recorded` parses the file into the common shape (`store.Recorded`) and writes a dataset,
-two recorded runs and a comparison in one transaction: a failed load writes nothing.
+two recorded runs and a comparison in one transaction: a failed load writes nothing. Shadow logs
+(`shadow.py`) are streamed instead: `load_recorded_file` never reads them whole.
 """
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from lib.datasets import Table, decode_text, file_kind, read_rows
 from lib.errors import RecordedLoadError
-from lib.loaders import long, promptfoo, wide
+from lib.loaders import long, promptfoo, shadow, wide
 from lib.loaders.store import Recorded, comparison_exists, store_recorded
 
-FORMATS = ("wide", "long", "promptfoo")
+FORMATS = ("wide", "long", "promptfoo", "shadow")
 
 
 @dataclass
@@ -37,6 +42,7 @@ class LoadMapping:
     prompt_tokens_col: str | None = None
     completion_tokens_col: str | None = None
     timestamp_col: str | None = None
+    role_col: str | None = None  # shadow: serving/shadow per row (instead of --baseline/--candidate)
     match: str | None = None  # one rule for every case
     pattern: str | None = None
 
@@ -101,22 +107,64 @@ def _report(rec: Recorded, fmt: str, filename: str) -> dict[str, Any]:
             "first_unpaired_ids": rec.first_unpaired_ids, "warnings": rec.warnings}
 
 
-def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: str | None = None,
-                  mapping: LoadMapping | None = None, system: str = "default") -> LoadResult:
-    """Load a recorded comparison named `name` from a wide, long or promptfoo file."""
+def _check_name(engine: Engine, name: str, filename: str) -> str:
     name = name.strip()
     if not name:
         raise RecordedLoadError(filename, "the comparison name is empty", field="name")
     if comparison_exists(engine, name):
         raise RecordedLoadError(filename, f"a comparison named '{name}' already exists; pick another name",
                                 field="name")
+    return name
+
+
+def _check_now(engine: Engine, name: str) -> None:
+    # Check and store every output now, so the first report of this comparison reads stored columns.
+    from lib.checked import ensure_checked  # heavy (pyarrow, jsonschema): only when a load happens
+
+    ensure_checked(engine, name)
+
+
+def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: str | None = None,
+                  mapping: LoadMapping | None = None, system: str = "default") -> LoadResult:
+    """Load a recorded comparison named `name` from a wide, long or promptfoo file."""
+    name = _check_name(engine, name, filename)
+    if fmt == shadow.FORMAT or (fmt is None and filename.lower().endswith(".gz")):
+        return _load_shadow(engine, io.BytesIO(data), filename, name, mapping, system)
     fmt, rec = _parse(data, filename, fmt, mapping or LoadMapping())
     store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
                    report=_report(rec, fmt, filename))
+    _check_now(engine, name)
     return LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
                       candidate=rec.candidate, baseline_only=rec.baseline_only,
                       candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
                       warnings=rec.warnings)
 
 
-__all__ = ["FORMATS", "LoadMapping", "LoadResult", "detect_format", "load_recorded"]
+def _load_shadow(engine: Engine, raw: Any, filename: str, name: str, mapping: LoadMapping | None, system: str,
+                 progress: Callable[[int], None] | None = None) -> LoadResult:
+    report = shadow.load_shadow(engine, raw, filename, name, mapping or LoadMapping(), system, progress=progress)
+    _check_now(engine, name)
+    return LoadResult(comparison=name, fmt=shadow.FORMAT, n_pairs=report["n_pairs"], baseline=report["baseline"],
+                      candidate=report["candidate"], baseline_only=report["baseline_only"],
+                      candidate_only=report["candidate_only"], first_unpaired_ids=report["first_unpaired_ids"],
+                      warnings=report["warnings"])
+
+
+def load_recorded_file(engine: Engine, path: Path, name: str, fmt: str | None = None,
+                       mapping: LoadMapping | None = None, system: str = "default",
+                       progress: Callable[[int], None] | None = None) -> LoadResult:
+    """`load_recorded` from a path; a shadow log (or any .gz) is streamed, never read whole."""
+    try:
+        if fmt == shadow.FORMAT or (fmt is None and path.name.lower().endswith(".gz")):
+            name = _check_name(engine, name, path.name)
+            with path.open("rb") as raw:
+                return _load_shadow(engine, raw, path.name, name, mapping, system, progress)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RecordedLoadError(str(path), "no such file") from None
+    except IsADirectoryError:
+        raise RecordedLoadError(str(path), "is a directory, not a file") from None
+    return load_recorded(engine, data, path.name, name, fmt, mapping, system)
+
+
+__all__ = ["FORMATS", "LoadMapping", "LoadResult", "detect_format", "load_recorded", "load_recorded_file"]
