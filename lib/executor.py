@@ -1,7 +1,7 @@
 """Sending a run's calls: bounded concurrency, retries, and one short write per output.
 
-`_Executor` is one asyncio loop: a semaphore bounds the requests in flight, each attempt has its
-own deadline, and failed calls are retried with exponential backoff and jitter (honouring
+`_Executor` is one asyncio loop; its `lib.llm.RetryingCaller` (shared with the judge) bounds the
+requests in flight, gives each attempt its own deadline, and retries failed calls with exponential backoff and jitter (honouring
 `Retry-After`) when they are rate limits, 5xx, timeouts or malformed responses. Each result is
 written in its own transaction the moment it returns, so a killed process leaves a consistent store.
 
@@ -25,7 +25,6 @@ import asyncio
 import multiprocessing
 import multiprocessing.context
 import os
-import random
 import time
 import traceback
 from collections.abc import Callable
@@ -43,7 +42,6 @@ from lib.db import get_engine, utcnow, write_engine
 from lib.errors import ReviewInputError
 from lib.models import Output, Run
 
-MAX_RETRY_AFTER_S = 300.0  # honour Retry-After up to this; a longer ask would stall the run
 WORKER_MODES = ("auto", "in-process", "per-side")
 # `auto` uses a worker per side only when it pays. Measured (L=0.2 s, C=8 and 32, warm fork server):
 # per side costs +0.04-0.12 s at 50 calls, breaks even at 200 and is faster from 400; below C=8 one
@@ -124,17 +122,15 @@ class _Executor:
 
     def __init__(self, engine: Engine, options: RunOptions, progress: Progress | None, concurrency: int):
         self.engine, self.options, self.progress = write_engine(engine), options, progress
-        self.litellm = llm.litellm_module()
-        self.semaphore = asyncio.Semaphore(concurrency)
-        self.random = random.Random()
+        self.caller = llm.RetryingCaller(llm.RetryPolicy(options.timeout, options.max_retries, options.backoff_base,
+                                                         options.backoff_cap), concurrency)
         # One writer thread: a commit that waits on the disk (WAL checkpoint) or on another writer's
         # lock (busy_timeout) must not stall the event loop and every request in flight with it.
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="output-writer")
 
     def grow(self, slots: int) -> None:
         """More requests in flight from now on (a finished worker's share)."""
-        for _ in range(slots):
-            self.semaphore.release()
+        self.caller.grow(slots)
 
     async def run(self, jobs: list[Job]) -> None:
         try:
@@ -151,35 +147,11 @@ class _Executor:
         if self.progress is not None:
             self.progress(side.event())
 
-    async def _attempt(self, job: Job) -> tuple[llm.Completion | None, llm.CallError | None, float]:
-        started = time.monotonic()
-        try:
-            # One deadline for the whole attempt, whatever the HTTP client's own timeouts do.
-            async with asyncio.timeout(self.options.timeout):
-                response = await self.litellm.acompletion(**job.kwargs)
-            return llm.parse_completion(response), None, time.monotonic() - started
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001  - every provider failure becomes a classified error
-            return None, llm.classify_error(exc), time.monotonic() - started
-
-    def _delay(self, error: llm.CallError, attempt: int) -> float:
-        if error.retry_after is not None:
-            return min(error.retry_after, MAX_RETRY_AFTER_S) * self.random.uniform(1.0, 1.1)
-        backoff = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempt - 1))
-        return backoff * self.random.uniform(0.5, 1.0)
-
     async def _call_with_retries(self, job: Job) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            attempt += 1
-            async with self.semaphore:  # released while backing off: others keep the slots busy
-                completion, error, latency = await self._attempt(job)
-            if completion is not None:
-                return _success_row(job, completion, latency, attempt)
-            if not error.retryable or attempt > self.options.max_retries:
-                return _error_row(job, error, latency, attempt)
-            await asyncio.sleep(self._delay(error, attempt))
+        out = await self.caller.complete(job.kwargs)
+        if out.completion is not None:
+            return _success_row(job, out.completion, out.latency_s, out.attempts)
+        return _error_row(job, out.error, out.latency_s, out.attempts)
 
     def _store(self, job: Job, row: dict[str, Any]) -> None:
         """One short transaction per output; replaces an earlier error output for the same pair."""

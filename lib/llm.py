@@ -14,6 +14,7 @@ import email.utils
 import gc
 import json
 import os
+import random
 import re
 import threading
 import time
@@ -305,3 +306,72 @@ def classify_error(exc: BaseException) -> CallError:
     if isinstance(exc, litellm.APIConnectionError):
         return CallError("server", message)  # unreachable or reset: transient until retries run out
     return CallError("other", message)
+
+
+# ---- calling with retries ---------------------------------------------------------------------------
+MAX_RETRY_AFTER_S = 300.0  # honour Retry-After up to this; a longer ask would stall the run
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    timeout: float  # one deadline per attempt, whatever the HTTP client's own timeouts do
+    max_retries: int
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+
+@dataclass
+class CallOutcome:
+    """One request after every retry: a completion or the last error."""
+
+    completion: Completion | None
+    error: CallError | None
+    attempts: int
+    latency_s: float  # the last attempt's
+    busy_s: float  # every attempt's (not waiting for a slot or backing off)
+
+
+class RetryingCaller:
+    """`litellm.acompletion` under a concurrency limit, retried on transient errors with exponential
+    backoff and jitter, honouring Retry-After. Shared by the runner and the judge."""
+
+    def __init__(self, policy: RetryPolicy, concurrency: int) -> None:
+        self.policy = policy
+        self.litellm = litellm_module()
+        self.semaphore = asyncio.Semaphore(concurrency)
+        self.random = random.Random()
+
+    def grow(self, slots: int) -> None:
+        """More requests in flight from now on."""
+        for _ in range(slots):
+            self.semaphore.release()
+
+    async def _attempt(self, kwargs: dict[str, Any]) -> tuple[Completion | None, CallError | None, float]:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.policy.timeout):
+                response = await self.litellm.acompletion(**kwargs)
+            return parse_completion(response), None, time.monotonic() - started
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001  - every provider failure becomes a classified error
+            return None, classify_error(exc), time.monotonic() - started
+
+    def delay(self, error: CallError, attempt: int) -> float:
+        if error.retry_after is not None:
+            return min(error.retry_after, MAX_RETRY_AFTER_S) * self.random.uniform(1.0, 1.1)
+        backoff = min(self.policy.backoff_cap, self.policy.backoff_base * 2 ** (attempt - 1))
+        return backoff * self.random.uniform(0.5, 1.0)
+
+    async def complete(self, kwargs: dict[str, Any]) -> CallOutcome:
+        attempt, busy = 0, 0.0
+        while True:
+            attempt += 1
+            async with self.semaphore:  # released while backing off: others keep the slots busy
+                completion, error, latency = await self._attempt(kwargs)
+            busy += latency
+            if completion is not None:
+                return CallOutcome(completion, None, attempt, latency, busy)
+            if not error.retryable or attempt > self.policy.max_retries:
+                return CallOutcome(None, error, attempt, latency, busy)
+            await asyncio.sleep(self.delay(error, attempt))

@@ -1,21 +1,16 @@
 """Judge calls: bounded concurrency, a deadline per attempt, retries with backoff and Retry-After,
 then a bounded number of correction turns when the reply is not valid judgement JSON.
 
-The transport part mirrors lib/runner.py's `_Executor` (private there): if the runner exposes a
-public `call_with_retries`, this module should use it instead.
+The transport part (retries, Retry-After, concurrency) is `lib.llm.RetryingCaller`, as in the runner.
 """
 from __future__ import annotations
 
-import asyncio
-import random
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from lib import llm
 from lib.judge.parsing import Parsed, parse_reply
 
-MAX_RETRY_AFTER_S = 300.0
 CORRECTION = ("Your reply was not a valid JSON object of the requested form ({error}). "
               "Reply again with only the JSON object, nothing else.")
 
@@ -45,40 +40,8 @@ class Reply:
 class JudgeCaller:
     def __init__(self, options: CallOptions) -> None:
         self.options = options
-        self.litellm = llm.litellm_module()
-        self.semaphore = asyncio.Semaphore(options.concurrency)
-        self.random = random.Random()
-
-    async def _attempt(self, kwargs: dict[str, Any]) -> tuple[llm.Completion | None, llm.CallError | None, float]:
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(self.options.timeout):
-                response = await self.litellm.acompletion(**kwargs)
-            return llm.parse_completion(response), None, time.monotonic() - started
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001  - every provider failure becomes a classified error
-            return None, llm.classify_error(exc), time.monotonic() - started
-
-    def _delay(self, error: llm.CallError, attempt: int) -> float:
-        if error.retry_after is not None:
-            return min(error.retry_after, MAX_RETRY_AFTER_S) * self.random.uniform(1.0, 1.1)
-        backoff = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempt - 1))
-        return backoff * self.random.uniform(0.5, 1.0)
-
-    async def complete(self, kwargs: dict[str, Any]) -> tuple[llm.Completion | None, llm.CallError | None, int, float]:
-        """One completion with transport retries: (completion, error, attempts, seconds in attempts)."""
-        attempt, busy = 0, 0.0
-        while True:
-            attempt += 1
-            async with self.semaphore:  # released while backing off
-                completion, error, seconds = await self._attempt(kwargs)
-            busy += seconds
-            if completion is not None:
-                return completion, None, attempt, busy
-            if not error.retryable or attempt > self.options.max_retries:
-                return None, error, attempt, busy
-            await asyncio.sleep(self._delay(error, attempt))
+        policy = llm.RetryPolicy(options.timeout, options.max_retries, options.backoff_base, options.backoff_cap)
+        self.caller = llm.RetryingCaller(policy, options.concurrency)
 
     async def judge(self, kwargs: dict[str, Any], schema: dict[str, Any]) -> Reply:
         """Ask, validate, and on an invalid reply ask again with a correction turn (bounded)."""
@@ -88,10 +51,11 @@ class JudgeCaller:
         completion: llm.Completion | None = None
         parsed: Parsed | None = None
         for _turn in range(self.options.parse_retries + 1):
-            completion, error, n, seconds = await self.complete({**kwargs, "messages": messages})
-            attempts, busy = attempts + n, busy + seconds
-            if error is not None:
-                return Reply(None, None, error, attempts, malformed, busy)
+            out = await self.caller.complete({**kwargs, "messages": messages})
+            attempts, busy = attempts + out.attempts, busy + out.busy_s
+            if out.error is not None:
+                return Reply(None, None, out.error, attempts, malformed, busy)
+            completion = out.completion
             parsed = parse_reply(completion.text, schema)
             if parsed.ok:
                 break
