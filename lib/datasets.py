@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import PurePath
+from collections.abc import Iterable, Iterator
 from typing import Any, NoReturn
 
 import pandas as pd
@@ -109,10 +110,9 @@ def _union_columns(records: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(key for rec in records for key in rec))
 
 
-def _read_jsonl(text: str, source: str, error: InputErrors) -> Table:
-    records, locs = [], []
-    # split on \n only: splitlines() would also break on U+2028, valid inside JSON strings
-    for number, line in enumerate(text.split("\n"), start=1):
+def jsonl_rows(lines: Iterable[str], source: str, error: InputErrors) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a line that is not a JSON object is an error."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -121,8 +121,13 @@ def _read_jsonl(text: str, source: str, error: InputErrors) -> Table:
             raise error(source, f"invalid JSON: {exc.msg} (column {exc.colno})", line=number) from None
         if not isinstance(value, dict):
             raise error(source, f"expected a JSON object, got {type(value).__name__}", line=number)
-        records.append(value)
-        locs.append(number)
+        yield number, value
+
+
+def _read_jsonl(text: str, source: str, error: InputErrors) -> Table:
+    # split on \n only: splitlines() would also break on U+2028, valid inside JSON strings
+    rows = list(jsonl_rows(text.split("\n"), source, error))
+    records, locs = [value for _, value in rows], [number for number, _ in rows]
     return Table(source, _union_columns(records), records, locs, by_line=True, is_csv=False, error=error)
 
 

@@ -10,7 +10,6 @@ import csv
 import gzip
 import hashlib
 import io
-import json
 import zlib
 from collections.abc import Iterator
 from pathlib import PurePath
@@ -18,7 +17,7 @@ from typing import IO, Any
 
 import pandas as pd
 
-from lib.datasets import Table
+from lib.datasets import Table, jsonl_rows
 from lib.errors import FileInputError
 
 CHUNK_ROWS = 20_000
@@ -67,7 +66,7 @@ def iter_tables(raw: IO[bytes], filename: str, error: type[FileInputError],
             header = _csv_header(reader, filename, error)
             rows = _csv_rows(reader, header, filename, error)
         else:
-            header, rows = None, _jsonl_rows(text, filename, error)
+            header, rows = None, jsonl_rows(text, filename, error)
         yield from _chunks(rows, filename, header, error, chunk_rows)
     except UnicodeDecodeError as exc:
         raise error(filename, f"is not UTF-8 text ({exc.reason})") from None
@@ -123,19 +122,6 @@ def _csv_rows(reader: Any, header: list[str], source: str, error: type[FileInput
             yield start, dict(zip(header, row))
     except csv.Error as exc:
         raise error(source, f"malformed CSV: {exc}", line=reader.line_num) from None
-
-
-def _jsonl_rows(text: IO[str], source: str, error: type[FileInputError]) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in enumerate(text, start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise error(source, f"invalid JSON: {exc.msg} (column {exc.colno})", line=number) from None
-        if not isinstance(value, dict):
-            raise error(source, f"expected a JSON object, got {type(value).__name__}", line=number)
-        yield number, value
 
 
 def chunk_frame(table: Table, columns: list[str | None], keep_blank: tuple[str, ...] = ()) -> pd.DataFrame:
