@@ -166,7 +166,8 @@ def _dataset_cases(session: Session, dataset_id: int) -> list[Case]:
     return list(session.exec(select(Case).where(Case.dataset_id == dataset_id).order_by(Case.position, Case.id)))
 
 
-def _config_row(spec: ModelSpec) -> dict[str, Any]:
+def config_row(spec: ModelSpec) -> dict[str, Any]:
+    """The ModelConfig columns of a spec (one hashing scheme for live runs and recorded loads)."""
     return {"config_hash": spec.config_hash(), "model": spec.model, "api_base": spec.api_base,
             "temperature": spec.temperature, "top_p": spec.top_p, "max_tokens": spec.max_tokens,
             "seed": spec.seed, "response_format_json": to_json(spec.response_format),
@@ -179,7 +180,7 @@ def _find_or_add_config(engine: Engine, digest: str, spec: ModelSpec) -> int:
         found = session.exec(select(ModelConfig).where(ModelConfig.config_hash == digest)).first()
         if found is not None:
             return found.id
-        cfg = ModelConfig(**_config_row(spec))
+        cfg = ModelConfig(**config_row(spec))
         session.add(cfg)
         session.flush()
         return cfg.id

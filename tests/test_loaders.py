@@ -1,7 +1,6 @@
 """Recorded comparisons: promptfoo (v3, v2, JSONL), wide and long files, pairing and bad input."""
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -17,8 +16,9 @@ from conftest import FIXTURES
 from lib.comparisons import list_comparisons, load_pairs
 from lib.datasets import import_dataset
 from lib.errors import RecordedLoadError
+from lib.runner import ModelSpec, config_id
 from lib.loaders import LoadMapping, detect_format, load_recorded
-from lib.models import Case, Comparison, Dataset, ModelConfig, Output, Run, from_json, to_json
+from lib.models import Case, Comparison, Dataset, ModelConfig, Output, Run, from_json
 
 SECRET = "sk-test-FAKE-9f8e7d6c5b4a3e2d1c0b"  # the fake key in the promptfoo fixtures' config
 TABLES = (Dataset, Case, ModelConfig, Run, Output, Comparison)
@@ -229,9 +229,9 @@ def test_loaded_comparisons_are_listed_and_their_model_configs_shared(engine) ->
         configs = s.exec(select(ModelConfig)).all()
     assert sorted(c.model for c in configs) == ["gpt-4.1-2025-04-14", "gpt-4o-2024-08-06"]
     cfg = next(c for c in configs if c.model == "gpt-4o-2024-08-06")
-    fields = {c.name: None for c in ModelConfig.__table__.columns
-              if c.name not in ("id", "config_hash", "created_at")}
-    assert cfg.config_hash == hashlib.sha256(to_json({**fields, "model": cfg.model}).encode()).hexdigest()
+    # One hashing scheme: a recorded side is a live run of that model with every parameter at its default.
+    assert cfg.config_hash == ModelSpec(cfg.model).config_hash()
+    assert config_id(engine, ModelSpec("gpt-4o-2024-08-06")) == cfg.id
 
 
 def test_recorded_dataset_is_versioned_like_golden_ones(engine) -> None:

@@ -5,7 +5,6 @@ Every loader reduces its file to one "long" frame (one row per output: key, side
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from lib.datasets import (RULES_NEEDING_EXPECTED, CaseRecord, InvalidField, Tabl
                           coerce_input, save_cases, scalar_text, text_or_json)
 from lib.db import session_scope, utcnow
 from lib.errors import RecordedLoadError
+from lib.runner import ModelSpec, config_row
 from lib.models import (SOURCE_RECORDED, STATUS_RECORDED, Case, Comparison, ModelConfig, Output, Run,
                         to_json)
 
@@ -174,15 +174,13 @@ def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt
 
 
 def _model_config(session: Session, model: str) -> int:
-    """The shared row for a config that is just a model value (every other field unset)."""
-    fields = {c.name: None for c in ModelConfig.__table__.columns
-              if c.name not in ("id", "config_hash", "created_at")}
-    fields["model"] = model
-    digest = hashlib.sha256(to_json(fields).encode()).hexdigest()
-    found = session.exec(select(ModelConfig.id).where(ModelConfig.config_hash == digest)).first()
+    """A recorded side knows only its model value: the same row (and hash) as a live run of that model
+    with every parameter left at the provider's default."""
+    spec = ModelSpec(model)
+    found = session.exec(select(ModelConfig.id).where(ModelConfig.config_hash == spec.config_hash())).first()
     if found is not None:
         return found
-    cfg = ModelConfig(config_hash=digest, model=model, created_at=utcnow())
+    cfg = ModelConfig(**config_row(spec), created_at=utcnow())
     session.add(cfg)
     session.flush()
     return cfg.id
