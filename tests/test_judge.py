@@ -527,3 +527,19 @@ def test_each_judge_run_is_an_audit_event(engine, llm_server: LLMServer) -> None
     assert (payload["comparison"], payload["judge_run_id"], payload["config_hash"]) == \
         ("cmp", result.run_id, result.config_hash)
     assert (payload["status"], payload["n_errors"], payload["drift_status"]) == ("complete", 0, result.drift.status)
+
+
+def test_the_readable_report_shows_the_judge(engine, db_url: str, llm_server: LLMServer) -> None:
+    load_comparison(engine, n=4)
+    script_defaults(llm_server)
+    llm_server.script(scores(4, 5, 5), contains="[Answer]\nbase answer")
+    llm_server.script(scores(2, 5, 5), contains="[Answer]\ncand answer")
+    for i in range(4):  # the candidate preferred in both orders: four wins
+        llm_server.script(preference("B"), contains=f"[Answer A]\nbase answer {i}\n")
+        llm_server.script(preference("A"), contains=f"[Answer A]\ncand answer {i}\n")
+    judge(engine, llm_server, pairwise=True)
+    out = cli("report", "cmp", db_url=db_url)
+    assert out.returncode == 0, out.stderr
+    assert "Judge openai/judge (4 pairs judged; unparseable 0)" in out.stdout
+    assert "accuracy" in out.stdout and "4.00   2.00  -2.00" in out.stdout
+    assert "win 100%" in out.stdout and "position consistency 100%" in out.stdout

@@ -43,6 +43,29 @@ def print_table(report: dict[str, Any]) -> None:
         typer.echo("\nJSON contract changes (cases):")
         for change in contract["changes"][:10]:
             typer.echo(f"  {change['kind']:<12} {change['path']:<40} {change['count']}")
+    if report.get("judge"):
+        print_judge(report["judge"])
+
+
+def print_judge(block: dict[str, Any]) -> None:
+    """The judge block: mean scores per dimension, pairwise outcomes, and whether the judge moved."""
+    typer.echo(f"\nJudge {block['config']['model']} ({block['n_pairs_judged']} pairs judged; "
+               f"unparseable {block['unparseable']['total']}):")
+    for dim, m in block["dimensions"].items():
+        if m is not None:
+            typer.echo(f"  {dim:<20} {m['baseline']:>6.2f} {m['candidate']:>6.2f}  "
+                       f"{m['delta']:+.2f} [{m['ci_low']:+.2f}, {m['ci_high']:+.2f}]  n={m['n']}")
+    pairwise = block.get("pairwise")
+    if pairwise and pairwise["n"]:
+        outcomes = "  ".join(f"{k} {pairwise[k]['rate']:.0%} [{pairwise[k]['ci_low']:.0%}, {pairwise[k]['ci_high']:.0%}]"
+                             for k in ("win", "tie", "loss"))
+        typer.echo(f"  pairwise (candidate, both orders): {outcomes}  n={pairwise['n']}")
+        consistency = pairwise["position_consistency"]
+        typer.echo(f"  position consistency {consistency['rate']:.0%} [{consistency['ci_low']:.0%}, "
+                   f"{consistency['ci_high']:.0%}]  n={consistency['n']}")
+    drift = block.get("drift") or {}
+    if drift.get("flagged"):
+        typer.echo(f"  WARNING the judge itself changed: {drift.get('message')}")
 
 
 @app.command("report")
