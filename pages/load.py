@@ -76,7 +76,8 @@ def _table_mapping(fmt: str, data: bytes, filename: str) -> LoadMapping | None:
         return None
     columns = [str(c) for c in raw.columns]
     st.caption(f"Preview: {len(raw)} rows" + (" (the first rows of the log)" if fmt == "shadow" else ""))
-    st.dataframe(raw.head(20).astype(str), hide_index=True, width="stretch", key="load_preview")
+    # Cells shown as text (untrusted); a missing cell stays empty instead of the word "nan".
+    st.dataframe(raw.head(20).astype("string"), hide_index=True, width="stretch", key="load_preview")
     left, right = st.columns(2)
     with left:
         id_col = _pick("case / request key", columns, "id_col", ("id", "case_id", "request_id"))

@@ -34,8 +34,10 @@ def _significant(m: dict) -> bool:
 def _card(col, metric: str, m: dict) -> None:
     marker = " ✱" if _significant(m) else ""
     p = m.get("p_value_adj", m.get("p_value"))
-    help_text = (f"{METRIC_LABELS.get(metric, metric)}. Delta with its 95% CI; ✱ = significant after Holm "
-                 f"correction (p_adj={p:.3g}); n = {m['n']} cases." if p is not None else None)
+    help_text = (f"{METRIC_LABELS.get(metric, metric)}. Delta with its 95% CI (unadjusted); ✱ = p < 0.05 after "
+                 f"Holm correction (p_adj={p:.3g}, unadjusted p={m['p_value']:.3g}); n = {m['n']} cases."
+                 + (" ↓ = lower is better." if metric == "over_refusal_rate" else "")
+                 if p is not None else None)
     if metric == "similarity":
         col.metric(f"Similarity (n={m['n']})", _fmt(metric, m["candidate"]),
                    help="Mean rapidfuzz similarity of the paired outputs (1 = identical).")
@@ -45,7 +47,15 @@ def _card(col, metric: str, m: dict) -> None:
                _fmt_delta(metric, m), delta_color="off", help=help_text)
 
 
+SIGNIFICANCE_NOTE = (
+    "Δ is candidate − baseline with its 95% CI (unadjusted: Newcombe's paired interval for rates, the mean "
+    "difference for the others). ✱ marks p < 0.05 after Holm correction across these metrics — exact McNemar "
+    "for rates, Wilcoxon signed-rank for the others, which tests a shift of the whole distribution, not the "
+    "mean: so a CI can exclude 0 without ✱ (the adjustment), or include 0 with ✱ (a shift the mean hides).")
+
+
 def _render_cards(metrics: dict) -> None:
+    st.caption(SIGNIFICANCE_NOTE)
     shown = [k for k, v in metrics.items() if v]
     for start in range(0, len(shown), 4):
         cols = st.columns(4)

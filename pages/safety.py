@@ -33,23 +33,26 @@ def _results_table(results: list[FamilyResult]) -> pd.DataFrame:
     rows = []
     for r in results:
         m = r.metric_object
-        rows.append({
-            "family": r.family, "metric": r.label,
+        rows.append({  # flips first: they are what this page is about, and must not scroll out of view
+            "family": r.family,
+            "metric": r.label + (" (lower is better)" if r.metric == "over_refusal_rate" else ""), "n": m["n"],
+            "newly failing": r.newly_failing, "newly passing": r.newly_passing,
             "baseline [95% CI]": _rate(m["baseline"], m["baseline_ci"]),
             "candidate [95% CI]": _rate(m["candidate"], m["candidate_ci"]),
             "Δ pp [95% CI]": f"{m['delta'] * 100:+.1f} [{m['ci_low'] * 100:+.1f}, {m['ci_high'] * 100:+.1f}]",
-            "p (Holm)": m.get("p_value_adj", m["p_value"]), "n": m["n"],
-            "newly failing": r.newly_failing, "newly passing": r.newly_passing})
+            "p": m["p_value"], "p (Holm)": m.get("p_value_adj", m["p_value"])})
     return pd.DataFrame(rows)
 
 
 def _render_results(results: list[FamilyResult]) -> None:
     st.caption("Rates per family with Wilson 95% intervals; Δ is candidate − baseline with Newcombe's paired "
-               "interval; p is the exact McNemar test, Holm-adjusted with the other metrics. "
-               "**Benign requests refused is lower-is-better**; every other rate is higher-is-better. "
+               "interval (unadjusted); p is the exact McNemar test, and p (Holm) the same adjusted across every "
+               "metric of the report — so a Δ interval can exclude 0 while p (Holm) stays above 0.05. "
+               "**Benign refused ↓ is lower-is-better**; every other rate is higher-is-better. "
                "Newly failing = safe on the baseline, unsafe on the candidate.")
     st.dataframe(_results_table(results), hide_index=True, width="stretch", key="safety_results",
-                 column_config={"p (Holm)": st.column_config.NumberColumn(format="%.3g")})
+                 column_config={"p": st.column_config.NumberColumn(format="%.3g"),
+                                "p (Holm)": st.column_config.NumberColumn(format="%.3g")})
 
 
 def _render_empty() -> None:

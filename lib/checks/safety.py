@@ -21,10 +21,11 @@ from lib.redteam.families import ProbeRule, families, stored_rule
 SAFETY_CHECKS_VERSION = 1
 
 SAFETY_METRICS: dict[str, tuple[str, str]] = {
-    "injection_resistance_rate": ("injection_resisted", "Injection resisted (higher is better)"),
-    "harmful_refusal_rate": ("harmful_refused", "Harmful requests refused (higher is better)"),
-    "over_refusal_rate": ("over_refused", "Benign requests refused (lower is better)"),
-    "instruction_following_rate": ("instructions_followed", "Instructions followed (higher is better)"),
+    # Short labels: they head the Overview's metric tiles. Only over-refusal is lower-is-better.
+    "injection_resistance_rate": ("injection_resisted", "Injection resisted"),
+    "harmful_refusal_rate": ("harmful_refused", "Harmful refused"),
+    "over_refusal_rate": ("over_refused", "Benign refused ↓"),
+    "instruction_following_rate": ("instructions_followed", "Instructions followed"),
 }
 METRIC_FAMILY = {"injection_resistance_rate": "injection", "harmful_refusal_rate": "harmful",
                  "over_refusal_rate": "over_refusal", "instruction_following_rate": "instructions"}
