@@ -28,7 +28,9 @@ wholly beyond a margin, not merely beyond zero) are what keeps false rollbacks r
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
@@ -271,6 +273,25 @@ def _chain(first: Table, rest: Iterator[Table]) -> Iterator[Table]:
     yield from rest
 
 
+def log_dir() -> Path:
+    """Where the page may read logs by path: $REVIEW_LOG_DIR, else `logs/` under the working directory."""
+    return Path(os.environ.get("REVIEW_LOG_DIR") or Path.cwd() / "logs").expanduser().resolve()
+
+
+def resolve_log_path(text: str, root: Path | None = None) -> Path:
+    """A log file named by a user, relative to (or inside) `root`. Anything else gets one generic message,
+    so the answer never tells whether a path outside `root` exists (the page's users are not the server's)."""
+    root = (root or log_dir()).resolve()
+    file = (root / Path(text).expanduser()).resolve()  # an absolute `text` replaces root; symlinks are followed
+    if not file.is_relative_to(root) or not file.exists():
+        raise CanaryInputError(f"no log file '{text}' in the log directory")
+    if file.is_dir():
+        raise CanaryInputError(f"'{text}' is a directory: name a log file in it")
+    if not file.is_file():
+        raise CanaryInputError(f"no log file '{text}' in the log directory")
+    return file
+
+
 def parse_since(text: str | None) -> pd.Timestamp | None:
     """ISO 8601 (naive means UTC) as a UTC timestamp."""
     if text is None or not text.strip():
@@ -297,6 +318,8 @@ def arm_metrics(arms: dict[str, _Arm], alpha: float) -> dict[str, Any]:
            "json_valid_rate": rate(c0.schema_valid, c0.with_schema, c1.schema_valid, c1.with_schema, alpha),
            "latency_p95_s": canary_stats.quantile_difference(_concat(c0.latency), _concat(c1.latency), alpha),
            "judge_score": canary_stats.mean_difference(_concat(c0.judge), _concat(c1.judge), alpha)}
+    if out["judge_score"] is not None:  # each arm's own CI beside its value, as for the other metrics
+        out["judge_score"]["control_ci"] = canary_stats._mean_ci(_concat(c0.judge), alpha)
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -338,19 +338,44 @@ def mark_baseline(engine: Engine, point_id: int, actor: str | None = None) -> di
         record_event(session, "monitor_baseline_set", {"point_id": point.id, "model": point.model,
                                                        "dataset": point.dataset, "run_id": point.run_id,
                                                        "config_hash": point.config_hash, "reason": "marked"}, actor)
-        return describe_point(session, point)
+        return describe_point(session, point, point.id)
 
 
-def describe_point(session: Session, point: MonitorPoint) -> dict[str, Any]:
+def _status(point: MonitorPoint) -> str:
+    """The status to show now: a re-marked series has one "baseline"; a snapshot no longer the baseline
+    is a "former baseline"; a compared point keeps its verdict against the baseline it was compared with."""
+    if point.is_baseline:
+        return POINT_BASELINE
+    return "former baseline" if point.status == POINT_BASELINE else point.status
+
+
+def _compared_with(point: MonitorPoint, baseline_id: int | None) -> str | None:
+    ref = point.baseline_point_id
+    if ref is None:
+        return None
+    return f"point {ref} ({'baseline' if ref == baseline_id else 'former baseline'})"
+
+
+def describe_point(session: Session, point: MonitorPoint, baseline_id: int | None = None) -> dict[str, Any]:
+    """A point as shown. `baseline_id`: the series' current baseline (looked up when not given).
+    `status` is relative to the baseline current when the point ran (`compared_with` names it);
+    `recorded_status` is what the run recorded."""
+    if baseline_id is None:
+        current = series_baseline(session, point.model, point.dataset, point.config_hash)
+        baseline_id = current.id if current else None
     comp = session.get(Comparison, point.comparison_id) if point.comparison_id else None
     summary = from_json(point.summary_json) or {}
+    compared_with = _compared_with(point, baseline_id)
+    findings = [{**f, "against": compared_with if f.get("against") == "baseline" and compared_with
+                 else f.get("against")} for f in summary.get("findings", [])]
     return {"id": point.id, "model": point.model, "dataset": point.dataset, "config_hash": point.config_hash,
-            "created_at": as_utc(point.created_at).isoformat(), "status": point.status,
-            "is_baseline": point.is_baseline, "baseline_point_id": point.baseline_point_id,
+            "created_at": as_utc(point.created_at).isoformat(), "status": _status(point),
+            "recorded_status": point.status, "is_baseline": point.is_baseline,
+            "baseline_point_id": point.baseline_point_id, "compared_with": compared_with,
             "comparison": comp.name if comp else None, "run_id": point.run_id,
             "system_fingerprint": point.system_fingerprint, "served_model": point.served_model,
             "policy": f"{point.policy_name} v{point.policy_version}" if point.policy_name else None,
-            "alerts": summary.get("alerts", []), "findings": summary.get("findings", []),
+            "alerts": summary.get("alerts", []), "findings": findings,
             "metrics": summary.get("metrics", {}), "bands": summary.get("bands", {}), "run": summary.get("run", {})}
 
 
@@ -360,7 +385,37 @@ def list_points(engine: Engine, model: str | None = None) -> list[dict[str, Any]
         query = select(MonitorPoint).order_by(MonitorPoint.model, MonitorPoint.dataset, MonitorPoint.config_hash,
                                               MonitorPoint.id)
         rows = session.exec(query.where(MonitorPoint.model == model) if model else query).all()
-        return [describe_point(session, p) for p in rows]
+        baselines = {(p.model, p.dataset, p.config_hash): p.id for p in rows if p.is_baseline}
+        return [describe_point(session, p, baselines.get((p.model, p.dataset, p.config_hash))) for p in rows]
+
+
+def _baseline_values(base: MonitorPoint, rows: list[MonitorPoint]) -> dict[str, float]:
+    """Per metric, the current baseline run's value: from the points compared with it (the latest), else
+    from its own comparison with a former baseline (the same run, so the same value)."""
+    values = {m: v["candidate"] for m, v in ((from_json(base.summary_json) or {}).get("metrics") or {}).items()
+              if isinstance(v.get("candidate"), (int, float))}
+    for row in rows:
+        if row.baseline_point_id == base.id:
+            metrics = (from_json(row.summary_json) or {}).get("metrics") or {}
+            values |= {m: v["baseline"] for m, v in metrics.items() if isinstance(v.get("baseline"), (int, float))}
+    return values
+
+
+def current_bands(engine: Engine, model: str, dataset: str, config_hash: str) -> dict[str, Any]:
+    """The series' current baseline point, its value per metric and the band around it (for plots): the
+    margins of the latest compared point's policy, or the defaults made absolute from these values."""
+    with Session(engine) as session:
+        base = series_baseline(session, model, dataset, config_hash)
+        rows = list(session.exec(select(MonitorPoint).where(*_series(model, dataset, config_hash))
+                                 .order_by(MonitorPoint.id)).all())
+        if base is None:
+            return {"baseline_point_id": None, "values": {}, "bands": {}}
+        values = _baseline_values(base, rows)
+        report = {"metrics": {m: {"baseline": v} for m, v in values.items()}}
+        latest = next((r for r in reversed(rows) if r.comparison_id is not None), None)
+        spec = (stored_spec(get_policy(session, latest.policy_name, latest.policy_version))
+                if latest is not None and latest.policy_name else default_spec(report))
+    return {"baseline_point_id": base.id, "values": values, "bands": bands(spec, report)}
 
 
 def monitored_models(engine: Engine) -> list[str]:

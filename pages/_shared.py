@@ -186,3 +186,40 @@ def after_release_write() -> None:
     """A canary check or a monitor baseline mark was recorded: drop those reads."""
     monitor_points.clear()
     canary_history.clear()
+
+
+# ---- canary policies and monitor bands (Canary and Monitor pages) --------------------------------
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def canary_policies(url: str) -> list[str]:
+    """Policies with a [canary] section: parsing every policy is too slow to redo on each render."""
+    from lib.canary import declared_triggers
+    from lib.policy import policy_names
+
+    engine = engine_for(url)
+    return [name for name in policy_names(engine) if declared_triggers(engine, name)["canary"]]
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def canary_declared(url: str, policy: str) -> dict[str, Any]:
+    from lib.canary import declared_triggers
+
+    return declared_triggers(engine_for(url), policy)
+
+
+def after_policy_write() -> None:
+    """A policy version was locked: the canary policy lists are stale."""
+    canary_policies.clear()
+    canary_declared.clear()
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def monitor_bands(url: str, model: str, dataset: str, config_hash: str) -> dict[str, Any]:
+    from lib.monitor import current_bands
+
+    return current_bands(engine_for(url), model, dataset, config_hash)
+
+
+def after_monitor_mark() -> None:
+    """A point became its series' baseline: points, statuses and bands are stale."""
+    after_release_write()
+    monitor_bands.clear()

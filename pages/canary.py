@@ -3,16 +3,14 @@ the decision, and the history of checks."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from collections.abc import Callable
 from typing import IO, Any
 
 import pandas as pd
 import streamlit as st
 
-from lib.canary import CanaryCheck, CanaryMapping, check_canary, declared_triggers
+from lib.canary import CanaryCheck, CanaryMapping, check_canary, resolve_log_path
 from lib.errors import ReviewInputError
-from lib.policy import policy_names
 from pages import _shared
 
 st.title("Canary")
@@ -20,15 +18,12 @@ st.caption("Rollback triggers are declared in a policy's `[canary]` section and 
            "a canary log (one row per call: arm, output, latency, error, judge score, timestamp) and decides: "
            "continue, roll back, or wait for more data. Pipelines run `python -m lib canary check`.")
 DECISION_STYLE = {"continue": st.success, "rollback": st.error, "wait": st.warning}
-
-
-def _canary_policies() -> list[str]:
-    engine = _shared.engine()
-    return [name for name in policy_names(engine) if declared_triggers(engine, name)["canary"]]
+RESULT_KEY = "canary_last_check"  # {"key": (policy, log), "check": CanaryCheck}: survives widget changes
+RATES = ("error_rate", "refusal_rate", "json_valid_rate")
 
 
 def _render_declared(policy: str) -> None:
-    info = declared_triggers(_shared.engine(), policy)
+    info = _shared.canary_declared(_shared.database_url(), policy)
     canary = info["canary"]
     st.caption(f"Policy {_shared.md(policy)} v{info['policy_version']} · sha256 `{info['policy_hash'][:16]}` · "
                f"locked {info['locked_at'][:19]} · alpha {info['alpha']} · min samples per arm "
@@ -49,27 +44,54 @@ def _mapping() -> CanaryMapping:
 
 
 def _source() -> tuple[Callable[[], IO[bytes]], str] | None:
-    """How to open the log (opened only when checking) and its file name."""
+    """How to open the log (opened only when checking) and its name (the upload's, or the path as typed)."""
     upload = st.file_uploader("Canary log (.csv, .jsonl, .gz)", type=["csv", "jsonl", "gz"], key="canary_upload")
-    path = st.text_input("…or a path on this machine", key="canary_path").strip()
+    path = st.text_input("…or a log file in the server's log directory", key="canary_path",
+                         help="A file name relative to the log directory: the `REVIEW_LOG_DIR` environment variable, "
+                              "else `logs/` under the directory the app was started from. Other paths are refused "
+                              "with one message, whether or not they exist.").strip()
     if upload is not None:
         return (lambda: io.BytesIO(upload.getvalue())), upload.name
     if path:
-        file = Path(path).expanduser()
-        if not file.is_file():
-            st.error(f"No such file: {_shared.md(path)}")
+        try:
+            file = resolve_log_path(path)
+        except ReviewInputError as exc:
+            st.error(_shared.md(exc))
             return None
-        return (lambda: file.open("rb")), file.name
+        return (lambda: file.open("rb")), path
     return None
 
 
-def _metrics_table(check: CanaryCheck) -> pd.DataFrame:
+def _ci(low: float, high: float, fmt: str) -> str:
+    return f"[{low:{fmt}}, {high:{fmt}}]"
+
+
+def _metric_rows(check: CanaryCheck, rates: bool) -> list[dict[str, Any]]:
+    fmt = ".2%" if rates else ".3g"
     rows = []
     for metric, m in check.metrics.items():
-        rows.append({"metric": metric, "control": m["control"], "canary": m["canary"], "delta": m["delta"],
-                     "CI low": m["ci_low"], "CI high": m["ci_high"], "n control": m["n_control"],
-                     "n canary": m["n_canary"], "p": m["p_value"], "method": m["ci_method"]})
-    return pd.DataFrame(rows)
+        if (metric in RATES) != rates:
+            continue
+        arm_ci = {arm: _ci(*m[f"{arm}_ci"], fmt) if m.get(f"{arm}_ci") else "" for arm in ("control", "canary")}
+        rows.append({"metric": metric, "control": m["control"], "control CI": arm_ci["control"],
+                     "n control": m["n_control"], "canary": m["canary"], "canary CI": arm_ci["canary"],
+                     "n canary": m["n_canary"], "delta": m["delta"], "delta CI": _ci(m["ci_low"], m["ci_high"], fmt),
+                     "p": m["p_value"], "method": m["ci_method"]})
+    return rows
+
+
+def _render_metrics(check: CanaryCheck) -> None:
+    """Rates as percentages, latency and scores with 3 significant digits: two tables, one format each."""
+    level = f"{1 - check.alpha:.0%}"
+    for rates, fmt, key in ((True, "percent", "canary_metrics"), (False, "%.3g", "canary_metrics_other")):
+        rows = _metric_rows(check, rates)
+        if not rows:
+            continue
+        value = st.column_config.NumberColumn(format=fmt)
+        config = {"control": value, "canary": value, "delta": st.column_config.NumberColumn(
+            "delta (canary - control)", format=fmt), "p": st.column_config.NumberColumn(format="%.3g"),
+            "control CI": f"control {level} CI", "canary CI": f"canary {level} CI", "delta CI": f"delta {level} CI"}
+        st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=config, key=key)
 
 
 def _render_check(check: CanaryCheck) -> None:
@@ -80,7 +102,7 @@ def _render_check(check: CanaryCheck) -> None:
                    f"call at {(check.window_first or '')[:19]}.")
     for note in check.notes:
         st.caption(_shared.md(note))
-    st.dataframe(_metrics_table(check), hide_index=True, key="canary_metrics")
+    _render_metrics(check)
     triggers = pd.DataFrame([{"metric": t.metric, "threshold": t.threshold, "margin": t.margin, "status": t.status,
                               "observed": t.observed, "reason": t.reason} for t in check.triggers])
     st.dataframe(triggers, hide_index=True, key="canary_triggers")
@@ -91,17 +113,21 @@ def _render_run(policy: str) -> None:
     mapping = _mapping()
     since = st.text_input("Since (ISO 8601, UTC; empty: the whole log)", key="canary_since").strip() or None
     source = _source()
-    if not st.button("Check", type="primary", key="canary_check", disabled=source is None):
-        return
-    opener, name = source  # type: ignore[misc]
-    try:
-        with opener() as raw:
-            check = check_canary(_shared.engine(), raw, name, policy, mapping, since=since)
-    except ReviewInputError as exc:
-        st.error(f"Not checked. {_shared.md(exc)}")
-        return
-    _shared.after_release_write()
-    _render_check(check)
+    key = (policy, source[1] if source else None)
+    if st.button("Check", type="primary", key="canary_check", disabled=source is None):
+        st.session_state.pop(RESULT_KEY, None)  # a new check replaces the last one, even when it fails
+        opener, name = source  # type: ignore[misc]
+        try:
+            with opener() as raw:
+                check = check_canary(_shared.engine(), raw, name, policy, mapping, since=since)
+        except ReviewInputError as exc:
+            st.error(f"Not checked. {_shared.md(exc)}")
+            return
+        _shared.after_release_write()
+        st.session_state[RESULT_KEY] = {"key": key, "check": check}
+    last = st.session_state.get(RESULT_KEY)
+    if last and last["key"] == key:
+        _render_check(last["check"])
 
 
 def _history_rows(history: list[dict[str, Any]]) -> pd.DataFrame:
@@ -123,7 +149,7 @@ def _render_history(policy: str) -> None:
 
 
 def _render() -> None:
-    policies = _canary_policies()
+    policies = _shared.canary_policies(_shared.database_url())
     if not policies:
         st.info("No policy declares a canary yet. Add a `[canary]` section to a policy (see the Policy page) — "
                 "`traffic_share`, `min_samples` and `[canary.triggers.METRIC]` thresholds.")

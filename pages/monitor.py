@@ -1,5 +1,5 @@
-"""Monitor: a pinned model over time — metrics per point with the baseline band, alerts, fingerprint
-changes, and each point's comparison with the baseline snapshot."""
+"""Monitor: a pinned model over time — metrics per point with the current baseline's band, alerts
+(metrics out of band, fingerprint changes), and each point's comparison with the baseline it ran against."""
 from __future__ import annotations
 
 from typing import Any
@@ -13,10 +13,14 @@ from lib.monitor import TRACKED, mark_baseline
 from lib.report import METRIC_LABELS
 from pages import _shared
 
+CONFIRM_KEY = "monitor_mark_pending"  # the point awaiting confirmation to become the baseline
+FLASH_KEY = "monitor_flash"  # a success message shown once after the rerun
+IN_BAND, OUT_OF_BAND, FORMER = "seagreen", "crimson", "grey"
+
 st.title("Monitor")
 st.caption("Each point re-runs the golden set against the same model identifier and is compared with the "
-           "series' baseline snapshot (paired statistics). A metric leaves its band when the CI of its change "
-           "lies wholly beyond the margin; a changed fingerprint under the same name is a finding.")
+           "series' baseline snapshot at the time (paired statistics). A metric leaves its band when the CI of "
+           "its change lies wholly beyond the margin; a changed fingerprint under the same name is also an alert.")
 
 
 def _series_label(p: dict[str, Any]) -> str:
@@ -33,25 +37,79 @@ def _pick_series(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [p for p in mine if _series_label(p) == label]
 
 
+ALERT_KINDS = {"metric out of band": "metrics out of band", "fingerprint change": "fingerprint changes"}
+
+
+def _alert_kinds(p: dict[str, Any]) -> list[str]:
+    return (["metric out of band"] if p["alerts"] else []) + (["fingerprint change"] if p["findings"] else [])
+
+
+def _alert_summary(series: list[dict[str, Any]]) -> str:
+    """Points with an alert and why: '2 (fingerprint changes)'; with counts when both kinds occur."""
+    kinds = [k for p in series for k in _alert_kinds(p)]
+    total = sum(bool(_alert_kinds(p)) for p in series)
+    counts = {k: kinds.count(k) for k in ALERT_KINDS if k in kinds}
+    if len(counts) < 2:
+        return f"{total} ({ALERT_KINDS[next(iter(counts))]})" if counts else "0"
+    return f"{total} ({', '.join(f'{n} {k if n == 1 else ALERT_KINDS[k]}' for k, n in counts.items())})"
+
+
 def _render_status(series: list[dict[str, Any]]) -> None:
     latest = series[-1]
-    n_alerts = sum(p["status"] == "alert" for p in series)
+    kinds = _alert_kinds(latest)
     cols = st.columns(4)
     cols[0].metric("Points", len(series))
-    cols[1].metric("Latest", latest["status"])
-    cols[2].metric("Points with alerts", n_alerts)
+    cols[1].metric("Latest point", f"{latest['status']} ({', '.join(kinds)})" if kinds else latest["status"],
+                   help=f"compared with {latest['compared_with']}" if latest["compared_with"] else None)
+    cols[2].metric("Alerts", _alert_summary(series), help="Points with an alert: a metric out of its band, or a "
+                                                         "fingerprint / served-model change (both listed below).")
     cols[3].metric("Latest fingerprint", latest["system_fingerprint"] or "—")
 
 
-def _metric_frame(series: list[dict[str, Any]], metric: str) -> pd.DataFrame:
+def _alert_name(metric: str) -> str:
+    """The chart's metric key as alerts name it (judge dimensions: judge_x -> judge:x)."""
+    return "judge:" + metric.removeprefix("judge_") if metric.startswith("judge_") else metric
+
+
+def _metric_frame(series: list[dict[str, Any]], metric: str, baseline_id: int | None) -> pd.DataFrame:
     rows = []
     for p in series:
-        m, band = p["metrics"].get(metric), p["bands"].get(metric) or {}
+        m = p["metrics"].get(metric)
         if m:
-            rows.append({"point": p["id"], "at": p["created_at"], "value": m["candidate"], "baseline": m["baseline"],
+            rows.append({"point": p["id"], "at": p["created_at"], "value": m["candidate"],
                          "ci_low": m["ci_low"] + m["baseline"], "ci_high": m["ci_high"] + m["baseline"],
-                         "low": band.get("low"), "high": band.get("high"), "status": p["status"]})
-    return pd.DataFrame(rows)
+                         "current": p["baseline_point_id"] == baseline_id, "compared_with": p["compared_with"],
+                         "out": any(a["metric"] == _alert_name(metric) for a in p["alerts"])})
+    frame = pd.DataFrame(rows)
+    if metric.endswith("_rate"):  # a rate's CI cannot leave [0, 1]
+        frame[["ci_low", "ci_high"]] = frame[["ci_low", "ci_high"]].clip(0.0, 1.0)
+    return frame
+
+
+def _add_band(fig: go.Figure, x: pd.Series, band: dict[str, Any], metric: str) -> None:
+    low, high = band.get("low"), band.get("high")
+    base = band["baseline"]
+    low, high = base if low is None else low, base if high is None else high
+    if metric.endswith("_rate"):
+        low, high = max(low, 0.0), min(high, 1.0)
+    fig.add_trace(go.Scatter(x=x, y=[high] * len(x), mode="lines", line={"width": 0}, showlegend=False,
+                             hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=x, y=[low] * len(x), mode="lines", line={"width": 0}, fill="tonexty",
+                             fillcolor="rgba(120,160,220,0.25)", name="band (current baseline)"))
+
+
+def _add_points(fig: go.Figure, frame: pd.DataFrame, current: bool) -> None:
+    part = frame[frame["current"] == current]
+    if part.empty:
+        return
+    colors = part["out"].map({True: OUT_OF_BAND, False: IN_BAND}) if current else FORMER
+    fig.add_trace(go.Scatter(
+        x=part["at"], y=part["value"], mode="markers", name="point (95% CI)" if current else
+        "point compared with a former baseline", marker={"color": colors, "symbol": "circle" if current else
+                                                          "circle-open", "size": 9},
+        error_y={"type": "data", "symmetric": False, "array": part["ci_high"] - part["value"],
+                 "arrayminus": part["value"] - part["ci_low"]}, customdata=part[["point", "compared_with"]],
+        hovertemplate="point %{customdata[0]}<br>%{y:.4g}<br>compared with %{customdata[1]}<extra></extra>"))
 
 
 def _render_chart(series: list[dict[str, Any]]) -> None:
@@ -61,41 +119,40 @@ def _render_chart(series: list[dict[str, Any]]) -> None:
         st.info("Only the baseline snapshot so far: the next `monitor run` adds the first compared point.")
         return
     metric = st.selectbox("Metric", available, format_func=lambda m: METRIC_LABELS.get(m, m), key="monitor_metric")
-    frame = _metric_frame(series, metric)
+    first = series[0]
+    current = _shared.monitor_bands(_shared.database_url(), first["model"], first["dataset"], first["config_hash"])
+    frame = _metric_frame(series, metric, current["baseline_point_id"])
     fig = go.Figure()
-    if frame["low"].notna().any() or frame["high"].notna().any():
-        low = frame["low"].fillna(frame["baseline"])
-        high = frame["high"].fillna(frame["baseline"])
-        fig.add_trace(go.Scatter(x=frame["at"], y=high, mode="lines", line={"width": 0}, showlegend=False,
-                                 hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=frame["at"], y=low, mode="lines", line={"width": 0}, fill="tonexty",
-                                 fillcolor="rgba(120,160,220,0.25)", name="band"))
-    fig.add_trace(go.Scatter(x=frame["at"], y=frame["baseline"], mode="lines", name="baseline",
-                             line={"dash": "dash", "color": "grey"}))
-    colors = frame["status"].map({"alert": "crimson", "ok": "seagreen"}).fillna("grey")
-    fig.add_trace(go.Scatter(
-        x=frame["at"], y=frame["value"], mode="markers+lines", name="point (95% CI)", marker={"color": colors},
-        error_y={"type": "data", "symmetric": False, "array": frame["ci_high"] - frame["value"],
-                 "arrayminus": frame["value"] - frame["ci_low"]}, customdata=frame["point"],
-        hovertemplate="point %{customdata}<br>%{y:.4g}<extra></extra>"))
+    band = current["bands"].get(metric)
+    if band and (band.get("low") is not None or band.get("high") is not None):
+        _add_band(fig, frame["at"], band, metric)
+    if metric in current["values"]:
+        fig.add_trace(go.Scatter(x=frame["at"], y=[current["values"][metric]] * len(frame), mode="lines",
+                                 name=f"baseline (point {current['baseline_point_id']})",
+                                 line={"dash": "dash", "color": "grey"}))
+    _add_points(fig, frame, current=True)
+    _add_points(fig, frame, current=False)
     fig.update_layout(height=360, margin={"t": 20, "b": 20}, yaxis_title=METRIC_LABELS.get(metric, metric))
     st.plotly_chart(fig, key="monitor_chart")
-    st.caption("The CI is the baseline value plus the CI of the paired change; the band is the baseline value "
-               "plus or minus the margins (policy or defaults).")
+    st.caption("Band: the current baseline's value plus or minus the margins (policy or defaults); rates are "
+               "clipped to [0, 1]. A point's CI is its baseline's value plus the CI of the paired change; a marker "
+               "is red when THIS metric left its band against the baseline it was compared with. Open grey "
+               "markers were compared with a former baseline.")
 
 
 def _render_findings(series: list[dict[str, Any]]) -> None:
-    alerts = [{"point": p["id"], "at": p["created_at"], "metric": a["metric"], "threshold": a["threshold"],
-               "margin": a["margin"], "observed": a["observed"], "reason": a["reason"]}
+    alerts = [{"point": p["id"], "at": p["created_at"], "compared with": p["compared_with"], "metric": a["metric"],
+               "threshold": a["threshold"], "margin": a["margin"], "observed": a["observed"], "reason": a["reason"]}
               for p in series for a in p["alerts"]]
     findings = [{"point": p["id"], "at": p["created_at"], "kind": f["kind"], "against": f["against"],
-                 "from": f["from"], "to": f["to"]} for p in series for f in p["findings"]]
-    st.subheader("Alerts")
+                 "from": f["from"], "to": f["to"], "detail": f.get("detail")} for p in series for f in p["findings"]]
+    st.subheader("Alerts: metrics out of band")
     if alerts:
         st.dataframe(pd.DataFrame(alerts), hide_index=True, key="monitor_alerts")
     else:
-        st.caption("No metric has left its band.")
-    st.subheader("Fingerprint and served-model changes")
+        st.caption("No metric has left its band."
+                   + (" The alerts counted above are fingerprint or served-model changes." if findings else ""))
+    st.subheader("Alerts: fingerprint and served-model changes")
     if findings:
         st.dataframe(pd.DataFrame(findings), hide_index=True, key="monitor_findings")
     else:
@@ -107,27 +164,53 @@ def _open_comparison(name: str) -> None:
     st.switch_page("pages/overview.py")
 
 
+def _points_table(series: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([{"point": p["id"], "at": p["created_at"], "status": p["status"],
+                          "compared with": p["compared_with"] or "", "baseline": "yes" if p["is_baseline"] else "",
+                          "fingerprint": p["system_fingerprint"], "served model": p["served_model"],
+                          "alerts": len(p["alerts"]) + len(p["findings"]), "comparison": p["comparison"]}
+                         for p in series])
+
+
+def _render_mark(point: dict[str, Any]) -> None:
+    """Two steps: ask, then confirm (re-marking changes what every later point is compared with)."""
+    if st.session_state.get(CONFIRM_KEY) != point["id"]:
+        return
+    st.warning(f"Make point {point['id']} the baseline snapshot? Later points will be compared with its run; "
+               "earlier points keep their comparisons, labelled as compared with a former baseline.")
+    yes, no = st.columns(2)
+    if no.button("Cancel", key="monitor_mark_cancel"):
+        st.session_state.pop(CONFIRM_KEY, None)
+        st.rerun()
+    if not yes.button(f"Confirm: point {point['id']} becomes the baseline", type="primary",
+                      key="monitor_mark_confirm"):
+        return
+    st.session_state.pop(CONFIRM_KEY, None)
+    try:
+        mark_baseline(_shared.engine(), point["id"])
+    except ReviewInputError as exc:
+        st.error(_shared.md(exc))
+        return
+    _shared.after_monitor_mark()
+    st.session_state[FLASH_KEY] = f"Point {point['id']} is now the baseline snapshot of this series."
+    st.rerun()
+
+
 def _render_points(series: list[dict[str, Any]]) -> None:
     st.subheader("Points")
-    table = pd.DataFrame([{"point": p["id"], "at": p["created_at"], "status": p["status"],
-                           "baseline": "yes" if p["is_baseline"] else "", "fingerprint": p["system_fingerprint"],
-                           "served model": p["served_model"], "alerts": len(p["alerts"]) + len(p["findings"]),
-                           "comparison": p["comparison"]} for p in series])
-    st.dataframe(table, hide_index=True, key="monitor_points_table")
+    if FLASH_KEY in st.session_state:
+        st.success(st.session_state.pop(FLASH_KEY))
+    st.dataframe(_points_table(series), hide_index=True, key="monitor_points_table")
     ids = [p["id"] for p in series]
     chosen = st.selectbox("Point", ids, index=len(ids) - 1, key="monitor_point")
     point = next(p for p in series if p["id"] == chosen)
     left, right = st.columns(2)
-    if left.button("Open its comparison with the baseline", key="monitor_open", disabled=not point["comparison"]):
+    label = f"Open its comparison with {point['compared_with']}" if point["compared_with"] else "No comparison"
+    if left.button(label, key="monitor_open", disabled=not point["comparison"]):
         _open_comparison(point["comparison"])
-    if right.button("Make it the baseline snapshot", key="monitor_mark", disabled=point["is_baseline"]):
-        try:
-            mark_baseline(_shared.engine(), point["id"])
-        except ReviewInputError as exc:
-            st.error(_shared.md(exc))
-            return
-        _shared.after_release_write()
-        st.rerun()
+    if right.button("Make it the baseline snapshot…", key="monitor_mark", disabled=point["is_baseline"]):
+        st.session_state[CONFIRM_KEY] = point["id"]
+    _render_mark(point)
 
 
 def _render() -> None:

@@ -73,6 +73,7 @@ def _render_create() -> None:
         except ReviewInputError as exc:
             st.error(f"Nothing was locked. {_shared.md(exc)}")
             return
+        _shared.after_policy_write()  # the Canary page lists policies with a [canary] section
         verb = "Locked" if result.created else "Unchanged: already locked as"
         st.success(f"{verb} {_shared.md(result.name)} v{result.version} · sha256 `{result.content_hash}`")
 

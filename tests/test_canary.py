@@ -301,7 +301,9 @@ def test_canary_page_without_a_canary_policy(engine) -> None:
     assert any("No policy declares a canary" in i.value for i in at.info)
 
 
-def test_canary_page_checks_a_log_by_path_and_lists_the_history(engine, policy: str, tmp_path: Path) -> None:
+def test_canary_page_checks_a_log_by_path_and_lists_the_history(engine, policy: str, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    monkeypatch.setenv("REVIEW_LOG_DIR", str(tmp_path))
     data = rows("control", 900, refusals=18) + rows("canary", 300, refusals=45)
     path = write_log(tmp_path / "spike.csv", data)
     at = _page()
@@ -312,15 +314,71 @@ def test_canary_page_checks_a_log_by_path_and_lists_the_history(engine, policy: 
     at.button(key="canary_check").click().run()
     assert not at.exception, at.exception
     assert at.error and "rollback" in at.error[0].value
-    metrics, triggers, history = (d.value for d in at.dataframe[1:])
-    refusal = metrics.set_index("metric").loc["refusal_rate"]
-    assert refusal["control"] == 0.02 and refusal["canary"] == 0.15 and refusal["CI low"] > 0.02
+    rates, others, triggers, history = (d.value for d in at.dataframe[1:])
+    refusal = rates.set_index("metric").loc["refusal_rate"]
+    assert refusal["control"] == 0.02 and refusal["canary"] == 0.15
+    assert (refusal["n control"], refusal["n canary"]) == (900, 300)
+    low, high = (float(x.rstrip("%")) / 100 for x in refusal["canary CI"].strip("[]").split(", "))
+    assert low < 0.15 < high and float(refusal["delta CI"].strip("[]").split(", ")[0].rstrip("%")) > 2
+    assert refusal["control CI"].startswith("[") and refusal["control CI"].endswith("%]")
+    assert set(others["metric"]) == {"latency_p95_s", "judge_score"}  # not rates: their own table and format
+    assert others.set_index("metric").loc["judge_score", "control CI"].startswith("[")
     assert "fire" in triggers["status"].tolist()
     assert history["decision"].tolist() == ["rollback"] and history["fired"].tolist() == ["refusal_rate"]
     assert at.metric[0].value == "rollback"  # the decision so far
 
 
-def test_canary_page_shows_bad_input_escaped(engine, policy: str, tmp_path: Path) -> None:
+def test_canary_page_keeps_the_result_until_a_new_check(engine, policy: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("REVIEW_LOG_DIR", str(tmp_path))
+    write_log(tmp_path / "spike.csv", rows("control", 900, refusals=18) + rows("canary", 300, refusals=45))
+    write_log(tmp_path / "healthy.csv", healthy())
+    at = _page()
+    at.text_input(key="canary_path").set_value("spike.csv").run()
+    at.button(key="canary_check").click().run()
+    at.text_input(key="canary_since").set_value("2031-05-01T00:00:00Z").run()  # any other widget
+    assert not at.exception, at.exception
+    assert any("Decision: **rollback**" in e.value for e in at.error) and len(at.dataframe) == 5
+    at.text_input(key="canary_path").set_value("healthy.csv").run()  # another log: not its result
+    assert not any("Decision" in e.value for e in at.error) and not at.success
+    at.text_input(key="canary_path").set_value("spike.csv").run()  # the last check is kept until a new one
+    assert any("Decision: **rollback**" in e.value for e in at.error)
+    at.text_input(key="canary_path").set_value("healthy.csv").run()
+    at.button(key="canary_check").click().run()
+    assert at.success and "Decision: **continue**" in at.success[0].value
+    at.text_input(key="canary_path").set_value("spike.csv").run()
+    assert not any("Decision" in e.value for e in at.error)  # replaced by the new check
+
+
+def test_canary_page_reads_only_files_in_the_log_directory(engine, policy: str, tmp_path: Path, monkeypatch) -> None:
+    logs = tmp_path / "logs"
+    (logs / "sub").mkdir(parents=True)
+    monkeypatch.setenv("REVIEW_LOG_DIR", str(logs))
+    outside = write_log(tmp_path / "outside.csv", healthy())
+    (logs / "escape.csv").symlink_to(outside)
+    at = _page()
+    generic = []
+    for typed in (str(outside), "../outside.csv", "escape.csv", str(ROOT / "README.md"), "missing.csv", "/etc"):
+        at.text_input(key="canary_path").set_value(typed).run()
+        assert not at.exception, at.exception
+        assert at.button(key="canary_check").disabled
+        generic.append(at.error[0].value.replace(_escaped(typed), "PATH"))
+    assert set(generic) == {"no log file 'PATH' in the log directory"}  # exists or not: the same answer
+    at.text_input(key="canary_path").set_value("sub").run()
+    assert "is a directory" in at.error[0].value
+    write_log(logs / "sub" / "ok.csv", healthy())
+    at.text_input(key="canary_path").set_value("sub/ok.csv").run()
+    at.button(key="canary_check").click().run()
+    assert not at.exception and at.success and "continue" in at.success[0].value
+
+
+def _escaped(text: str) -> str:
+    from pages._shared import md
+
+    return md(text)
+
+
+def test_canary_page_shows_bad_input_escaped(engine, policy: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("REVIEW_LOG_DIR", str(tmp_path))
     at = _page()
     at.text_input(key="canary_path").set_value(str(tmp_path / "no_such_*file*.csv")).run()
     assert not at.exception and at.error and "no\\_such\\_\\*file\\*\\.csv" in at.error[0].value

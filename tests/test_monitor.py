@@ -17,7 +17,8 @@ from lib.comparisons import get_comparison
 from lib.db import session_scope
 from lib.errors import DatasetNotFound
 from lib.models import Case, Dataset
-from lib.monitor import MonitorInputError, MonitorPointNotFound, list_points, mark_baseline, monitor_run
+from lib.monitor import (MonitorInputError, MonitorPointNotFound, current_bands, list_points, mark_baseline,
+                         monitor_run)
 from lib.monitor_models import MonitorPoint
 from lib.policy import PolicyNotFound, create_policy
 from lib.runner import ModelSpec, RunOptions
@@ -134,7 +135,16 @@ def test_mark_baseline_moves_the_snapshot(engine, llm_server: LLMServer) -> None
     assert info["is_baseline"] is True
     after = point(engine, llm_server)  # the refusals are the new normal
     assert after.baseline_point_id == changed.point_id and after.status == "ok"
-    assert [p["is_baseline"] for p in list_points(engine)] == [False, True, False]
+    listed = list_points(engine)
+    assert [p["is_baseline"] for p in listed] == [False, True, False]
+    # one "baseline" per series; each compared point names the baseline current when it ran
+    assert [p["status"] for p in listed] == ["former baseline", "baseline", "ok"]
+    assert [p["recorded_status"] for p in listed] == ["baseline", "alert", "ok"]
+    assert [p["compared_with"] for p in listed] == [None, "point 1 (former baseline)", "point 2 (baseline)"]
+    current = current_bands(engine, "openai/pinned", "golden", listed[0]["config_hash"])
+    assert current["baseline_point_id"] == changed.point_id
+    assert current["values"]["refusal_rate"] == pytest.approx(11 / 40)  # the band follows the new baseline
+    assert current["bands"]["refusal_rate"]["high"] == pytest.approx(11 / 40 + 0.05)
     with pytest.raises(MonitorPointNotFound):
         mark_baseline(engine, 999)
 
@@ -207,16 +217,74 @@ def test_monitor_page_shows_alerts_findings_and_opens_a_point_comparison(engine,
     assert at.session_state["pending_active_comparison"] == changed.comparison
 
 
-def test_monitor_page_marks_a_baseline(engine, llm_server: LLMServer) -> None:
+def test_monitor_page_marks_a_baseline_after_confirming(engine, llm_server: LLMServer) -> None:
+    make_dataset(engine, n=5)
+    point(engine, llm_server)
+    llm_server.set_fingerprint("pinned", "fp_b")
+    second = point(engine, llm_server)
+    at = _app()
+    at.selectbox(key="monitor_point").set_value(second.point_id).run()
+    assert "point 1 (baseline)" in at.button(key="monitor_open").label
+    at.button(key="monitor_mark").click().run()
+    assert not at.exception, at.exception
+    assert [p["is_baseline"] for p in list_points(engine)] == [True, False]  # asked, not done
+    assert at.warning and f"Make point {second.point_id} the baseline" in at.warning[0].value
+    at.button(key="monitor_mark_confirm").click().run()
+    assert not at.exception, at.exception
+    assert [p["is_baseline"] for p in list_points(engine)] == [False, True]
+    assert events(engine, "monitor_baseline_set")[-1]["reason"] == "marked"
+    assert at.success and f"Point {second.point_id} is now the baseline" in at.success[0].value
+    findings, points = (d.value for d in at.dataframe)
+    assert points["status"].tolist() == ["former baseline", "baseline"]  # one baseline, the current one
+    assert points["compared with"].tolist() == ["", "point 1 (former baseline)"]
+    assert findings["against"].tolist() == ["point 1 (former baseline)"]
+    assert "point 1 (former baseline)" in at.button(key="monitor_open").label
+    assert at.button(key="monitor_mark").disabled
+    at.run()
+    assert not at.success  # the message is shown once
+
+
+def test_monitor_page_mark_can_be_cancelled(engine, llm_server: LLMServer) -> None:
     make_dataset(engine, n=5)
     point(engine, llm_server)
     second = point(engine, llm_server)
     at = _app()
     at.selectbox(key="monitor_point").set_value(second.point_id).run()
     at.button(key="monitor_mark").click().run()
+    at.button(key="monitor_mark_cancel").click().run()
+    assert not at.exception and not at.warning
+    assert [p["is_baseline"] for p in list_points(engine)] == [True, False]
+
+
+def _chart(at) -> dict:  # the figure as the browser receives it
+    return json.loads(at.get("plotly_chart")[0].proto.spec)
+
+
+def test_monitor_page_names_alerts_and_colours_each_metric_by_its_own_band(engine, llm_server: LLMServer) -> None:
+    import streamlit as st
+
+    make_dataset(engine)
+    point(engine, llm_server)
+    llm_server.set_fingerprint("pinned", "fp_b")
+    point(engine, llm_server)  # a fingerprint alert, refusals unchanged
+    at = _app()
     assert not at.exception, at.exception
-    assert [p["is_baseline"] for p in list_points(engine)] == [False, True]
-    assert events(engine, "monitor_baseline_set")[-1]["reason"] == "marked"
+    alerts = next(m for m in at.metric if m.label == "Alerts")
+    assert alerts.value == "1 (fingerprint changes)"
+    assert any("fingerprint or served-model changes" in c.value for c in at.caption)  # not "no alert"
+    llm_server.script(REFUSAL, contains="question 1", model="pinned")
+    point(engine, llm_server)  # refusals out of band, and the fingerprint still differs from the baseline's
+    st.cache_data.clear()  # the page's reads are cached for 30 s
+    at = _app()
+    assert next(m for m in at.metric if m.label == "Alerts").value == "2 (1 metric out of band, 2 fingerprint changes)"
+    at.selectbox(key="monitor_metric").set_value("refusal_rate").run()
+    traces = _chart(at)["data"]
+    markers = next(t for t in traces if t.get("name") == "point (95% CI)")
+    assert markers["marker"]["color"] == ["seagreen", "crimson"]  # the fingerprint alert is not a refusal alert
+    band = [t for t in traces if t.get("fill") == "tonexty" or t.get("hoverinfo") == "skip"]
+    assert min(y for t in band for y in t["y"]) == 0.0  # 0 - 0.05 clipped: a rate cannot be negative
+    low = [v - m for v, m in zip(markers["y"], markers["error_y"]["arrayminus"])]
+    assert min(low) >= 0.0
 
 
 def _judge_reply(score: int) -> str:

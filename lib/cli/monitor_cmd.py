@@ -112,9 +112,9 @@ def monitor_list_cmd(model: Optional[str] = typer.Option(None, "--model", help="
     if not rows:
         typer.echo("No monitor points yet. Start with `monitor run --dataset NAME --model MODEL`.")
         return
-    typer.echo(f"{'ID':>4} {'MODEL':<28} {'DATASET':<16} {'CREATED':<20} {'STATUS':<9} {'ALERTS':>6}  FINGERPRINT")
+    typer.echo(f"{'ID':>4} {'MODEL':<28} {'DATASET':<16} {'CREATED':<20} {'STATUS':<15} {'ALERTS':>6}  FINGERPRINT")
     for r in rows:
         status = r["status"] + ("*" if r["is_baseline"] else "")
-        typer.echo(f"{r['id']:>4} {r['model']:<28} {r['dataset']:<16} {r['created_at'][:19]:<20} {status:<9} "
+        typer.echo(f"{r['id']:>4} {r['model']:<28} {r['dataset']:<16} {r['created_at'][:19]:<20} {status:<15} "
                    f"{len(r['alerts']) + len(r['findings']):>6}  {r['system_fingerprint'] or '-'}")
     typer.echo("* the series' baseline snapshot")
