@@ -17,6 +17,9 @@ COLORS = {"baseline": "#636EFA", "candidate": "#EF553B"}
 RATIONALE_COLUMNS = ["case_key", "category", "repeat", "kind", "side", "order", "preference", "winner", "status",
                      "scores", "rationale", "parse_error", "error", "attempts", "malformed", "system_fingerprint",
                      "served_model", "raw_text"]
+SCORES = [1, 2, 3, 4, 5]
+OUTCOME_KEY = "judge_last_outcome"  # [(level, text)] of a run started here, shown once after the rerun
+PICK_PENDING_KEY = "judge_pending_pick"  # config hash to select on the next run (before the picker exists)
 
 
 def _pct(r: dict[str, Any]) -> str:
@@ -39,13 +42,29 @@ def _render_config(block: dict[str, Any]) -> None:
                  width="stretch", key="judge_config_table")
 
 
-def _render_drift(drift: dict[str, Any]) -> None:
+def _reference(drift: dict[str, Any], name: str) -> str:
+    """Which run the anchors were compared with: a judge model's first run, maybe on another comparison."""
+    if drift.get("reference_run_id") is None:
+        return ""
+    other = drift.get("reference_comparison")
+    where = "this comparison" if other == name else f"another comparison, {other!r}" if other else "a deleted comparison"
+    at = str(drift.get("reference_at") or "")[:16]
+    return (f" — reference judge run #{drift['reference_run_id']} ran on {where}"
+            f"{f', started {at} UTC' if at else ''} (the anchors are the same for every comparison)")
+
+
+def _render_drift(drift: dict[str, Any], name: str) -> None:
+    text = _shared.md(drift.get("message", drift["status"]) + _reference(drift, name))
     if drift.get("flagged"):
-        st.warning(f"**The judge itself changed.** {_shared.md(drift['message'])}", icon=":material/warning:")
+        st.warning(f"**The judge itself changed.** {text}", icon=":material/warning:")
     elif drift["status"] in ("stable", "reference"):
-        st.success(f"Judge drift check: {_shared.md(drift['message'])}", icon=":material/check_circle:")
+        st.success(f"Judge drift check: {text}", icon=":material/check_circle:")
     else:
-        st.info(f"Judge drift check: {_shared.md(drift.get('message', drift['status']))}")
+        st.info(f"Judge drift check: {text}")
+
+
+def _p(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
 
 
 def _dimension_table(dimensions: dict[str, Any]) -> pd.DataFrame:
@@ -55,23 +74,48 @@ def _dimension_table(dimensions: dict[str, Any]) -> pd.DataFrame:
             rows.append({"dimension": dim, "n": 0})
             continue
         rows.append({"dimension": dim, "baseline": round(m["baseline"], 2), "candidate": round(m["candidate"], 2),
-                     "delta": round(m["delta"], 2), "95% CI": f"[{m['ci_low']:+.2f}, {m['ci_high']:+.2f}]",
-                     "p (Holm)": m["p_value_adj"], "n": m["n"]})
+                     "delta": round(m["delta"], 2), "95% CI of Δ": f"[{m['ci_low']:+.2f}, {m['ci_high']:+.2f}]",
+                     "p (Wilcoxon)": _p(m["p_value"]), "p (Holm)": _p(m["p_value_adj"]), "n": m["n"]})
     return pd.DataFrame(rows)
+
+
+SIGNIFICANCE_NOTE = (
+    "Δ = candidate − baseline, per case (repeats averaged first). 95% CI of Δ: interval of the mean difference "
+    "(paired bootstrap, or t at large n), not adjusted for the {k} dimensions. p (Wilcoxon): Wilcoxon "
+    "signed-rank test of the same paired differences; p (Holm): that p adjusted across the dimensions. "
+    "They answer different questions (a mean vs ranks, one dimension vs all), so they can disagree, "
+    "especially at small n; when they do, treat the difference as uncertain.")
+
+
+def _score_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Judgements per (dimension, side, score 1-5), zeros included so every score shows on both sides."""
+    scores = frame[(frame["kind"] == "pointwise") & (frame["status"] == "ok") & frame["score"].notna()]
+    counts = scores.groupby(["dimension", "side", scores["score"].astype(int)]).size()
+    grid = pd.MultiIndex.from_product([scores["dimension"].unique(), list(COLORS), SCORES],
+                                      names=["dimension", "side", "score"])
+    return counts.reindex(grid, fill_value=0).rename("judgements").reset_index()
+
+
+def _score_figure(counts: pd.DataFrame) -> Any:
+    fig = px.bar(counts, x="score", y="judgements", color="side", barmode="group", facet_col="dimension",
+                 color_discrete_map=COLORS, title="Score distribution per dimension, baseline vs candidate")
+    fig.update_xaxes(dtick=1, range=[0.5, 5.5])
+    # Facets share (match) one y axis; with an x range set, plotly.js then leaves y at its empty default
+    # [-1, 4] and clips the bars: ask for autorange explicitly.
+    fig.update_yaxes(autorange=True, rangemode="tozero")
+    return fig
 
 
 def _render_scores(block: dict[str, Any], frame: pd.DataFrame) -> None:
     st.subheader("Rubric scores (1-5)")
     if not block["dimensions"]:
-        st.info("No pointwise score parsed yet.")
+        un, err = block["unparseable"]["pointwise"], block["errors"]["pointwise"]
+        st.info(f"No pointwise score parsed: {un} pointwise replies were unparseable and {err} pointwise calls "
+                "failed. Their raw replies and errors are in the Per-case judgements table below.")
         return
     st.dataframe(_dimension_table(block["dimensions"]), hide_index=True, width="stretch", key="judge_dims")
-    scores = frame[(frame["kind"] == "pointwise") & (frame["status"] == "ok") & frame["score"].notna()]
-    counts = scores.groupby(["dimension", "side", "score"]).size().rename("judgements").reset_index()
-    fig = px.bar(counts, x="score", y="judgements", color="side", barmode="group", facet_col="dimension",
-                 color_discrete_map=COLORS, title="Score distribution per dimension, baseline vs candidate")
-    fig.update_xaxes(dtick=1, range=[0.5, 5.5])
-    st.plotly_chart(fig, width="stretch", key="judge_score_dist")
+    st.caption(SIGNIFICANCE_NOTE.format(k=len(block["dimensions"])))
+    st.plotly_chart(_score_figure(_score_counts(frame)), width="stretch", key="judge_score_dist")
 
 
 def _render_pairwise(pw: dict[str, Any] | None) -> None:
@@ -138,11 +182,48 @@ def _render_run_form(name: str) -> None:
             _start(name, model.strip(), api_base.strip() or None, sample, pairwise)
 
 
+def _failures(run_id: int, n_errors: int, n_sent: int) -> str:
+    from lib.judge.summary import run_errors
+
+    kinds = run_errors(_shared.engine(), run_id)
+    first = kinds[0] if kinds else {"error_kind": "unknown", "error": ""}
+    message = (first["error"] or "")[:300]
+    detail = "; ".join(f"{k['error_kind'] or 'unknown'} ×{k['n']}" for k in kinds)
+    lead = f"all {n_errors} judge calls failed" if n_errors == n_sent else f"{n_errors} of {n_sent} judge calls failed"
+    return (f"{lead} after retries ({detail}). First error, {first['error_kind'] or 'unknown'}: {message}. "
+            "Check the model name, API base and key; running again retries only the failed calls.")
+
+
+def _outcome(result: Any) -> list[tuple[str, str]]:
+    """What to tell after a run started here, as (level, text); shown after the page reruns."""
+    head = f"Judge run #{result.run_id} ({result.model})"
+    if result.n_errors:
+        level = "error" if result.n_errors == result.n_sent else "warning"
+        out = [(level, f"{head}: {_failures(result.run_id, result.n_errors, result.n_sent)}")]
+    else:
+        out = [("success", f"{head} complete: {result.n_sent} judgements made ({result.n_resumed} already "
+                           f"stored), {result.n_unparseable} unparseable.")]
+    if result.drift.flagged:
+        out.append(("warning", result.drift.message()))
+    return out
+
+
+def _render_outcome() -> None:
+    for level, text in st.session_state.pop(OUTCOME_KEY, []):
+        getattr(st, level)(_shared.md(text))
+
+
 def _start(name: str, model: str, api_base: str | None, sample: str, pairwise: bool) -> None:
     from lib.judge.config import JudgeSettings
     from lib.judge.run import JudgeOptions, JudgeProgress, run_judge
     from lib.judge.sampling import parse_sample
 
+    try:  # bad input is reported outside the status box, which collapses when it ends
+        options = JudgeOptions(sample=parse_sample(sample), pairwise=pairwise, api_base=api_base)
+    except ReviewInputError as exc:
+        st.error(_shared.md(exc))
+        return
+    failed: ReviewInputError | None = None
     with st.status(f"Judging {_shared.md(name)}…", expanded=True) as status:
         line = st.empty()
 
@@ -150,36 +231,46 @@ def _start(name: str, model: str, api_base: str | None, sample: str, pairwise: b
             line.write(f"{ev.done}/{ev.total} judgements, {ev.unparseable} unparseable, {ev.errors} failed")
 
         try:
-            options = JudgeOptions(sample=parse_sample(sample), pairwise=pairwise, api_base=api_base)
             result = run_judge(_shared.engine(), name, JudgeSettings(model), options, progress=progress)
         except ReviewInputError as exc:
-            status.update(label="Not started", state="error")
-            st.error(str(exc))
-            return
-        _shared.after_judge()
-        status.update(label=f"Judge run #{result.run_id}: {result.status}",
-                      state="complete" if result.status == "complete" else "error")
-    if result.n_errors:
-        st.warning(f"{result.n_errors} judge calls failed after retries; run again to resume.")
-    if result.drift.flagged:
-        st.warning(_shared.md(result.drift.message()))
+            failed = exc
+            status.update(label="Not started", state="error", expanded=True)
+    if failed is not None:
+        st.error(_shared.md(failed))
+        return
+    _shared.after_judge()
+    st.session_state[OUTCOME_KEY] = _outcome(result)
+    st.session_state[PICK_PENDING_KEY] = result.config_hash
+    st.rerun()  # the reads above this form are stale: show the new judgements now
+
+
+def _pick_config(configs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The picker's options are config hashes (stable while counts change); a run started here
+    selects its own config on the rerun that follows it."""
+    by_hash = {c["config_hash"]: c for c in configs}
+    pending = st.session_state.pop(PICK_PENDING_KEY, None)
+    if pending in by_hash:
+        st.session_state["judge_config_pick"] = pending
+    picked = st.selectbox("Judge configuration", list(by_hash), key="judge_config_pick",
+                          format_func=lambda h: f"{by_hash[h]['model']} · {h[:10]} ({by_hash[h]['n']} judgements)")
+    return by_hash[picked]
 
 
 def _render(name: str) -> None:
     url = _shared.database_url()
+    _render_outcome()
     configs = _shared.judge_configs(url, name)
     if not configs:
         st.info("No judgements for this comparison yet.")
         _render_run_form(name)
         return
-    labels = {f"{c['model']} · {c['config_hash'][:10]} ({c['n']} judgements)": c for c in configs}
-    chosen = labels[st.selectbox("Judge configuration", list(labels), key="judge_config_pick")]
+    chosen = _pick_config(configs)
     block = _shared.judge_summary(url, name, chosen["config_hash"])
     if block is None:
         st.info("No judgements for this configuration.")
         return
     frame = _shared.judge_frame(url, name, int(chosen["id"]))
-    _render_drift(block["drift"])
+    _render_drift(block["drift"], name)
     st.caption(f"{block['n_pairs_judged']} pairs judged by {_shared.md(block['config']['model'])}.")
     _render_scores(block, frame)
     _render_pairwise(block["pairwise"])

@@ -487,7 +487,8 @@ def test_judge_page_shows_scores_pairwise_drift_and_rationales(engine, llm_serve
     assert not at.exception, at.exception
     assert any("judge itself changed" in w.value for w in at.warning)
     assert any("Unparseable judgements: 1" in w.value for w in at.warning)
-    assert at.selectbox(key="judge_config_pick").value.startswith(JUDGE)
+    picker = at.selectbox(key="judge_config_pick")
+    assert picker.options[picker.index].startswith(JUDGE) and len(picker.value) == 64  # a config hash
     dims = _table(at, "dimension")
     acc = dims[dims["dimension"] == "accuracy"].iloc[0]
     assert (acc["baseline"], acc["candidate"], acc["n"]) == (5.0, 4.0, 3)
@@ -509,8 +510,90 @@ def test_judge_page_runs_the_judge_from_its_form(engine, llm_server: LLMServer) 
     at.button(key="judge_start").click().run(timeout=120)
     assert not at.exception, at.exception
     assert len(judgements(engine, kind="pairwise")) == 4 and len(judgements(engine, kind="pointwise")) == 4
-    at.run()
+    # no navigation needed: the page reran with fresh reads and says what happened, once
+    assert not any("No judgements" in i.value for i in at.info)
     assert _table(at, "dimension")["n"].tolist() == [2, 2, 2]
+    assert [s.value for s in at.success if "complete" in s.value] and "Judge run" in at.success[0].value
+    first_hash = at.selectbox(key="judge_config_pick").value
+
+    # a second judge model whose every call fails: its config is picked, and the first error is shown
+    llm_server.add_fault("400", model="judge2")
+    at.text_input(key="judge_model").set_value("openai/judge2").run()
+    at.button(key="judge_start").click().run(timeout=120)
+    assert not at.exception, at.exception
+    picker = at.selectbox(key="judge_config_pick")
+    assert len(picker.options) == 2 and picker.value != first_hash
+    assert picker.options[picker.index].startswith("openai/judge2")
+    (error,) = [e.value for e in at.error if "judge calls failed" in e.value]
+    assert "all " in error and "bad" in error and "invalid parameter" in error
+    at.run()  # the outcome is shown once
+    assert not [e for e in at.error if "judge calls failed" in e.value]
+
+
+def test_judge_form_shows_bad_input_outside_the_status_box(engine, llm_server: LLMServer) -> None:
+    load_comparison(engine, n=2)
+    at = _page()
+    at.text_input(key="judge_model").set_value(JUDGE)
+    at.text_input(key="judge_api_base").set_value(llm_server.url)
+    at.text_input(key="judge_sample").set_value("banana").run()
+    at.button(key="judge_start").click().run()
+    assert not at.exception, at.exception
+    assert any("banana" in e.value and "sample" in e.value for e in at.error)
+    assert all(not s.error for s in at.status)  # not inside a box that collapses
+    assert llm_server.log == [] and judgements(engine) == []
+
+
+def _score_chart(at: AppTest) -> dict[str, Any]:
+    (chart,) = at.get("plotly_chart")
+    return json.loads(chart.proto.spec)
+
+
+def test_score_chart_counts_every_score_and_autoranges(engine, llm_server: LLMServer) -> None:
+    load_comparison(engine, n=20)
+    script_defaults(llm_server, scores(5, 4, 5))
+    for i in range(7):  # baseline accuracy: 13 fives, 7 threes
+        llm_server.script(scores(3, 4, 5), contains=f"[Answer]\nbase answer {i}\n")
+    judge(engine, llm_server)
+    at = _page()
+    assert not at.exception, at.exception
+    fig = _score_chart(at)
+    axes = {k: v for k, v in fig["layout"].items() if k.startswith("yaxis")}
+    assert len(axes) == 3 and all(a.get("autorange") is True and "range" not in a for a in axes.values())
+    bars = {(t["name"], t["xaxis"]): dict(zip(t["x"], t["y"])) for t in fig["data"]}
+    accuracy_axis = next(t["xaxis"] for t in fig["data"] if "accuracy" in t["hovertemplate"])
+    assert bars[("baseline", accuracy_axis)] == {1: 0, 2: 0, 3: 7, 4: 0, 5: 13}
+    assert bars[("candidate", accuracy_axis)] == {1: 0, 2: 0, 3: 0, 4: 0, 5: 20}
+    assert sum(sum(b.values()) for b in bars.values()) == 20 * 2 * 3  # 20 pairs, 2 sides, 3 dimensions
+    note = " ".join(c.value for c in at.caption)
+    assert "CI of Δ" in note and "Holm" in note and "can disagree" in note
+    assert {"p (Wilcoxon)", "p (Holm)", "95% CI of Δ"} <= set(_table(at, "dimension").columns)
+
+
+def test_judge_page_counts_unparseable_replies_when_no_score_parsed(engine, llm_server: LLMServer) -> None:
+    load_comparison(engine, n=3)
+    llm_server.script("I cannot score this.", contains="")
+    judge(engine, llm_server, calls={"parse_retries": 0})
+    at = _page()
+    assert not at.exception, at.exception
+    (info,) = [i.value for i in at.info if "No pointwise score parsed" in i.value]
+    assert "6 pointwise replies were unparseable" in info and "Per-case judgements" in info
+    assert set(_table(at, "rationale")["raw_text"]) == {"I cannot score this."}
+
+
+def test_drift_names_the_reference_runs_comparison(engine, llm_server: LLMServer) -> None:
+    load_comparison(engine, n=1, name="first")
+    load_comparison(engine, n=1, name="cmp")
+    script_defaults(llm_server)
+    ref = judge(engine, llm_server, name="first")
+    judge(engine, llm_server, name="cmp")
+    drift = judge_block(engine, "cmp", 0.05)["drift"]
+    assert (drift["status"], drift["reference_run_id"], drift["reference_comparison"]) == ("stable", ref.run_id,
+                                                                                           "first")
+    at = _page()  # the first comparison in the sidebar is the active one
+    at.session_state["pending_active_comparison"] = "cmp"  # as the sidebar would
+    at.run()
+    (ok,) = [s.value for s in at.success if "drift check" in s.value]
+    assert f"#{ref.run_id}" in ok and "another comparison" in ok and "first" in ok and "UTC" in ok
 
 
 def test_each_judge_run_is_an_audit_event(engine, llm_server: LLMServer) -> None:

@@ -137,9 +137,11 @@ def _counts(rows: list[Any], status: str) -> dict[str, int]:
 
 
 _RUN_SQL = text("""
-SELECT r.*, ref.fingerprints_json AS reference_fingerprints_json, ref.started_at AS reference_started_at
+SELECT r.*, ref.fingerprints_json AS reference_fingerprints_json, ref.started_at AS reference_started_at,
+       rc.name AS reference_comparison
 FROM judgerun r
 LEFT JOIN judgerun ref ON ref.id = r.reference_run_id
+LEFT JOIN comparison rc ON rc.id = ref.comparison_id
 WHERE r.comparison_id = (SELECT id FROM comparison WHERE name = :name) AND r.config_id = :config
 ORDER BY r.id DESC LIMIT 1
 """)
@@ -156,7 +158,8 @@ def _drift(run: dict[str, Any]) -> dict[str, Any]:
                        current_fingerprints=from_json(run["fingerprints_json"]) or [])
     out = check.to_dict()
     del out["mean_change"]  # not stored per run
-    return {**out, "run_id": run["id"]}
+    # The reference is the model's first run with anchors, possibly on another comparison: name it.
+    return {**out, "run_id": run["id"], "reference_comparison": run["reference_comparison"]}
 
 
 def _config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -201,3 +204,16 @@ def _last_run(run: dict[str, Any]) -> dict[str, Any]:
     keys = ("id", "started_at", "finished_at", "status", "sample", "pairwise", "n_selected", "n_sent",
             "n_resumed", "api_base")
     return {**{k: run[k] for k in keys}, "pairwise": bool(run["pairwise"])}
+
+
+_RUN_ERRORS_SQL = text("""
+SELECT error_kind, MIN(error) AS error, COUNT(*) AS n FROM judgement
+WHERE judge_run_id = :run AND status = 'error' GROUP BY error_kind ORDER BY n DESC, error_kind
+""")
+
+
+def run_errors(engine: Engine, run_id: int) -> list[dict[str, Any]]:
+    """The failed calls of one judge run by error kind (most frequent first), with one message each:
+    what to show when a run failed, beyond its count."""
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(_RUN_ERRORS_SQL, {"run": run_id})]
