@@ -391,7 +391,11 @@ def run_comparison(engine: Engine, *, dataset: str, baseline: ModelSpec, candida
     started = time.monotonic()
     plan = _prepare(engine, dataset, {"baseline": baseline, "candidate": candidate}, name, options, system)
     stats = _execute(engine, plan.cases, list(plan.sides.values()), plan.specs, options, progress)
-    return _finish(engine, plan, time.monotonic() - started, stats)
+    result = _finish(engine, plan, time.monotonic() - started, stats)
+    from lib.checked import ensure_checked  # pyarrow, jsonschema: not needed by workers or the CLI's start
+
+    ensure_checked(engine, name)  # check and store every output now: the first report reads columns
+    return result
 
 
 def run_model(engine: Engine, *, dataset: str, spec: ModelSpec, options: RunOptions | None = None,

@@ -234,6 +234,13 @@ def test_loaded_comparisons_are_listed_and_their_model_configs_shared(engine) ->
     assert config_id(engine, ModelSpec("gpt-4o-2024-08-06")) == cfg.id
 
 
+def test_a_load_stores_its_checks(engine) -> None:
+    from lib.checked import CheckCounts, ensure_checked
+
+    load(engine, "wide.csv", as_name="w")
+    assert ensure_checked(engine, "w") == CheckCounts(0, 0)  # the load stored every check already
+
+
 def test_recorded_dataset_is_versioned_like_golden_ones(engine) -> None:
     load(engine, "wide.csv", as_name="w")
     with Session(engine) as s:

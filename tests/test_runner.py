@@ -90,6 +90,14 @@ def test_clean_run_stores_every_output(engine, llm_server: LLMServer, workers: s
     assert all((e.done, e.total, e.errors, e.skipped) == (6, 6, 0, 0) for e in last.values())
 
 
+def test_a_finished_run_has_its_checks_stored(engine, llm_server: LLMServer) -> None:
+    from lib.checked import CheckCounts, ensure_checked
+
+    make_dataset(engine)
+    run(engine, llm_server)
+    assert ensure_checked(engine, "cmp") == CheckCounts(0, 0)  # the run stored every check already
+
+
 def test_messages_system_prompt_template_and_chat_cases(engine, llm_server: LLMServer) -> None:
     chat = [{"role": "system", "content": "own system"}, {"role": "user", "content": "chat turn"}]
     with session_scope(engine) as session:
