@@ -40,6 +40,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from lib import canary_stats
+from lib.stats import t_mean_ci, wilson
 from lib.audit import as_utc, event_payload, list_events, record_event
 from lib.checks.refusal import RefusalDetector
 from lib.checks.structured import json_validity, schema_validator
@@ -319,7 +320,7 @@ def arm_metrics(arms: dict[str, _Arm], alpha: float) -> dict[str, Any]:
            "latency_p95_s": canary_stats.quantile_difference(_concat(c0.latency), _concat(c1.latency), alpha),
            "judge_score": canary_stats.mean_difference(_concat(c0.judge), _concat(c1.judge), alpha)}
     if out["judge_score"] is not None:  # each arm's own CI beside its value, as for the other metrics
-        out["judge_score"]["control_ci"] = canary_stats._mean_ci(_concat(c0.judge), alpha)
+        out["judge_score"]["control_ci"] = list(t_mean_ci(_concat(c0.judge), alpha))
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -375,7 +376,7 @@ def _share(spec: CanarySpec, n: dict[str, int], alpha: float) -> dict[str, Any]:
     total = n["control"] + n["canary"]
     out: dict[str, Any] = {"declared": spec.traffic_share, "observed": n["canary"] / total if total else None}
     if total:
-        out["ci"] = list(canary_stats.wilson(n["canary"], total, alpha))
+        out["ci"] = list(wilson(n["canary"], total, alpha))
         declared = spec.traffic_share
         out["matches_declared"] = None if declared is None else out["ci"][0] <= declared <= out["ci"][1]
     return out

@@ -19,17 +19,13 @@ from typing import Any
 import numpy as np
 from scipy.stats import binom, fisher_exact, mannwhitneyu, norm
 from scipy.stats import t as t_dist
-from statsmodels.stats.proportion import proportion_confint
+
+from lib.stats import t_mean_ci, wilson
 
 N_RESAMPLES = 2000
 SEED = 0
 LARGE_N = 1_000
 _CHUNK_ELEMENTS = 4_000_000  # resampled values held at once
-
-
-def wilson(k: int, n: int, alpha: float) -> tuple[float, float]:
-    low, high = proportion_confint(k, n, alpha=alpha, method="wilson")
-    return float(low), float(high)
 
 
 def rate_difference(k_control: int, n_control: int, k_canary: int, n_canary: int, alpha: float
@@ -84,13 +80,8 @@ def mean_difference(control: np.ndarray, canary: np.ndarray, alpha: float) -> di
         half = float(t_dist.ppf(1 - alpha / 2, df)) * se
         low, high, method = m1 - m0 - half, m1 - m0 + half, "welch"
     return {"control": m0, "canary": m1, "delta": m1 - m0, "ci_low": low, "ci_high": high,
-            "canary_ci": _mean_ci(canary, alpha), "n_control": int(control.size), "n_canary": int(canary.size),
+            "canary_ci": list(t_mean_ci(canary, alpha)), "n_control": int(control.size), "n_canary": int(canary.size),
             "p_value": _mann_whitney(control, canary), "ci_method": method}
-
-
-def _mean_ci(values: np.ndarray, alpha: float) -> list[float]:
-    half = float(t_dist.ppf(1 - alpha / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
-    return [float(values.mean()) - half, float(values.mean()) + half]
 
 
 def quantile_ci(values: np.ndarray, q: float, alpha: float) -> tuple[float, float]:

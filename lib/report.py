@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Engine
-from statsmodels.stats.proportion import proportion_confint
 
 from lib.browse import BrowseQuery, select_cases
 from lib.checked import (NO_CATEGORY, ReviewSettings, ReviewSettingsError, checked_frame, checked_pairs,
@@ -21,7 +20,7 @@ from lib.checked import (NO_CATEGORY, ReviewSettings, ReviewSettingsError, check
 from lib.checks.safety import SAFETY_METRICS
 from lib.checks.structured import contract_summary
 from lib.judge.summary import judge_block
-from lib.stats import (ALPHA, aggregate_repeats, binary_metric, continuous_metric, single_metric,
+from lib.stats import (ALPHA, aggregate_repeats, binary_metric, continuous_metric, single_metric, wilson,
                        with_holm)
 
 # Re-exported: callers import the settings API and the from-scratch frame from here.
@@ -64,8 +63,7 @@ def _per_case(checked: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rate_ci(rate: float, n: int, alpha: float) -> list[float]:
-    low, high = proportion_confint(rate * n, n, alpha=alpha, method="wilson")
-    return [float(low), float(high)]
+    return list(wilson(rate * n, n, alpha))
 
 
 Arrays = dict[str, np.ndarray]  # metric column -> float values, NaN where missing

@@ -43,6 +43,12 @@ _CHUNK_ELEMENTS = 4_000_000  # resampled indices held at once (~32 MB): bounds m
 ArrayLike = pd.Series | np.ndarray | Sequence[Any]
 
 
+def wilson(k: float, n: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """Wilson score interval of the proportion k/n (k may be fractional: repeats averaged per case)."""
+    low, high = proportion_confint(k, n, alpha=alpha, method="wilson")
+    return float(low), float(high)
+
+
 def binary_metric(
     baseline: ArrayLike, candidate: ArrayLike, alpha: float = ALPHA, *,
     n_resamples: int = N_RESAMPLES, seed: int = SEED,
@@ -84,8 +90,8 @@ def newcombe_paired_ci(first: np.ndarray, second: np.ndarray, alpha: float = ALP
     n01 = int(np.sum(~first & second))
     n00 = n - n11 - n10 - n01
     p1, p2 = (n11 + n10) / n, (n11 + n01) / n
-    l1, u1 = proportion_confint(n11 + n10, n, alpha=alpha, method="wilson")
-    l2, u2 = proportion_confint(n11 + n01, n, alpha=alpha, method="wilson")
+    l1, u1 = wilson(n11 + n10, n, alpha)
+    l2, u2 = wilson(n11 + n01, n, alpha)
     margins = (n11 + n10) * (n01 + n00) * (n11 + n01) * (n10 + n00)
     phi = 0.0
     if margins > 0:
@@ -146,9 +152,15 @@ def mean_ci(
     values = np.asarray(values, dtype=float)
     if values.size < LARGE_N:
         return (*bootstrap_mean_ci(values, alpha, n_resamples, seed), "bootstrap")
-    half = t_dist.ppf(1 - alpha / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+    return (*t_mean_ci(values, alpha), "t")
+
+
+def t_mean_ci(values: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:
+    """Student's t interval of a mean."""
+    values = np.asarray(values, dtype=float)
+    half = float(t_dist.ppf(1 - alpha / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
     mean = float(values.mean())
-    return mean - float(half), mean + float(half), "t"
+    return mean - half, mean + half
 
 
 def bootstrap_mean_ci(

@@ -13,12 +13,11 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from statsmodels.stats.proportion import proportion_confint
 
 from lib.judge.anchors import DriftCheck
 from lib.judge_models import STATUS_ERROR, STATUS_UNPARSEABLE
 from lib.models import from_json
-from lib.stats import continuous_metric, mcnemar_exact, with_holm
+from lib.stats import continuous_metric, mcnemar_exact, wilson, with_holm
 
 OUTCOME = {"candidate": "win", "baseline": "loss", "tie": "tie"}  # from the candidate's side
 
@@ -54,8 +53,8 @@ def judgements_frame(engine: Engine, comparison: str, config_id: int) -> pd.Data
 def _rate(k: int, n: int, alpha: float) -> dict[str, Any]:
     if n == 0:
         return {"count": k, "rate": None, "ci_low": None, "ci_high": None, "n": 0}
-    low, high = proportion_confint(k, n, alpha=alpha, method="wilson")
-    return {"count": k, "rate": k / n, "ci_low": float(low), "ci_high": float(high), "n": n}
+    low, high = wilson(k, n, alpha)
+    return {"count": k, "rate": k / n, "ci_low": low, "ci_high": high, "n": n}
 
 
 _SCORES_SQL = text("""
