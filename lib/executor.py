@@ -117,6 +117,14 @@ Progress = Callable[[ProgressEvent], None]
 
 
 # ---- one loop -------------------------------------------------------------------------------------
+class _Stopped(Exception):
+    """The progress callback raised: stop the run and hand its exception back."""
+
+    def __init__(self, reason: BaseException):
+        super().__init__(repr(reason))
+        self.reason = reason
+
+
 class _Executor:
     """Runs jobs under one semaphore and writes each result as it arrives."""
 
@@ -132,10 +140,21 @@ class _Executor:
         """More requests in flight from now on (a finished worker's share)."""
         self.caller.grow(slots)
 
-    async def run(self, jobs: list[Job]) -> None:
+    async def run(self, jobs: list[Job]) -> BaseException | None:
+        """Run every job; returns what the progress callback raised to stop the run (Ctrl-C, Streamlit
+        stopping the script), after cancelling the rest and finishing every write already started.
+        Returned, not raised: a KeyboardInterrupt raised inside a task escapes the event loop mid-step
+        and leaves a task whose exception is never retrieved."""
+        tasks = [asyncio.ensure_future(self._job(job)) for job in jobs]
         try:
-            await asyncio.gather(*(self._job(job) for job in jobs))
+            await asyncio.gather(*tasks)
+            return None
+        except _Stopped as stopped:
+            return stopped.reason
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.writer.shutdown(wait=True)
 
     async def _job(self, job: Job) -> None:
@@ -145,7 +164,10 @@ class _Executor:
         side.sent += 1
         side.errors += row["error"] is not None
         if self.progress is not None:
-            self.progress(side.event())
+            try:
+                self.progress(side.event())
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller by run()
+                raise _Stopped(exc) from None
 
     async def _call_with_retries(self, job: Job) -> dict[str, Any]:
         out = await self.caller.complete(job.kwargs)
@@ -224,7 +246,9 @@ def execute(engine: Engine, sides: list[Side], jobs: list[Job], options: RunOpti
     workers = choose_workers(options, pending) if url is not None else "in-process"
     cpu = time.process_time()
     if workers == "in-process":
-        asyncio.run(_Executor(engine, options, progress, options.concurrency).run(jobs))
+        stopped = asyncio.run(_Executor(engine, options, progress, options.concurrency).run(jobs))
+        if stopped is not None:
+            raise stopped
         return ExecStats(workers, time.process_time() - cpu)
     worker_cpu = _Workers(url, sides, jobs, options, progress).run()
     return ExecStats(workers, time.process_time() - cpu + worker_cpu)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 from sqlalchemy import func
@@ -264,12 +263,10 @@ def test_failure_inside_the_transaction_writes_nothing(engine, monkeypatch) -> N
     assert row_counts(engine) == before
 
 
-def test_100k_cases_import_in_seconds(engine) -> None:
+def test_100k_cases_import_in_one_transaction(engine) -> None:
+    """Scale, not speed (bench/ measures that): 100k cases in one import, every one stored."""
     lines = (json.dumps({"id": f"c{i}", "input": f"What is {i} + 1?", "expected": str(i + 1), "match": "numeric",
                          "category": f"cat{i % 7}"}) for i in range(100_000))
     data = "\n".join(lines).encode()
-    start = time.perf_counter()
     res = import_dataset(engine, data, "big.jsonl", "big")
-    elapsed = time.perf_counter() - start
     assert res.n_cases == 100_000 and row_counts(engine) == (1, 100_000)
-    assert elapsed < 15, f"took {elapsed:.1f}s"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -336,7 +335,8 @@ def test_failure_while_writing_rolls_everything_back(engine, monkeypatch) -> Non
     assert counts(engine) == before
 
 
-def test_100k_row_long_csv_loads_in_seconds(engine) -> None:
+def test_100k_row_long_csv_loads_every_pair(engine) -> None:
+    """Scale, not speed (bench/shadow_bench.py measures that)."""
     rng = random.Random(7)
     rows = ["request_id,timestamp,model,input,output,latency_ms,prompt_tokens,completion_tokens,cost_usd"]
     for i in range(50_000):
@@ -344,9 +344,6 @@ def test_100k_row_long_csv_loads_in_seconds(engine) -> None:
             rows.append(f"r{i},2025-03-01T09:{i % 60:02d}:00Z,{model},Where is order {i}?,"
                         f"Order {i} ships soon ({model}),{rng.randint(100, 900)},40,12,0.0001")
     data = "\n".join(rows).encode()
-    start = time.perf_counter()
     res = load_recorded(engine, data, "shadow.csv", "big",
                         mapping=LoadMapping(baseline="gpt-4o", candidate="gpt-4.1"))
-    elapsed = time.perf_counter() - start
     assert res.n_pairs == 50_000 and counts(engine)["Output"] == 100_000
-    assert elapsed < 20, f"took {elapsed:.1f}s"
