@@ -28,7 +28,7 @@ from lib.comparisons import get_comparison
 from lib.db import session_scope
 from lib.governance_models import AuditEvent, Policy
 from lib.models import SOURCE_RECORDED, Comparison, Output, Run, from_json
-from lib.policy import Criterion, PolicySpec, get_policy, stored_spec
+from lib.policy import JUDGE_SCORE, Criterion, PolicySpec, get_policy, stored_spec
 from lib.report import build_report
 from lib.stats import ALPHA as REPORT_DEFAULT_ALPHA
 
@@ -100,27 +100,46 @@ def _level_interval(m: dict) -> tuple[tuple[float, float] | None, str]:
     return None, ""
 
 
+# A pairwise judge rate -> its entry in report["judge"]["pairwise"].
+_PAIRWISE = {"judge_win_rate": "win", "judge_loss_rate": "loss", "judge_position_consistency": "position_consistency"}
+
+
 def _metric(report: dict, crit: Criterion) -> dict | None:
     if crit.metric == "drift":  # the latest stored drift analysis, attached by compute_verdict
         drift = report.get("drift")
         return {"candidate": drift.get("drifted_share")} if drift else None
+    if crit.metric == JUDGE_SCORE:
+        return (((report.get("judge") or {}).get("dimensions")) or {}).get(crit.dimension)
+    if crit.metric in _PAIRWISE:
+        rate = (((report.get("judge") or {}).get("pairwise")) or {}).get(_PAIRWISE[crit.metric])
+        if not rate or rate.get("rate") is None:
+            return None
+        return {"candidate": rate["rate"], "candidate_ci": [rate["ci_low"], rate["ci_high"]], "n": rate["n"]}
     if crit.category is None:
         return (report.get("metrics") or {}).get(crit.metric)
     return ((report.get("by_category") or {}).get(crit.category) or {}).get(crit.metric)
 
 
-def _missing_reason(crit: Criterion) -> str:
+def _missing_reason(crit: Criterion, report: dict) -> str:
     if crit.metric == "drift":
         return "no drift result for this comparison (drift analysis has not been run)"
+    judge = report.get("judge")
+    if crit.metric in _PAIRWISE or crit.metric == JUDGE_SCORE:
+        if not judge:
+            return "no judge results for this comparison (run `python -m lib judge`)"
+        if crit.metric in _PAIRWISE:
+            return "no pairwise judgement decided both orders (run the judge with --pairwise)"
+        dims = ", ".join(judge.get("config", {}).get("rubric") or []) or "none"
+        return f"the judge scored no pair on '{crit.dimension}' (the rubric's dimensions: {dims})"
     where = f" in category '{crit.category}'" if crit.category else ""
     return f"no applicable cases for {crit.metric}{where}"
 
 
-def judge_threshold(crit: Criterion, key: str, m: dict | None) -> CriterionResult:
+def judge_threshold(crit: Criterion, key: str, m: dict | None, report: dict | None = None) -> CriterionResult:
     margin = crit.thresholds[key]
     base = CriterionResult(crit.name, key, margin, crit.blocking, INCONCLUSIVE, "")
     if not m:
-        base.reason = _missing_reason(crit)
+        base.reason = _missing_reason(crit, report or {})
         return base
     on_delta, bad_above = _RULES[key]
     base.baseline, base.candidate, base.delta = m.get("baseline"), m.get("candidate"), m.get("delta")
@@ -143,7 +162,7 @@ def evaluate(spec: PolicySpec, report: dict) -> list[CriterionResult]:
     """Every threshold of every criterion against a report built at the policy's alpha (policy order)."""
     if report.get("alpha", REPORT_DEFAULT_ALPHA) != spec.alpha:
         raise ValueError(f"the report's intervals are at alpha {report.get('alpha')}, the policy's at {spec.alpha}")
-    return [judge_threshold(c, key, _metric(report, c)) for c in spec.criteria for key in c.thresholds]
+    return [judge_threshold(c, key, _metric(report, c), report) for c in spec.criteria for key in c.thresholds]
 
 
 def overall(results: list[CriterionResult]) -> str:
@@ -151,9 +170,14 @@ def overall(results: list[CriterionResult]) -> str:
     return NO_GO if FAIL in blocking else INCONCLUSIVE if INCONCLUSIVE in blocking else GO
 
 
-def _notes(results: list[CriterionResult]) -> list[str]:
-    return [f"non-blocking criterion {r.criterion} ({r.threshold}) fails" for r in results
-            if not r.blocking and r.result == FAIL]
+def _notes(spec: PolicySpec, results: list[CriterionResult], report: dict) -> list[str]:
+    notes = [f"non-blocking criterion {r.criterion} ({r.threshold}) fails" for r in results
+             if not r.blocking and r.result == FAIL]
+    drift = (report.get("judge") or {}).get("drift") or {}
+    if drift.get("flagged") and any(c.metric in _PAIRWISE or c.metric == JUDGE_SCORE for c in spec.criteria):
+        notes.append("the judge's own scores on its anchor set moved (judge drift): judge criteria may "
+                     f"reflect a changed judge, not the candidate. {drift.get('message') or ''}".strip())
+    return notes
 
 
 def candidate_started_at(session: Session, comp: Comparison) -> datetime | None:
@@ -174,7 +198,7 @@ def build_verdict(comp_name: str, policy: Policy, report: dict, started: datetim
                    n=int(report.get("n_pairs") or 0), verdict=overall(results),
                    post_hoc=started is not None and locked_at > started,
                    candidate_first_output_at=started.isoformat() if started else None,
-                   criteria=results, notes=_notes(results))
+                   criteria=results, notes=_notes(spec, results, report))
 
 
 def compute_verdict(engine: Engine, comparison: str, policy_name: str,

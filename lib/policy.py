@@ -28,17 +28,25 @@ from lib.db import session_scope
 from lib.errors import NotFoundError, ReviewInputError
 from lib.governance_models import Policy
 
-# Report metric keys (lib.report) plus the red-team rates to come and `drift` (the drifted share, from drift
-# analysis). Rates are fractions in [0, 1]. This is the one list: extend it when the report grows a metric.
+# Report metric keys (lib.report) including the red-team rates, `drift` (the drifted share, from drift
+# analysis) and the judge's results (report["judge"]): `judge_score:DIMENSION` (a rubric dimension's mean
+# score, 1-5) and the pairwise rates. Rates are fractions in [0, 1]. This is the one list: extend it when
+# the report grows a metric.
+JUDGE_SCORE = "judge_score"
+JUDGE_RATE_METRICS = ("judge_win_rate", "judge_loss_rate", "judge_position_consistency")
 RATE_METRICS = ("refusal_rate", "accuracy", "json_valid_rate", "json_valid_rate_lenient", "truncation_rate",
                 "error_rate", "injection_resistance_rate", "harmful_refusal_rate", "over_refusal_rate",
-                "instruction_following_rate", "drift")
+                "instruction_following_rate", "drift") + JUDGE_RATE_METRICS
 VALUE_METRICS = ("length_chars_mean", "length_words_mean", "completion_tokens_mean", "similarity",
-                 "latency_s_mean", "cost_usd_total")
+                 "latency_s_mean", "cost_usd_total", JUDGE_SCORE)
 KNOWN_METRICS = RATE_METRICS + VALUE_METRICS
 BOUNDED_METRICS = frozenset(RATE_METRICS + ("similarity",))  # thresholds must lie in [0, 1]
-NO_DELTA_METRICS = frozenset({"similarity", "drift"})  # no baseline-candidate delta: min / max only
-UNCATEGORISED_METRICS = frozenset({"drift"})  # drift is computed for the whole comparison only
+# No baseline-candidate delta: min / max only (a pairwise rate is one number about both sides).
+NO_DELTA_METRICS = frozenset({"similarity", "drift", *JUDGE_RATE_METRICS})
+# Computed for the whole comparison only.
+UNCATEGORISED_METRICS = frozenset({"drift", JUDGE_SCORE, *JUDGE_RATE_METRICS})
+DIMENSION_SEP = ":"
+SCORE_MAX = 5  # rubric scores are 1-5 (lib.judge.rubric)
 DELTA_KEYS = ("max_increase", "max_decrease")
 LEVEL_KEYS = ("min", "max")
 THRESHOLD_KEYS = DELTA_KEYS + LEVEL_KEYS
@@ -68,11 +76,12 @@ class PolicyNotFound(NotFoundError):
 
 @dataclass(frozen=True)
 class Criterion:
-    name: str  # as written: "accuracy" or "accuracy@math"
+    name: str  # as written: "accuracy", "accuracy@math" or "judge_score:accuracy"
     metric: str
     category: str | None
     thresholds: dict[str, float]  # subset of THRESHOLD_KEYS
     blocking: bool = True
+    dimension: str | None = None  # the rubric dimension of a judge_score criterion
 
 
 @dataclass(frozen=True)
@@ -202,10 +211,15 @@ def _trigger(metric: str, body: Any, source: str) -> Trigger:
 
 def _criterion(name: str, body: Any, source: str) -> Criterion:
     metric, _, category = name.partition(CATEGORY_SEP)
+    metric, has_dimension, dimension = metric.partition(DIMENSION_SEP)
     if metric not in KNOWN_METRICS:
         raise PolicyError(source, f"unknown metric (known: {', '.join(KNOWN_METRICS)})", criterion=name)
+    if (metric == JUDGE_SCORE) != bool(has_dimension and dimension.strip()):
+        raise PolicyError(source, f"a judge score criterion names its rubric dimension: {JUDGE_SCORE}:DIMENSION "
+                                  "(and only it has one)", criterion=name)
     if CATEGORY_SEP in name and (not category or metric in UNCATEGORISED_METRICS):
-        raise PolicyError(source, "a per-category criterion is METRIC@CATEGORY (not for drift)", criterion=name)
+        raise PolicyError(source, "a per-category criterion is METRIC@CATEGORY (not for drift or the judge's "
+                                  "results)", criterion=name)
     if not isinstance(body, dict):
         raise PolicyError(source, "must be a table of thresholds", criterion=name)
     for key in body:
@@ -222,7 +236,7 @@ def _criterion(name: str, body: Any, source: str) -> Criterion:
     blocking = body.get("blocking", True)
     if not isinstance(blocking, bool):
         raise PolicyError(source, "must be true or false", criterion=name, key="blocking")
-    return Criterion(name, metric, category or None, thresholds, blocking)
+    return Criterion(name, metric, category or None, thresholds, blocking, dimension.strip() or None)
 
 
 def _number(value: Any, source: str, criterion: str | None, key: str) -> float:
@@ -238,6 +252,8 @@ def _threshold(metric: str, value: Any, source: str, criterion: str, key: str) -
     if metric in BOUNDED_METRICS and number > 1:
         raise PolicyError(source, f"{metric} is a fraction: use a value in [0, 1], got {number}",
                           criterion=criterion, key=key)
+    if metric == JUDGE_SCORE and number > SCORE_MAX:
+        raise PolicyError(source, f"judge scores are 1 to {SCORE_MAX}: got {number}", criterion=criterion, key=key)
     return number
 
 

@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from lib.errors import ReviewInputError
-from lib.policy import (DEFAULT_ALPHA, KNOWN_METRICS, THRESHOLD_KEYS, PolicyError, create_policy, list_policies,
-                        policy_from_dict)
+from lib.policy import (CATEGORY_SEP, DEFAULT_ALPHA, DIMENSION_SEP, JUDGE_SCORE, KNOWN_METRICS, THRESHOLD_KEYS,
+                        PolicyError, create_policy, list_policies, policy_from_dict)
 from pages import _shared
 
 st.title("Policies")
@@ -20,12 +20,17 @@ ROWS_KEY = "policy_n_rows"
 def _row(i: int) -> tuple[str, str, float, bool]:
     cols = st.columns([3, 2, 2, 2, 1])
     metric = cols[0].selectbox("criterion", KNOWN_METRICS, key=f"policy_row_{i}_metric")
-    category = cols[1].text_input("category (optional)", key=f"policy_row_{i}_category").strip()
+    scoped = cols[1].text_input("judge dimension" if metric == JUDGE_SCORE else "category (optional)",
+                                key=f"policy_row_{i}_category",
+                                help="A rubric dimension (e.g. accuracy)" if metric == JUDGE_SCORE else
+                                "Limit the criterion to one category of cases").strip()
     key = cols[2].selectbox("threshold", THRESHOLD_KEYS, key=f"policy_row_{i}_key")
     value = cols[3].number_input("value", min_value=0.0, value=0.02, step=0.01, format="%.4f",
                                  key=f"policy_row_{i}_value")
     blocking = cols[4].checkbox("blocking", value=True, key=f"policy_row_{i}_blocking")
-    return f"{metric}@{category}" if category else metric, key, float(value), blocking
+    if metric == JUDGE_SCORE:
+        return f"{metric}{DIMENSION_SEP}{scoped}", key, float(value), blocking
+    return f"{metric}{CATEGORY_SEP}{scoped}" if scoped else metric, key, float(value), blocking
 
 
 def _criteria_from_rows(rows: list[tuple[str, str, float, bool]]) -> dict[str, dict[str, Any]]:

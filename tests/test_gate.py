@@ -151,3 +151,57 @@ def test_not_post_hoc_when_policy_locked_before(engine) -> None:
     verdict, _ = _verdict_at(engine, b"[criteria.accuracy]\nmin = 0.5\n", timedelta(hours=1), True)
     assert verdict.post_hoc is False
     assert len(verdict.policy_hash) == 64 and verdict.to_dict()["ci_level"] == pytest.approx(0.95)
+
+
+def judge_report(dims: dict | None = None, pairwise: dict | None = None, drift: dict | None = None) -> dict:
+    block = {"config": {"rubric": ["accuracy", "safety"]}, "dimensions": dims or {}, "pairwise": pairwise,
+             "drift": drift or {"status": "stable", "flagged": False}}
+    return {**report({}), "judge": block}
+
+
+def rate(count: int, n: int, lo: float, hi: float) -> dict:
+    return {"count": count, "rate": count / n, "ci_low": lo, "ci_high": hi, "n": n}
+
+
+def test_judge_score_criteria_use_the_delta_ci_and_the_candidates_own_interval() -> None:
+    accuracy = {**metric(4.5, 3.9, -0.8, -0.4, n=50), "candidate_ci": [3.7, 4.1]}
+    rep = judge_report({"accuracy": accuracy, "safety": metric(4.9, 4.9, -0.1, 0.1, n=50)})
+    acc_delta, acc_min, safety = judge('[criteria."judge_score:accuracy"]\nmax_decrease = 0.3\nmin = 3.5\n'
+                                       '[criteria."judge_score:safety"]\nmax_decrease = 0.3\n', rep)
+    assert (acc_delta.result, acc_delta.ci, acc_delta.n) == (FAIL, (-0.8, -0.4), 50)
+    assert (acc_min.result, acc_min.ci) == (PASS, (3.7, 4.1))
+    assert safety.result == PASS
+
+
+def test_pairwise_rates_are_judged_on_their_wilson_intervals() -> None:
+    rep = judge_report(pairwise={"win": rate(10, 40, 0.14, 0.40), "loss": rate(25, 40, 0.47, 0.76),
+                                 "tie": rate(5, 40, 0.05, 0.26), "position_consistency": rate(36, 40, 0.77, 0.96)})
+    win, loss, consistency = judge("[criteria.judge_win_rate]\nmin = 0.1\n[criteria.judge_loss_rate]\nmax = 0.4\n"
+                                   "[criteria.judge_position_consistency]\nmin = 0.8\n", rep)
+    assert (win.result, win.observed, win.n) == (PASS, 0.25, 40)
+    assert (loss.result, loss.ci) == (FAIL, (0.47, 0.76))
+    assert consistency.result == INCONCLUSIVE
+
+
+def test_judge_criteria_without_judge_results_are_inconclusive_and_say_why() -> None:
+    no_judge = judge('[criteria."judge_score:accuracy"]\nmax_decrease = 0.3\n[criteria.judge_win_rate]\nmin = 0.1\n',
+                     report({}))
+    assert [r.result for r in no_judge] == [INCONCLUSIVE, INCONCLUSIVE]
+    assert all("no judge results" in r.reason and "python -m lib judge" in r.reason for r in no_judge)
+    tone, win = judge('[criteria."judge_score:tone"]\nmax_decrease = 0.3\n[criteria.judge_win_rate]\nmin = 0.1\n',
+                      judge_report({"accuracy": metric(4, 4, 0, 0)}))
+    assert "no pair on 'tone'" in tone.reason and "accuracy, safety" in tone.reason
+    assert "--pairwise" in win.reason
+
+
+def test_a_drifted_judge_is_noted_in_the_verdict(engine) -> None:
+    make_comparison(engine, "cmp", pairs(20))
+    create_policy(engine, "p", b'[criteria."judge_score:accuracy"]\nmax_decrease = 0.3\n')
+    rep = judge_report({"accuracy": metric(4, 4, -0.1, 0.1)},
+                       drift={"status": "drifted", "flagged": True, "message": "anchor scores moved by 0.9"})
+    with Session(engine) as s:
+        verdict = build_verdict("cmp", get_policy(s, "p"), rep, None)
+    assert verdict.verdict == GO and any("judge drift" in n and "moved by 0.9" in n for n in verdict.notes)
+    steady = build_verdict("cmp", get_policy(Session(engine), "p"), judge_report({"accuracy": metric(4, 4, -0.1, 0.1)}),
+                           None)
+    assert steady.notes == []

@@ -50,6 +50,23 @@ def test_policy_page_locks_from_criteria_rows(engine) -> None:
     assert at.dataframe[0].value["content_hash"].tolist() == [stored.content_hash]
 
 
+def test_policy_page_locks_a_judge_score_criterion_on_a_dimension(engine) -> None:
+    at = _page("pages/policy.py").run()
+    at.text_input(key="policy_name").set_value("judged")
+    at.selectbox(key="policy_row_0_metric").set_value("judge_score").run()
+    assert at.text_input(key="policy_row_0_category").label == "judge dimension"
+    at.selectbox(key="policy_row_0_key").set_value("max_decrease")
+    at.number_input(key="policy_row_0_value").set_value(0.3).run()
+    assert "names its rubric dimension" in at.error[0].value and at.button(key="policy_create").disabled
+    at.text_input(key="policy_row_0_category").set_value("accuracy").run()
+    at.button(key="policy_create").click().run()
+    assert not at.exception and at.success and "Locked judged v1" in at.success[0].value
+    with Session(engine) as s:
+        [criterion] = parse_policy(s.exec(select(Policy)).one().content_toml).criteria
+    assert (criterion.name, criterion.dimension, criterion.thresholds) == (
+        "judge_score:accuracy", "accuracy", {"max_decrease": 0.3})
+
+
 def test_policy_page_upload_and_errors(engine) -> None:
     at = _page("pages/policy.py").run()
     at.text_input(key="policy_name").set_value("uploaded")

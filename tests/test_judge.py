@@ -626,3 +626,31 @@ def test_the_readable_report_shows_the_judge(engine, db_url: str, llm_server: LL
     assert "Judge openai/judge (4 pairs judged; unparseable 0)" in out.stdout
     assert "accuracy" in out.stdout and "4.00   2.00  -2.00" in out.stdout
     assert "win 100%" in out.stdout and "position consistency 100%" in out.stdout
+
+
+def test_the_gate_reads_judge_criteria_from_the_stored_judgements(engine, db_url: str, llm_server: LLMServer,
+                                                                  tmp_path: Path) -> None:
+    load_comparison(engine, n=6)
+    policy = tmp_path / "judge_gate.toml"
+    policy.write_text('[criteria."judge_score:accuracy"]\nmax_decrease = 0.5\n'
+                      '[criteria."judge_score:safety"]\nmax_decrease = 0.5\n'
+                      "[criteria.judge_loss_rate]\nmax = 0.3\n[criteria.judge_position_consistency]\nmin = 0.5\n")
+    assert cli("policy", "create", "--name", "judged", "--file", str(policy), db_url=db_url).returncode == 0
+    before = cli("gate", "cmp", "--policy", "judged", "--json", db_url=db_url)
+    assert before.returncode == 3, before.stderr  # nothing judged yet: inconclusive, with the reason
+    assert all("no judge results" in c["reason"] for c in json.loads(before.stdout)["criteria"])
+
+    script_defaults(llm_server)
+    llm_server.script(scores(accuracy=2), contains="cand answer")  # the candidate's answers score lower
+    llm_server.script(preference("A"), contains="[Answer A]\nbase answer")  # the baseline wins in both orders
+    llm_server.script(preference("B"), contains="[Answer A]\ncand answer")
+    judge(engine, llm_server, pairwise=True)
+    after = cli("gate", "cmp", "--policy", "judged", "--json", db_url=db_url)
+    assert after.returncode == 1, after.stderr  # no-go
+    results = {(c["criterion"], c["threshold"]): c for c in json.loads(after.stdout)["criteria"]}
+    accuracy = results[("judge_score:accuracy", "max_decrease")]
+    assert (accuracy["result"], accuracy["baseline"], accuracy["candidate"], accuracy["n"]) == ("fail", 5.0, 2.0, 6)
+    assert results[("judge_score:safety", "max_decrease")]["result"] == "pass"
+    loss = results[("judge_loss_rate", "max")]
+    assert (loss["result"], loss["candidate"], loss["n"]) == ("fail", 1.0, 6)
+    assert results[("judge_position_consistency", "min")]["result"] == "pass"

@@ -52,6 +52,13 @@ def test_per_category_and_future_red_team_metrics() -> None:
     (b'[criteria."accuracy@"]\nmin = 0.1\n', "accuracy@", None),
     (b"[criteria.similarity]\nmax_decrease = 0.1\n", "similarity", "max_decrease"),  # no delta to bound
     (b"[criteria.drift]\nmax_increase = 0.1\n", "drift", "max_increase"),
+    (b"[criteria.judge_score]\nmax_decrease = 0.5\n", "judge_score", None),  # which dimension?
+    (b'[criteria."judge_score:"]\nmax_decrease = 0.5\n', "judge_score:", None),
+    (b'[criteria."accuracy:math"]\nmin = 0.5\n', "accuracy:math", None),  # only judge_score has one
+    (b'[criteria."judge_score:accuracy@math"]\nmin = 3\n', "judge_score:accuracy@math", None),
+    (b'[criteria."judge_score:accuracy"]\nmin = 6\n', "judge_score:accuracy", "min"),  # scores are 1-5
+    (b"[criteria.judge_win_rate]\nmax_decrease = 0.1\n", "judge_win_rate", "max_decrease"),
+    (b"[criteria.judge_loss_rate]\nmax = 1.5\n", "judge_loss_rate", "max"),
 ])
 def test_invalid_criteria_name_file_criterion_and_key(text: bytes, criterion: str, key: str | None) -> None:
     with pytest.raises(PolicyError) as err:
@@ -124,3 +131,12 @@ def test_a_policy_without_canary_keeps_its_canonical_text() -> None:
         "[criteria.accuracy]\nmax_decrease = 0.02\nblocking = true\n\n"
         "[criteria.json_valid_rate]\nmin = 0.9\nblocking = true\n\n"
         "[criteria.refusal_rate]\nmax_increase = 0.02\nblocking = true\n")
+
+
+def test_judge_criteria_parse_with_their_dimension() -> None:
+    spec = parse_policy(b'[criteria."judge_score:accuracy"]\nmax_decrease = 0.3\nmin = 3.5\n'
+                        b"[criteria.judge_win_rate]\nmin = 0.4\n[criteria.judge_position_consistency]\nmin = 0.8\n")
+    score, win, consistency = spec.criteria
+    assert (score.metric, score.dimension, score.category) == ("judge_score", "accuracy", None)
+    assert score.thresholds == {"max_decrease": 0.3, "min": 3.5}
+    assert (win.metric, win.dimension, consistency.metric) == ("judge_win_rate", None, "judge_position_consistency")
