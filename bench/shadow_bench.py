@@ -4,6 +4,9 @@ it, build the report; print times and each phase's peak memory.
     .venv/bin/python -m bench.shadow_bench --calls 1000000            # the goal: 1M calls on 2 cores
     .venv/bin/python -m bench.shadow_bench --calls 100000 --kind jsonl --gzip
 
+It also measures what `judge --sample 0.05` reads before its first call: the sampled pairs' texts only,
+against reading every pair's texts first (the way it was).
+
 Each phase runs in its own process so its peak RSS (ru_maxrss) is its own. The store is a fresh
 SQLite file under --workdir (default: a temporary directory).
 """
@@ -97,6 +100,33 @@ def phase_report(db: str) -> dict:
             "refusal_delta": round(metrics["refusal_rate"]["delta"], 4) if "refusal_rate" in metrics else None}
 
 
+def phase_judge_sample(db: str, how: str) -> dict:
+    """What `judge --sample 0.05` reads before its first call: the sampled pairs with their texts
+    (`sampled`), or, for comparison, every pair with its texts then the sample (`all-texts`)."""
+    from sqlmodel import Session
+
+    from lib.comparisons import get_comparison, load_pairs
+    from lib.db import get_engine
+    from lib.judge.run import eligible_pairs
+    from lib.judge.sampling import parse_sample, select_sample
+    from lib.checked import with_texts
+
+    engine = get_engine(f"sqlite:///{db}")
+    started = time.perf_counter()
+    sample = parse_sample("0.05")
+    if how == "sampled":
+        with Session(engine) as session:
+            pairs = eligible_pairs(engine, get_comparison(session, "shadow-bench"))
+        keys = list(zip(pairs["case_key"].astype(str), pairs["repeat"].astype(int)))
+        chosen = with_texts(engine, pairs.iloc[select_sample(keys, sample, "shadow-bench", "bench")])
+    else:
+        pairs = load_pairs(engine, "shadow-bench")
+        keys = list(zip(pairs["case_key"].astype(str), pairs["repeat"].astype(int)))
+        chosen = pairs.iloc[select_sample(keys, sample, "shadow-bench", "bench")]
+    return {f"judge_{how}_s": round(time.perf_counter() - started, 2), f"judge_{how}_peak_mb": round(_peak_mb()),
+            "judge_sampled_pairs": len(chosen)}
+
+
 def _child(args: list[str]) -> dict:
     out = subprocess.run([sys.executable, "-m", "bench.shadow_bench", *args], check=True, capture_output=True,
                          text=True)
@@ -109,7 +139,8 @@ def main() -> None:
     parser.add_argument("--kind", choices=("csv", "jsonl"), default="csv")
     parser.add_argument("--gzip", action="store_true")
     parser.add_argument("--workdir", type=Path)
-    parser.add_argument("--phase", choices=("load", "report"), help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=("load", "report", "judge-sample"), help=argparse.SUPPRESS)
+    parser.add_argument("--how", choices=("sampled", "all-texts"), help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -118,6 +149,9 @@ def main() -> None:
         return
     if args.phase == "report":
         print(json.dumps(phase_report(args.db)))
+        return
+    if args.phase == "judge-sample":
+        print(json.dumps(phase_judge_sample(args.db, args.how)))
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shadow-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +171,10 @@ def main() -> None:
     print(f"build_report: {figures['report_s']} s over {figures['report_n_pairs']} pairs, "
           f"peak {figures['report_peak_mb']} MB (accuracy present: {figures['accuracy_present']}, "
           f"refusal delta {figures['refusal_delta']})")
+    for how in ("sampled", "all-texts"):
+        figures |= _child(["--phase", "judge-sample", "--db", db, "--how", how])
+        print(f"judge --sample 0.05, reading {how}: {figures[f'judge_{how}_s']} s for "
+              f"{figures['judge_sampled_pairs']} pairs, peak {figures[f'judge_{how}_peak_mb']} MB")
 
 
 if __name__ == "__main__":

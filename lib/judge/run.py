@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from lib import llm
 from lib.audit import record_event
-from lib.comparisons import get_comparison, load_pairs
+from lib.checked import with_texts
+from lib.comparisons import get_comparison
 from lib.db import session_scope, utcnow, write_engine
 from lib.errors import ReviewInputError
 from lib.judge.anchors import DEFAULT_DRIFT_THRESHOLD, DriftCheck, anchor_rubric, check_drift, load_anchors
@@ -34,7 +35,7 @@ from lib.judge.sampling import Sample, select_sample
 from lib.judge.templates import Template, clip
 from lib.judge_models import (STATUS_ERROR, STATUS_OK, STATUS_UNPARSEABLE, JudgeConfig, JudgeRun,
                               JudgeScore, Judgement)
-from lib.models import to_json
+from lib.models import Comparison, to_json
 
 SIDES = ("baseline", "candidate")
 _JSON_MODE_ERROR = re.compile(r"response_format|json[_ ]?(object|mode)", re.IGNORECASE)
@@ -149,10 +150,22 @@ def _anchor_items(run_id: int, settings: JudgeSettings) -> list[_Item]:
 
 
 # ---- preparing -----------------------------------------------------------------------------------
-def eligible_pairs(frame: pd.DataFrame) -> pd.DataFrame:
-    """Pairs with an answer on both sides (a provider error is not an answer to judge)."""
-    ok = frame["b_text"].notna() & frame["c_text"].notna() & frame["b_error"].isna() & frame["c_error"].isna()
-    return frame[ok].reset_index(drop=True)
+_ELIGIBLE_SQL = text("""
+SELECT ca.id AS case_id, ca.case_key, b.repeat, b.id AS b_output_id, o.id AS c_output_id
+FROM output b
+JOIN output o ON o.run_id = :c AND o.case_id = b.case_id AND o.repeat = b.repeat
+JOIN "case" ca ON ca.id = b.case_id
+WHERE b.run_id = :b AND b.text IS NOT NULL AND o.text IS NOT NULL AND b.error IS NULL AND o.error IS NULL
+ORDER BY ca.position, ca.id, b.repeat
+""")
+
+
+def eligible_pairs(engine: Engine, comparison: Comparison) -> pd.DataFrame:
+    """Keys of the pairs with an answer on both sides (a provider error is not an answer to judge), without
+    texts: a 5% sample of a million logged calls reads only the sampled texts (`with_texts`)."""
+    with engine.connect() as conn:
+        return pd.read_sql(_ELIGIBLE_SQL, conn,
+                           params={"b": comparison.baseline_run_id, "c": comparison.candidate_run_id})
 
 
 def _stored_keys(session: Session, config_id: int, comparison_id: int) -> dict[str, str]:
@@ -175,11 +188,12 @@ class _Plan:
 
 def _prepare(engine: Engine, comparison: str, settings: JudgeSettings, options: JudgeOptions) -> _Plan:
     with Session(engine) as session:
-        comp_id = get_comparison(session, comparison).id
-    pairs = eligible_pairs(load_pairs(engine, comparison))
+        comp = get_comparison(session, comparison)
+        comp_id = comp.id
+    pairs = eligible_pairs(engine, comp)
     config = judge_config(engine, settings)
     keys = list(zip(pairs["case_key"].astype(str), pairs["repeat"].astype(int)))
-    chosen = pairs.iloc[select_sample(keys, options.sample, comparison, config.config_hash)]
+    chosen = with_texts(engine, pairs.iloc[select_sample(keys, options.sample, comparison, config.config_hash)])
     _, anchor_hash = load_anchors()
     with session_scope(engine) as session:
         stored = _stored_keys(session, config.id, comp_id)
