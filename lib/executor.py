@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 
-from lib import llm
+from lib import llm, stoppable
 from lib.db import get_engine, utcnow, write_engine
 from lib.errors import ReviewInputError
 from lib.models import Output, Run
@@ -117,14 +117,6 @@ Progress = Callable[[ProgressEvent], None]
 
 
 # ---- one loop -------------------------------------------------------------------------------------
-class _Stopped(Exception):
-    """The progress callback raised: stop the run and hand its exception back."""
-
-    def __init__(self, reason: BaseException):
-        super().__init__(repr(reason))
-        self.reason = reason
-
-
 class _Executor:
     """Runs jobs under one semaphore and writes each result as it arrives."""
 
@@ -141,20 +133,10 @@ class _Executor:
         self.caller.grow(slots)
 
     async def run(self, jobs: list[Job]) -> BaseException | None:
-        """Run every job; returns what the progress callback raised to stop the run (Ctrl-C, Streamlit
-        stopping the script), after cancelling the rest and finishing every write already started.
-        Returned, not raised: a KeyboardInterrupt raised inside a task escapes the event loop mid-step
-        and leaves a task whose exception is never retrieved."""
-        tasks = [asyncio.ensure_future(self._job(job)) for job in jobs]
+        """Run every job; returns what the progress callback raised to stop the run (lib.stoppable)."""
         try:
-            await asyncio.gather(*tasks)
-            return None
-        except _Stopped as stopped:
-            return stopped.reason
+            return await stoppable.gather_stoppable(self._job(job) for job in jobs)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             self.writer.shutdown(wait=True)
 
     async def _job(self, job: Job) -> None:
@@ -163,11 +145,7 @@ class _Executor:
         side = job.side
         side.sent += 1
         side.errors += row["error"] is not None
-        if self.progress is not None:
-            try:
-                self.progress(side.event())
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller by run()
-                raise _Stopped(exc) from None
+        stoppable.report(self.progress, side.event())
 
     async def _call_with_retries(self, job: Job) -> dict[str, Any]:
         out = await self.caller.complete(job.kwargs)
@@ -246,9 +224,7 @@ def execute(engine: Engine, sides: list[Side], jobs: list[Job], options: RunOpti
     workers = choose_workers(options, pending) if url is not None else "in-process"
     cpu = time.process_time()
     if workers == "in-process":
-        stopped = asyncio.run(_Executor(engine, options, progress, options.concurrency).run(jobs))
-        if stopped is not None:
-            raise stopped
+        stoppable.run(_Executor(engine, options, progress, options.concurrency).run(jobs))
         return ExecStats(workers, time.process_time() - cpu)
     worker_cpu = _Workers(url, sides, jobs, options, progress).run()
     return ExecStats(workers, time.process_time() - cpu + worker_cpu)

@@ -19,6 +19,7 @@ from lib.db import utcnow
 KINDS = ("pointwise", "pairwise", "anchor")
 ORDERS = ("ab", "ba")  # ab: A = baseline, B = candidate; ba: swapped
 STATUS_OK, STATUS_UNPARSEABLE, STATUS_ERROR = "ok", "unparseable", "error"
+RUN_INTERRUPTED = "interrupted"  # a judge run stopped by Ctrl-C or the page (its judgements are kept)
 
 
 class JudgeConfig(SQLModel, table=True):
@@ -50,7 +51,7 @@ class JudgeRun(SQLModel, table=True):
     n_selected: int = 0  # pairs in the sample
     n_sent: int = 0  # judgements requested by this invocation (anchors included)
     n_resumed: int = 0  # judgements already stored under this config, not sent again
-    status: str = "running"  # running | complete | partial (provider errors remain)
+    status: str = "running"  # running | complete | partial (provider errors remain) | interrupted (stopped)
     anchor_set_hash: Optional[str] = None
     drift_status: Optional[str] = None  # reference | stable | changed | insufficient | skipped
     drift_mac: Optional[float] = None  # mean absolute change of anchor scores vs the reference run

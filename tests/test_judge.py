@@ -283,6 +283,34 @@ def test_sampled_runs_resume_without_rejudging(engine, llm_server: LLMServer) ->
     assert len(case_prompts(llm_server)) == 20  # only the 10 new pairs, both sides
 
 
+def test_a_stopped_run_is_marked_interrupted_keeps_its_judgements_and_resumes(engine, llm_server: LLMServer) -> None:
+    """Ctrl-C or the page stopping the script surfaces as an exception from the progress callback."""
+    load_comparison(engine, n=30)
+    script_defaults(llm_server)
+    llm_server.latency = 0.05
+
+    def stop_after_ten(event: Any) -> None:
+        if event.done >= 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_judge(engine, "cmp", JudgeSettings(JUDGE), JudgeOptions(api_base=llm_server.url,
+                                                                    calls=CallOptions(**FAST, concurrency=2)),
+                  progress=stop_after_ten)
+    with Session(engine) as session:
+        [stopped] = session.exec(select(JudgeRun)).all()
+    kept = [j for j in judgements(engine) if j.kind == "pointwise"]
+    assert stopped.status == "interrupted" and stopped.finished_at is not None and 1 <= len(kept) < 60
+    sent = len(llm_server.log)
+
+    llm_server.latency = 0.0
+    resumed = judge(engine, llm_server)
+    asked_again = [r for r in llm_server.log[sent:] if r.model == "judge" and "[Question]\nquestion " in r.prompt]
+    assert resumed.status == "complete" and resumed.n_resumed == len(kept)
+    assert len(asked_again) == 60 - len(kept)  # what was stored is not asked again
+    assert len(judgements(engine, kind="pointwise")) == 60
+
+
 def test_failed_calls_are_stored_then_only_they_are_resent(engine, llm_server: LLMServer) -> None:
     load_comparison(engine, n=3)
     script_defaults(llm_server)

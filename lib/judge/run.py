@@ -20,7 +20,7 @@ from sqlalchemy import delete, insert, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from lib import llm
+from lib import llm, stoppable
 from lib.audit import record_event
 from lib.checked import with_texts
 from lib.comparisons import get_comparison
@@ -33,7 +33,7 @@ from lib.judge.parsing import PAIRWISE_SCHEMA, pointwise_schema, score_keys
 from lib.judge.rubric import Rubric
 from lib.judge.sampling import Sample, select_sample
 from lib.judge.templates import Template, clip
-from lib.judge_models import (STATUS_ERROR, STATUS_OK, STATUS_UNPARSEABLE, JudgeConfig, JudgeRun,
+from lib.judge_models import (RUN_INTERRUPTED, STATUS_ERROR, STATUS_OK, STATUS_UNPARSEABLE, JudgeConfig, JudgeRun,
                               JudgeScore, Judgement)
 from lib.models import Comparison, to_json
 
@@ -212,6 +212,12 @@ def _prepare(engine: Engine, comparison: str, settings: JudgeSettings, options: 
 
 
 # ---- storing -------------------------------------------------------------------------------------
+def _mark_interrupted(engine: Engine, run_id: int) -> None:
+    with session_scope(engine) as session:
+        session.execute(update(JudgeRun).where(JudgeRun.id == run_id)
+                        .values(status=RUN_INTERRUPTED, finished_at=utcnow()))
+
+
 def _judgement_row(plan: _Plan, item: _Item, reply: Reply) -> dict[str, Any]:
     c, parsed = reply.completion, reply.parsed
     status = STATUS_ERROR if reply.error else STATUS_OK if parsed.ok else STATUS_UNPARSEABLE
@@ -264,11 +270,6 @@ class _Executor:
         self.total = plan.n_resumed + len(plan.items)
         self.counts = {STATUS_OK: 0, STATUS_ERROR: 0, STATUS_UNPARSEABLE: 0}
 
-    def report(self) -> None:
-        if self.progress is not None:
-            self.progress(JudgeProgress(self.done, self.total, self.counts[STATUS_ERROR],
-                                        self.counts[STATUS_UNPARSEABLE]))
-
     async def _one(self, caller: JudgeCaller, writer: ThreadPoolExecutor, item: _Item) -> None:
         kwargs = {**self.base_kwargs, "messages": item.messages}
         if self.json_mode:
@@ -284,13 +285,18 @@ class _Executor:
         self.done += 1
         self.report()
 
-    async def run(self) -> None:
+    def report(self) -> None:
+        stoppable.report(self.progress, JudgeProgress(self.done, self.total, self.counts[STATUS_ERROR],
+                                                      self.counts[STATUS_UNPARSEABLE]))
+
+    async def run(self) -> BaseException | None:
+        """Every item; returns what the progress callback raised to stop the run (lib.stoppable)."""
         caller = JudgeCaller(self.options)
         # One writer thread: a commit waiting on the disk or another writer must not stall the loop.
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judgement-writer")
         try:
             self.report()
-            await asyncio.gather(*(self._one(caller, writer, item) for item in self.plan.items))
+            return await stoppable.gather_stoppable(self._one(caller, writer, item) for item in self.plan.items)
         finally:
             writer.shutdown(wait=True)
 
@@ -327,7 +333,11 @@ def run_judge(engine: Engine, comparison: str, settings: JudgeSettings, options:
     started = time.monotonic()
     plan = _prepare(engine, comparison, settings, options)
     executor = _Executor(engine, plan, settings, options, progress)
-    asyncio.run(executor.run())
+    try:
+        stoppable.run(executor.run())
+    except BaseException:
+        _mark_interrupted(engine, plan.run_id)  # what was judged is stored; the same command resumes
+        raise
     drift, status = _finish(engine, comparison, plan, settings, options, executor)
     return JudgeRunResult(plan.run_id, comparison, settings.model, plan.config.config_hash, plan.n_pairs,
                           plan.n_selected, len(plan.items), plan.n_resumed, executor.counts[STATUS_ERROR],
