@@ -17,7 +17,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from conftest import ROOT
-from lib.comparisons import load_pairs
+from lib.comparisons import list_comparisons, load_pairs
 from lib.datasets import CaseRecord, content_hash
 from lib.errors import RecordedLoadError
 from lib.governance_models import AuditEvent
@@ -107,6 +107,17 @@ def test_jsonl_gz_and_role_column_pick_the_sides(engine, tmp_path: Path) -> None
     assert (result.fmt, result.n_pairs, result.baseline, result.candidate) == ("shadow", 9, SERVING, SHADOW)
     pairs = load_pairs(engine, "by-role")
     assert pairs["b_error"].isna().all() and pairs["c_error"].isna().all()  # "error": "" is no error
+
+
+def test_a_log_without_a_model_column_names_its_sides_by_role_or_as_given(engine) -> None:
+    rows = [{k: v for k, v in r.items() if k != "model"} for r in log_rows(4)]
+    unnamed = load_recorded(engine, csv_bytes(rows), "traffic.csv", "unnamed", "shadow", LoadMapping())
+    assert (unnamed.baseline, unnamed.candidate) == ("serving", "shadow")
+    named = load_recorded(engine, csv_bytes(rows), "traffic.csv", "named", "shadow",
+                          LoadMapping(baseline="gpt-4o", candidate="gpt-4.1", role_col="role"))
+    assert (named.baseline, named.candidate, named.n_pairs) == ("gpt-4o", "gpt-4.1", 4)
+    assert {c["name"]: (c["baseline"], c["candidate"]) for c in list_comparisons(engine)}["named"] == (
+        "gpt-4o", "gpt-4.1")
 
 
 def test_errors_are_outputs_not_answers(engine) -> None:

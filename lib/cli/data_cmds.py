@@ -87,7 +87,8 @@ def load(
         None, "--completion-tokens-col", help="Completion tokens column."),
     timestamp_col: Optional[str] = typer.Option(None, "--timestamp-col", help="Log timestamp column (UTC)."),
     role_col: Optional[str] = typer.Option(
-        None, "--role-col", help="shadow: column saying serving (baseline) or shadow (candidate) per row."),
+        None, "--role-col", help="shadow: column saying serving (baseline) or shadow (candidate) per row; "
+                                 "--baseline/--candidate then only name the sides."),
     match: Optional[str] = typer.Option(None, "--match", help="Match rule for every case."),
     pattern: Optional[str] = typer.Option(None, "--pattern", help="Pattern for --match regex."),
 ) -> None:

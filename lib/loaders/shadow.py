@@ -9,6 +9,8 @@ report, not false. The comparison's source is `shadow` and its notes say `"traff
 
 Sides: `--baseline`/`--candidate` name the model values, or a role column (`role`, `mode`) says
 `serving` (baseline) or `shadow` (candidate) per row. Rows of other models are counted and ignored.
+With a role column, the sides are recorded under the model each role logs, or under `--baseline` /
+`--candidate` when given with `--role-col` (a log without a model column), else `serving` / `shadow`.
 Each case keeps the input of its request's first row, which must carry one.
 """
 from __future__ import annotations
@@ -231,8 +233,9 @@ class _Writer:
 # ---------------------------------------------------------------- the load
 
 def _side_names(first: Table, cols: _Columns, m: LoadMapping) -> dict[str, str]:
-    """The model each side is recorded under: the given values, else what the first chunk logs per role."""
-    if cols.role is None:
+    """The model each side is recorded under: the given values, else what the first chunk logs per role
+    (a log without a model column: `serving` / `shadow`)."""
+    if cols.role is None or (m.baseline and m.candidate):
         return {"baseline": m.baseline, "candidate": m.candidate}  # type: ignore[dict-item]
     probe = _State(None, None)
     df = chunk_frame(first, cols.needed())
