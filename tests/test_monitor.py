@@ -159,10 +159,11 @@ def cli(db_url: str, *args: object) -> subprocess.CompletedProcess:
 def test_cli_monitor_run_exit_codes_list_and_baseline(db_url: str, engine, llm_server: LLMServer) -> None:
     make_dataset(engine, n=12)
     args = ("monitor", "run", "--dataset", "golden", "--model", "openai/pinned", "--api-base", llm_server.url,
-            "--temperature", "0", "--max-retries", "1")
+            "--temperature", "0", "--max-retries", "1", "--system-prompt", "You are ACME's assistant.")
     first = cli(db_url, *args)
     assert first.returncode == 0, first.stderr
     assert "BASELINE" in first.stdout
+    assert all(r.messages[0] == {"role": "system", "content": "You are ACME's assistant."} for r in llm_server.log)
     llm_server.set_fingerprint("pinned", "fp_new")
     alert = cli(db_url, *args, "--json")
     assert alert.returncode == 1, alert.stderr

@@ -10,7 +10,8 @@ from typing import Any, Optional
 import typer
 
 from lib.cli.app import app, print_json
-from lib.cli.run_cmd import _ProgressPrinter, _response_format
+from lib.cli.run_cmd import _ProgressPrinter, model_spec, run_options
+from lib.cli.run_options import with_run_options
 from lib.db import get_engine
 
 monitor_app = typer.Typer(help="Watch a pinned model: re-run the golden set, compare with the baseline snapshot.",
@@ -36,23 +37,16 @@ def _print_point(p: dict[str, Any]) -> None:
         typer.echo(f"FINDING {f['kind']}: {f['detail']}")
 
 
+# `run`'s prompt stack, parameters and call options; not its two models, name, dry run or workers (one model).
+_NOT_MONITOR = frozenset({"dataset", "baseline", "candidate", "name", "baseline_api_base", "candidate_api_base",
+                          "workers", "dry_run"})
+
+
 @monitor_app.command("run")
+@with_run_options(exclude=_NOT_MONITOR)
 def monitor_run_cmd(
     dataset: str = typer.Option(..., "--dataset", help="Golden dataset name (the baseline's version)."),
     model: str = typer.Option(..., "--model", help="The pinned litellm model identifier."),
-    api_base: Optional[str] = typer.Option(None, "--api-base", help="Endpoint."),
-    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="System prompt."),
-    prompt_template: Optional[str] = typer.Option(
-        None, "--prompt-template", help="User message template; {{input}} is replaced by the case input."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0),
-    top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    response_format_json: bool = typer.Option(False, "--response-format-json", help="Ask for a JSON object."),
-    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight."),
-    timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds per request."),
-    max_retries: int = typer.Option(4, "--max-retries", min=0, help="Retries per request."),
-    repeats: int = typer.Option(1, "--repeats", min=1, help="Samples per case."),
     policy: Optional[str] = typer.Option(None, "--policy", help="Bands from this policy's criteria (default: "
                                                                 "the documented default bands)."),
     policy_version: Optional[int] = typer.Option(None, "--policy-version", help="A policy version."),
@@ -62,19 +56,16 @@ def monitor_run_cmd(
     judge_sample: Optional[str] = typer.Option(None, "--judge-sample", help="Judge a share (0.2, 20%) or a count "
                                                                             "of the pairs. Default: every pair."),
     baseline: bool = typer.Option(False, "--baseline", help="Make this run the series' new baseline snapshot."),
-    system: str = typer.Option("default", "--system", help="System (product) the comparisons belong to."),
     as_json: bool = typer.Option(False, "--json", help="Print the point as JSON."),
+    *,
+    run_kwargs: dict[str, Any],  # run's options, filled by with_run_options
 ) -> None:
     """Re-run the golden set against the same model; exit 0 in band, 1 alert, 2 bad input."""
     from lib.monitor import JudgeRequest, monitor_run
-    from lib.runner import ModelSpec, RunOptions
 
-    spec = ModelSpec(model, api_base=api_base, system_prompt=system_prompt, prompt_template=prompt_template,
-                     temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-                     response_format=_response_format(response_format_json))
-    options = RunOptions(concurrency=concurrency, timeout=timeout, max_retries=max_retries, repeats=repeats)
-    point = monitor_run(get_engine(), dataset=dataset, spec=spec, options=options, policy=policy,
-                        policy_version=policy_version, make_baseline=baseline, system=system,
+    spec = model_spec(model, run_kwargs["api_base"], run_kwargs)
+    point = monitor_run(get_engine(), dataset=dataset, spec=spec, options=run_options(run_kwargs), policy=policy,
+                        policy_version=policy_version, make_baseline=baseline, system=run_kwargs["system"],
                         judge=JudgeRequest(judge, judge_api_base, judge_sample) if judge else None,
                         progress=_ProgressPrinter())
     if as_json:

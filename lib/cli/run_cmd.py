@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -49,6 +49,20 @@ def _summary(result: RunResult) -> None:
                    f"cost {_usd(s.cost_usd)}; served {s.served_model or '-'} ({s.system_fingerprint or '-'})")
 
 
+def model_spec(model: str, api_base: str | None, flags: dict[str, Any]) -> ModelSpec:
+    """A model's configuration from `run`'s flags (the prompt stack and parameters)."""
+    return ModelSpec(model, api_base=api_base, system_prompt=flags["system_prompt"],
+                     prompt_template=flags["prompt_template"], temperature=flags["temperature"],
+                     top_p=flags["top_p"], max_tokens=flags["max_tokens"], seed=flags["seed"],
+                     response_format=_response_format(flags["response_format_json"]))
+
+
+def run_options(flags: dict[str, Any]) -> RunOptions:
+    """How calls are sent, from `run`'s flags."""
+    return RunOptions(concurrency=flags["concurrency"], timeout=flags["timeout"], max_retries=flags["max_retries"],
+                      repeats=flags["repeats"], workers=flags.get("workers", "auto"))
+
+
 def _response_format(as_json: bool) -> dict | None:
     return {"type": "json_object"} if as_json else None
 
@@ -59,10 +73,10 @@ def run_cmd(
     baseline: str = typer.Option(..., "--baseline", help="Baseline litellm model, e.g. openai/gpt-4o-mini."),
     candidate: str = typer.Option(..., "--candidate", help="Candidate litellm model."),
     name: str = typer.Option(..., "--name", help="Comparison name; the same name resumes it."),
-    api_base: Optional[str] = typer.Option(None, "--api-base", help="Endpoint for both sides."),
+    api_base: Optional[str] = typer.Option(None, "--api-base", help="Endpoint (every model, unless set per side)."),
     baseline_api_base: Optional[str] = typer.Option(None, "--baseline-api-base", help="Baseline endpoint."),
     candidate_api_base: Optional[str] = typer.Option(None, "--candidate-api-base", help="Candidate endpoint."),
-    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="System prompt for both sides."),
+    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", help="System prompt (every model)."),
     prompt_template: Optional[str] = typer.Option(
         None, "--prompt-template", help="User message template; {{input}} is replaced by the case input."),
     temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0),
@@ -70,25 +84,22 @@ def run_cmd(
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1),
     seed: Optional[int] = typer.Option(None, "--seed"),
     response_format_json: bool = typer.Option(False, "--response-format-json",
-                                              help="Ask both models for a JSON object."),
-    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight (both sides)."),
+                                              help="Ask for a JSON object (every model)."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight, in total."),
     timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds per request."),
     max_retries: int = typer.Option(4, "--max-retries", min=0, help="Retries per request."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Samples per case."),
-    system: str = typer.Option("default", "--system", help="System (product) this comparison belongs to."),
+    system: str = typer.Option("default", "--system", help="System (product) the comparison belongs to."),
     workers: str = typer.Option("auto", "--workers", help=f"{' | '.join(WORKER_MODES)}: per-side runs each "
                                 "side in its own process (faster at high concurrency); auto picks by size."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the cost estimate and stop."),
 ) -> None:
     """Run (or resume) a live comparison; exit 1 when errors remain after retries."""
-    shared = dict(system_prompt=system_prompt, prompt_template=prompt_template, temperature=temperature,
-                  top_p=top_p, max_tokens=max_tokens, seed=seed,
-                  response_format=_response_format(response_format_json))
-    specs = {"baseline": ModelSpec(baseline, api_base=baseline_api_base or api_base, **shared),
-             "candidate": ModelSpec(candidate, api_base=candidate_api_base or api_base, **shared)}
+    flags = locals()
+    specs = {"baseline": model_spec(baseline, baseline_api_base or api_base, flags),
+             "candidate": model_spec(candidate, candidate_api_base or api_base, flags)}
     engine = get_engine()
-    options = RunOptions(concurrency=concurrency, timeout=timeout, max_retries=max_retries, repeats=repeats,
-                         workers=workers)
+    options = run_options(flags)
     options.validate()
     if not dry_run and should_warm_up(options, calls_per_side(engine, dataset, repeats)):
         warm_up()  # the workers' fork server imports litellm while this process prices the run
