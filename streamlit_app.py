@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lib.errors import StoreURLError
 from pages import _shared
 
 st.set_page_config(page_title="Upgrade Review", page_icon=":material/compare_arrows:", layout="wide")
@@ -48,6 +49,16 @@ def sidebar() -> None:
                    f"{info['n_cases']} cases · {info['status']} · system {_shared.md(info['system'])}")
 
 
+def store_or_stop() -> None:
+    """A store that cannot be opened (a non-SQLite DATABASE_URL) is said once, here, not by every page."""
+    try:
+        _shared.engine()
+    except StoreURLError as exc:
+        st.error(f"The store cannot be opened. {_shared.md(exc)}")
+        st.stop()
+
+
 nav = st.navigation(PAGES, expanded=True)  # every page visible: no "View more" fold
+store_or_stop()
 sidebar()
 nav.run()

@@ -12,6 +12,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
+from lib.errors import StoreURLError
+
 DEFAULT_DB_PATH = Path("data") / "review.db"
 
 
@@ -51,17 +53,18 @@ def get_engine(url: str | None = None) -> Engine:
 
 @lru_cache(maxsize=8)
 def _engine(url: str) -> Engine:
-    kwargs: dict = {}
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Streamlit runs each session in its own thread.
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    engine = create_engine(url, **kwargs)
-    if url.startswith("sqlite"):
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
+    if not url.startswith("sqlite:"):
+        # Stored checks stay valid through SQLite triggers (lib.check_store), bulk id lookups use
+        # json_each, and writers rely on WAL + BEGIN IMMEDIATE: another database would run, but wrongly.
+        raise StoreURLError(f"DATABASE_URL must be a sqlite:/// URL (got '{url.split(':', 1)[0]}:...'): the "
+                            "store relies on SQLite features (WAL, triggers, json_each)")
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # Streamlit runs each session in its own thread.
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "begin", _sqlite_begin)
     # Imported for their side effect: registering every table before create_all.
     import lib.drift_models  # noqa: F401
     import lib.governance_models  # noqa: F401
@@ -74,7 +77,7 @@ def _engine(url: str) -> Engine:
 
 
 def write_engine(engine: Engine) -> Engine:
-    """The same engine whose transactions begin IMMEDIATE on SQLite (no-op elsewhere)."""
+    """The same engine whose write transactions begin IMMEDIATE (take SQLite's write lock up front)."""
     return engine.execution_options(sqlite_begin="IMMEDIATE")
 
 

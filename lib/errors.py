@@ -21,6 +21,10 @@ class FileInputError(ReviewInputError):
         super().__init__(f"{where}:{what} {message}")
 
 
+class StoreURLError(ReviewInputError):
+    """DATABASE_URL names a store this tool cannot keep honest (anything but SQLite)."""
+
+
 class DatasetImportError(FileInputError):
     """A golden-dataset file cannot be imported."""
 

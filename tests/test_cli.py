@@ -42,6 +42,14 @@ def test_usage_errors_exit_2_with_one_line(db_url: str, args: tuple[str, ...]) -
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in out.stderr
 
 
+def test_a_store_that_is_not_sqlite_is_refused_with_one_line() -> None:
+    out = _cli("list", db_url="postgresql://review@db.internal/review")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("error: DATABASE_URL must be a sqlite:/// URL (got 'postgresql:...')")
+    assert "review@db.internal" not in line  # a URL may carry a password: never echoed
+
+
 def test_starting_the_cli_imports_neither_litellm_nor_evidently(db_url: str) -> None:
     code = ("import sys; from lib.cli import _register; _register(); "
             "print(sorted(m for m in ('litellm', 'evidently', 'torch') if m in sys.modules))")

@@ -37,6 +37,14 @@ def _load_wide(engine, name: str = "wide-demo") -> None:
     load_recorded(engine, WIDE_CSV, "answers.csv", name, "wide", mapping)
 
 
+def test_a_store_that_cannot_be_opened_is_said_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://review:secret@db/review")
+    at = _app().run()
+    assert not at.exception, at.exception
+    [error] = at.error
+    assert "The store cannot be opened" in error.value and "sqlite" in error.value and "secret" not in error.value
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_on_an_empty_store(db_url: str, page: str) -> None:
     at = _app().run()
