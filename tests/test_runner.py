@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import socket
 import sys
@@ -364,6 +365,25 @@ def test_killed_cli_run_leaves_a_consistent_store_and_resumes(engine, db_url: st
     assert sorted(resent) == sorted(everything - done)  # and every other one exactly once
     assert _stored_pairs(engine) == everything
     assert "complete" in out
+
+
+@pytest.mark.parametrize("workers", ["in-process", "per-side"])
+def test_ctrl_c_exits_130_with_one_line_and_keeps_what_was_stored(engine, db_url: str, llm_server: LLMServer,
+                                                                  workers: str) -> None:
+    """Never exit 1 on Ctrl-C: for gate and canary check, 1 means no-go / roll back."""
+    make_dataset(engine, n=30)
+    llm_server.latency = 0.3
+    proc = _cli(db_url, "run", "--dataset", "golden", "--baseline", "openai/base", "--candidate", "openai/cand",
+                "--name", "stopped", "--api-base", llm_server.url, "--concurrency", "4", "--workers", workers)
+    deadline = time.monotonic() + 120  # generous: a loaded machine imports slowly
+    while len(_stored_pairs(engine)) < 4:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted; what was stored is kept"), repr(err[-600:])
+    assert "Traceback" not in err and 4 <= len(_stored_pairs(engine)) < 60
 
 
 def test_cli_unknown_dataset_exits_2_with_one_line(db_url: str) -> None:

@@ -17,9 +17,12 @@ def _register() -> None:
                          list_cmd, monitor_cmd, redteam_cmd, report_cmd, run_cmd)
 
 
+INTERRUPTED_EXIT = 130
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI: exit 2 with one line for usage errors and named input errors, 1 for anything
-    else (one line; REVIEW_DEBUG=1 shows the traceback), or the code a command chose."""
+    """Run the CLI: exit 2 with one line for usage errors and named input errors, 130 when interrupted,
+    1 for anything else (one line; REVIEW_DEBUG=1 shows the traceback), or the code a command chose."""
     _register()
     try:
         code = app(args=argv, standalone_mode=False)  # returns typer.Exit's code instead of exiting
@@ -34,8 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except (Abort, KeyboardInterrupt):
-        print("error: aborted", file=sys.stderr)
-        sys.exit(1)
+        code = INTERRUPTED_EXIT
     except ReviewInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -44,4 +46,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(1)
+    if code == INTERRUPTED_EXIT:  # Typer turns Ctrl-C in a command into Exit(130): say what it means
+        # 130 (SIGINT's convention), never 1: for gate and canary check, 1 means no-go / roll back.
+        print("error: interrupted; what was stored is kept (run and judge resume with the same command)",
+              file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
