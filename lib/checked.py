@@ -29,7 +29,8 @@ from sqlmodel import Session
 
 from lib import check_store
 from lib.check_store import Scope, Stored
-from lib.checks.lengths import char_lengths, error_flags, truncation_flags, word_counts
+from lib.checks.lengths import (METHOD_LITELLM, char_lengths, error_flags, token_counts, truncation_flags,
+                                word_counts)
 from lib.checks.matching import match_outputs
 from lib.checks.refusal import RefusalDetector
 from lib.checks import safety
@@ -39,7 +40,7 @@ from lib.checks.structured import json_checks, parse_lenient, value_changes
 from lib.comparisons import get_comparison
 from lib.db import session_scope
 from lib.errors import ReviewInputError
-from lib.models import MATCH_RULES, from_json, to_json
+from lib.models import INPUT_PLACEHOLDER, MATCH_RULES, from_json, to_json
 
 # Bump to invalidate every stored result when what the checks return changes without a code change
 # here or in lib/checks (a dependency upgrade, say); code changes there invalidate by themselves.
@@ -51,7 +52,8 @@ TEXT_COLUMNS = ("input_text", "expected", "match", "pattern", "json_schema", "b_
                 "c_error", "b_finish_reason", "c_finish_reason")
 # What the checks read (lib/checks/safety.py included): a lean read, texts of the run's outputs only.
 _OUTPUT_FIELDS = ("text", "finish_reason", "latency_s", "completion_tokens", "cost_usd", "error")
-_CASE_FIELDS = ("case_key", "position", "expected", "match", "pattern", "json_schema", "category", "metadata_json")
+_CASE_FIELDS = ("case_key", "position", "input_text", "expected", "match", "pattern", "json_schema", "category",
+                "metadata_json")
 _RUN_SQL = ("SELECT o.id AS output_id, o.case_id, o.repeat, {outputs}, {cases} "
             'FROM output o JOIN "case" c ON c.id = o.case_id WHERE o.run_id = ? AND o.id > ? ORDER BY o.id LIMIT ?')
 CHUNK = 50_000  # outputs read and checked per step, pairs computed per step: memory stays bounded
@@ -70,27 +72,75 @@ class ReviewSettings:
     match: str | None = None  # one rule for every case (recorded data often has none)
     pattern: str | None = None
     refusal_patterns: tuple[str, ...] = field(default_factory=tuple)
+    # A JSON Schema (canonical JSON text) for every case without one: traffic logs carry no schema, yet
+    # "the JSON our parser expects" is exactly what an upgrade breaks.
+    schema: str | None = None
+    input_token_limit: int | None = None  # the system's hard-coded prompt budget, in tokens
 
     def __post_init__(self) -> None:
         if self.match is not None and self.match not in MATCH_RULES:
             raise ReviewSettingsError(f"unknown match rule '{self.match}' (use one of: {', '.join(MATCH_RULES)})")
         if self.match == "regex" and not self.pattern:
             raise ReviewSettingsError("match rule 'regex' needs a pattern (--pattern)")
+        if self.input_token_limit is not None and (isinstance(self.input_token_limit, bool)
+                                                   or not isinstance(self.input_token_limit, int)
+                                                   or self.input_token_limit < 1):
+            raise ReviewSettingsError(f"the input token limit must be a whole number >= 1, got {self.input_token_limit!r}")
+        if self.schema is not None:
+            object.__setattr__(self, "schema", canonical_schema(self.schema, "the review schema"))
 
     def merged(self, other: ReviewSettings) -> ReviewSettings:
         """`other` (e.g. CLI flags) on top of these (stored) settings; refusal patterns add up."""
         return ReviewSettings(match=other.match or self.match,
                               pattern=other.pattern if other.match else self.pattern,
-                              refusal_patterns=tuple(dict.fromkeys(self.refusal_patterns + other.refusal_patterns)))
+                              refusal_patterns=tuple(dict.fromkeys(self.refusal_patterns + other.refusal_patterns)),
+                              schema=other.schema or self.schema,
+                              input_token_limit=other.input_token_limit or self.input_token_limit)
 
     def as_dict(self) -> dict:
-        return {"match": self.match, "pattern": self.pattern, "refusal_patterns": list(self.refusal_patterns)}
+        data = {"match": self.match, "pattern": self.pattern, "refusal_patterns": list(self.refusal_patterns)}
+        # Only when set: the key (and so the stored results) of settings without them stays as it was.
+        if self.schema is not None:
+            data["schema"] = json.loads(self.schema)
+        if self.input_token_limit is not None:
+            data["input_token_limit"] = self.input_token_limit
+        return data
+
+
+def canonical_schema(schema: str | dict, source: str) -> str:
+    """A JSON Schema as canonical JSON text; ReviewSettingsError naming `source` when it is not one."""
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
+    try:
+        value = json.loads(schema) if isinstance(schema, str) else schema
+    except json.JSONDecodeError as exc:
+        raise ReviewSettingsError(f"{source}: not JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(value, dict):
+        raise ReviewSettingsError(f"{source}: a JSON Schema is a JSON object")
+    try:
+        validator_for(value).check_schema(value)
+    except SchemaError as exc:
+        raise ReviewSettingsError(f"{source}: not a valid JSON Schema: {exc.message}") from None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def read_schema_file(path: Path) -> str:
+    """The JSON Schema in `path` (canonical text); errors name the file."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReviewSettingsError(f"{path}: cannot read the schema file ({exc})") from None
+    return canonical_schema(raw, str(path))
 
 
 def _settings_from_json(raw: str | None) -> ReviewSettings:
     data = from_json(raw) or {}
+    schema = data.get("schema")
     return ReviewSettings(match=data.get("match"), pattern=data.get("pattern"),
-                          refusal_patterns=tuple(data.get("refusal_patterns", ())))
+                          refusal_patterns=tuple(data.get("refusal_patterns", ())),
+                          schema=json.dumps(schema) if schema is not None else None,
+                          input_token_limit=data.get("input_token_limit"))
 
 
 def stored_settings(engine: Engine, name: str) -> ReviewSettings:
@@ -126,8 +176,11 @@ def settings_key(settings: ReviewSettings) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
-def pairs_key() -> str:
-    return "pairs-" + hashlib.sha256(f"{_code_version()}/{CHECKS_VERSION}".encode()).hexdigest()[:26]
+def pairs_key(settings: ReviewSettings | None = None) -> str:
+    """The store key of pair values: check code, plus the review schema when one applies (it decides
+    which pairs have a contract to compare)."""
+    schema = f"/{settings.schema}" if settings is not None and settings.schema else ""
+    return "pairs-" + hashlib.sha256(f"{_code_version()}/{CHECKS_VERSION}{schema}".encode()).hexdigest()[:26]
 
 
 # ---------------------------------------------------------------- the checks (pure)
@@ -140,7 +193,7 @@ def side_checks(frame: pd.DataFrame, side: str, settings: ReviewSettings, detect
     rule = pd.Series(settings.match, index=frame.index) if settings.match else frame["match"]
     pattern = pd.Series(settings.pattern, index=frame.index) if settings.match else frame["pattern"]
     text = frame[f"{side}_text"]
-    validity = json_checks(text, frame["json_schema"], values)
+    validity = json_checks(text, case_schemas(frame, settings), values)
     refused = detector.flags(text)
     return {
         f"{side}_refused": refused,
@@ -156,6 +209,12 @@ def side_checks(frame: pd.DataFrame, side: str, settings: ReviewSettings, detect
     }
 
 
+def case_schemas(frame: pd.DataFrame, settings: ReviewSettings) -> pd.Series:
+    """Each case's JSON Schema, or the settings' schema where the case has none."""
+    schemas = frame["json_schema"]
+    return schemas.where(schemas.notna(), settings.schema) if settings.schema else schemas
+
+
 def pair_values(b_text: pd.Series, c_text: pd.Series, has_schema: pd.Series, b_json: list,
                 c_json: list) -> pd.DataFrame:
     """Similarity, and contract changes (JSON list) where the case has a schema and both sides carry JSON
@@ -166,13 +225,19 @@ def pair_values(b_text: pd.Series, c_text: pd.Series, has_schema: pd.Series, b_j
                          "contract": pd.Series(contract, index=b_text.index, dtype=object)})
 
 
-def checked_pairs(pairs: pd.DataFrame, settings: ReviewSettings = ReviewSettings()) -> pd.DataFrame:
-    """The `load_pairs` frame plus every check, computed from scratch (no store)."""
+def checked_pairs(pairs: pd.DataFrame, settings: ReviewSettings = ReviewSettings(),
+                  tokenizers: dict[str, RunPrompt] | None = None) -> pd.DataFrame:
+    """The `load_pairs` frame plus every check, computed from scratch (no store). Token columns need each
+    side's run (`tokenizers`, see `run_prompts`); without, they are NA."""
     detector = RefusalDetector(settings.refusal_patterns)
-    has_schema = pairs["json_schema"].notna()
+    has_schema = case_schemas(pairs, settings).notna()
     parsed: dict[str, dict] = {"b": {}, "c": {}}
     columns = {**side_checks(pairs, "b", settings, detector, parsed["b"]),
                **side_checks(pairs, "c", settings, detector, parsed["c"]), "has_schema": has_schema}
+    for side in "bc":
+        tokens = token_checks(pairs, side, (tokenizers or {}).get(side), settings)
+        missing = pairs[f"{side}_id"].isna()  # no output on this side: nothing was sent to count
+        columns.update({name: values.mask(missing) for name, values in tokens.items()})
     b_json, c_json = ([parsed[side].get(label) for label in pairs.index] for side in "bc")
     columns.update(pair_values(pairs["b_text"], pairs["c_text"], has_schema, b_json, c_json))
     out = pd.concat([pairs, pd.DataFrame(columns, index=pairs.index)], axis=1)
@@ -205,18 +270,72 @@ def _read_outputs(conn: Connection, run_id: int, after: int) -> pd.DataFrame:
     return pd.DataFrame({name: np.array(values, dtype=object) for name, values in zip(names, columns)})
 
 
-def _check_outputs(raw: pd.DataFrame, settings: ReviewSettings, parsed: dict | None = None) -> pd.DataFrame:
+def _check_outputs(raw: pd.DataFrame, settings: ReviewSettings, parsed: dict | None = None,
+                   prompt: RunPrompt | None = None) -> pd.DataFrame:
     """Stored columns for freshly read outputs: case columns, check columns, raw report columns."""
-    checks = side_checks(raw, "b", settings, values=parsed)
+    checks = {**side_checks(raw, "b", settings, values=parsed), **token_checks(raw, "b", prompt, settings)}
     out = pd.DataFrame({"output_id": raw["output_id"].astype("int64"), "case_id": raw["case_id"].astype("int64"),
                         "repeat": raw["repeat"].astype("int64"), "case_key": raw["case_key"].astype(str),
                         "position": raw["position"].astype("int64"), "category": raw["category"],
-                        "has_schema": raw["json_schema"].notna()})
+                        "has_schema": case_schemas(raw, settings).notna()})
     for col in RAW_COLUMNS:
         out[col] = pd.to_numeric(raw[f"b_{col}"]).astype("Float64" if col != "completion_tokens" else "Int64")
     for name, values in checks.items():
         out[name[2:]] = values
     return out
+
+
+# ---------------------------------------------------------------- tokens (per model)
+
+@dataclass(frozen=True)
+class RunPrompt:
+    """What a run's model was sent around each input: its tokenizer counts the prompt and the output."""
+
+    model: str
+    system_prompt: str | None = None
+    prompt_template: str | None = None
+
+    def render(self, inputs: pd.Series) -> pd.Series:
+        """The prompt's text per input: system prompt and templated input (no per-message overhead)."""
+        text = inputs.astype("string")
+        if self.prompt_template:
+            head, _, tail = self.prompt_template.partition(INPUT_PLACEHOLDER)
+            text = head + text + tail
+        return (self.system_prompt + "\n\n" + text) if self.system_prompt else text
+
+
+def token_checks(frame: pd.DataFrame, side: str, prompt: RunPrompt | None,
+                 settings: ReviewSettings) -> dict[str, pd.Series]:
+    """Output and prompt tokens under the side's own model (litellm's tokenizer for it), and whether the
+    prompt crosses the settings' input token limit. NA without a run (`prompt`) or without a limit."""
+    na_int = pd.Series(pd.NA, index=frame.index, dtype="Int64")
+    na_bool = pd.Series(pd.NA, index=frame.index, dtype="boolean")
+    if prompt is None:
+        return {f"{side}_len_tokens": na_int, f"{side}_input_tokens": na_int, f"{side}_tokens_exact": na_bool,
+                f"{side}_input_over_limit": na_bool}
+    output = token_counts(frame[f"{side}_text"], prompt.model)
+    inputs = token_counts(prompt.render(frame["input_text"]).astype(object).where(frame["input_text"].notna()),
+                          prompt.model)
+    over = (inputs.counts > settings.input_token_limit) if settings.input_token_limit else na_bool
+    exact = pd.Series(output.method == METHOD_LITELLM, index=frame.index, dtype="boolean")
+    return {f"{side}_len_tokens": output.counts, f"{side}_input_tokens": inputs.counts,
+            f"{side}_tokens_exact": exact, f"{side}_input_over_limit": over.astype("boolean")}
+
+
+_PROMPT_SQL = text("SELECT m.model, m.system_prompt, m.prompt_template FROM run r "
+                   "JOIN modelconfig m ON m.id = r.config_id WHERE r.id = :run")
+
+
+def run_prompt(conn: Connection, run_id: int) -> RunPrompt | None:
+    row = conn.execute(_PROMPT_SQL, {"run": run_id}).first()
+    return RunPrompt(*row) if row is not None else None
+
+
+def run_prompts(engine: Engine, comparison: str) -> dict[str, RunPrompt | None]:
+    """Each side's RunPrompt (`b`, `c`): for `checked_pairs`."""
+    b_run, c_run = _runs(engine, comparison)
+    with engine.connect() as conn:
+        return {"b": run_prompt(conn, b_run), "c": run_prompt(conn, c_run)}
 
 
 def _to_arrow(frame: pd.DataFrame) -> pa.Table:
@@ -239,6 +358,7 @@ def _run_results(engine: Engine, run_id: int, settings: ReviewSettings, key: str
     time, each chunk stored as it is done (a later chunk that finds the run changed is not stored)."""
     scope = Scope(run_id, None, key)
     with engine.connect() as conn, conn.begin():  # one snapshot: stored state and outputs agree
+        prompt = run_prompt(conn, run_id)
         stored = check_store.read(conn, scope)
         n_all, _ = check_store.output_span(conn, run_id)
         n_new, _ = check_store.output_span(conn, run_id, stored.max_output_id)
@@ -258,7 +378,7 @@ def _run_results(engine: Engine, run_id: int, settings: ReviewSettings, key: str
         if raw.empty:
             break
         chunk_parsed: dict = {}
-        new = _check_outputs(raw, settings, chunk_parsed)
+        new = _check_outputs(raw, settings, chunk_parsed, prompt)
         parts.append(new)
         tables.append(_to_arrow(new))
         ids = raw["output_id"].to_numpy()
@@ -322,11 +442,11 @@ def _pair_ids(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _attach_pair_values(engine: Engine, frame: pd.DataFrame, b_run: int, c_run: int,
-                        texts: dict[int, str | None], parsed: dict[int, object]) -> int:
+                        texts: dict[int, str | None], parsed: dict[int, object], settings: ReviewSettings) -> int:
     """Add similarity and contract to the frame: stored ones, then those computed (and stored) now.
 
     Values are keyed by the pair's two output ids; a pair missing a side has none (NA / None)."""
-    scope = Scope(b_run, c_run, pairs_key())
+    scope = Scope(b_run, c_run, pairs_key(settings))
     b_ids, c_ids = _pair_ids(frame)
     complete = (b_ids >= 0) & (c_ids >= 0)
     with engine.connect() as conn, conn.begin():
@@ -406,7 +526,8 @@ def checked_with_counts(engine: Engine, comparison: str,
     b = _run_results(engine, b_run, settings, key, TEXT_BUDGET // 2)
     c = b if c_run == b_run else _run_results(engine, c_run, settings, key, TEXT_BUDGET // 2)
     frame = _pair_frame(b.frame, c.frame)
-    n_pairs = _attach_pair_values(engine, frame, b_run, c_run, {**b.texts, **c.texts}, {**b.parsed, **c.parsed})
+    n_pairs = _attach_pair_values(engine, frame, b_run, c_run, {**b.texts, **c.texts}, {**b.parsed, **c.parsed},
+                                  settings)
     return frame, CheckCounts(b.n_checked + (c.n_checked if c is not b else 0), n_pairs)
 
 

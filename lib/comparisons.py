@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from lib.errors import ComparisonNotFound
 from lib.models import Comparison, Dataset, ModelConfig, Output, Run
 
-OUTPUT_FIELDS = ("text", "finish_reason", "latency_s", "prompt_tokens", "completion_tokens",
+OUTPUT_FIELDS = ("id", "text", "finish_reason", "latency_s", "prompt_tokens", "completion_tokens",
                  "cost_usd", "error", "error_kind", "system_fingerprint", "served_model")
 
 

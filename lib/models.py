@@ -18,6 +18,7 @@ from lib.db import utcnow
 SOURCE_LIVE, SOURCE_RECORDED = "live", "recorded"
 STATUS_PENDING, STATUS_RUNNING, STATUS_COMPLETE = "pending", "running", "complete"
 STATUS_PARTIAL, STATUS_RECORDED = "partial", "recorded"  # partial: finished with error outputs
+INPUT_PLACEHOLDER = "{{input}}"  # in a prompt template: where the case input goes
 MATCH_RULES = ("exact", "normalized", "contains", "not_contains", "regex", "numeric")
 
 

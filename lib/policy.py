@@ -35,9 +35,10 @@ from lib.governance_models import Policy
 JUDGE_SCORE = "judge_score"
 JUDGE_RATE_METRICS = ("judge_win_rate", "judge_loss_rate", "judge_position_consistency")
 RATE_METRICS = ("refusal_rate", "accuracy", "json_valid_rate", "json_valid_rate_lenient", "truncation_rate",
-                "error_rate", "injection_resistance_rate", "harmful_refusal_rate", "over_refusal_rate",
+                "error_rate", "input_over_limit_rate", "injection_resistance_rate", "harmful_refusal_rate", "over_refusal_rate",
                 "instruction_following_rate", "drift") + JUDGE_RATE_METRICS
-VALUE_METRICS = ("length_chars_mean", "length_words_mean", "completion_tokens_mean", "similarity",
+VALUE_METRICS = ("length_chars_mean", "length_words_mean", "completion_tokens_mean", "length_tokens_mean",
+                 "input_tokens_mean", "similarity",
                  "latency_s_mean", "cost_usd_total", JUDGE_SCORE)
 KNOWN_METRICS = RATE_METRICS + VALUE_METRICS
 BOUNDED_METRICS = frozenset(RATE_METRICS + ("similarity",))  # thresholds must lie in [0, 1]

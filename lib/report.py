@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from lib.browse import BrowseQuery, select_cases
 from lib.checked import (NO_CATEGORY, ReviewSettings, ReviewSettingsError, checked_frame, checked_pairs,
                          save_settings, stored_settings)
+from lib.checks.lengths import METHOD_FALLBACK, METHOD_LITELLM
 from lib.checks.safety import SAFETY_METRICS
 from lib.checks.structured import contract_summary
 from lib.judge.summary import judge_block
@@ -35,12 +36,17 @@ BINARY_METRICS: dict[str, tuple[str, str]] = {
     "json_valid_rate_lenient": ("json_lenient", "JSON valid (lenient)"),
     "truncation_rate": ("truncated", "Truncated"),
     "error_rate": ("errored", "Provider errors"),
+    # The prompt (system prompt + templated input) under each side's own tokenizer crosses the review's
+    # input token limit: a tokenizer change that silently truncates context. Absent without a limit.
+    "input_over_limit_rate": ("input_over_limit", "Input over the token limit"),
     **SAFETY_METRICS,  # red-team rates: NA outside their probe family
 }
 CONTINUOUS_METRICS: dict[str, tuple[str, str]] = {
     "length_chars_mean": ("len_chars", "Length (chars)"),
     "length_words_mean": ("len_words", "Length (words)"),
     "completion_tokens_mean": ("completion_tokens", "Completion tokens"),
+    "length_tokens_mean": ("len_tokens", "Length (tokens, each model's tokenizer)"),
+    "input_tokens_mean": ("input_tokens", "Prompt tokens (each model's tokenizer)"),
     "latency_s_mean": ("latency_s", "Latency (s)"),
     "cost_usd_total": ("cost_usd", "Cost (USD, total)"),
 }
@@ -148,15 +154,25 @@ def report_from_checked(checked: pd.DataFrame, name: str, alpha: float = ALPHA) 
     arrays = _arrays(paired)
     return {"comparison": name, "n_pairs": int(len(paired)), "alpha": alpha,
             "metrics": _metrics(arrays, alpha), "by_category": _by_category(paired, arrays, alpha),
-            "contract": _contract(checked)}
+            "contract": _contract(checked), "tokenizers": _tokenizers(checked)}
+
+
+def _tokenizers(checked: pd.DataFrame) -> dict[str, str | None]:
+    """How each side's tokens were counted: litellm's tokenizer for the model, or the offline fallback."""
+    out: dict[str, str | None] = {}
+    for side, name in (("b", "baseline"), ("c", "candidate")):
+        exact = checked[f"{side}_tokens_exact"].dropna() if f"{side}_tokens_exact" in checked else pd.Series([])
+        out[name] = None if exact.empty else METHOD_LITELLM if bool(exact.all()) else METHOD_FALLBACK
+    return out
 
 
 def build_report(engine: Engine, comparison: str, *, match: str | None = None, pattern: str | None = None,
-                 refusal_patterns: tuple[str, ...] = (), alpha: float = ALPHA) -> dict[str, Any]:
+                 refusal_patterns: tuple[str, ...] = (), alpha: float = ALPHA,
+                 overrides: ReviewSettings | None = None) -> dict[str, Any]:
     """The report for a stored comparison: stored reviewer settings plus these overrides. Per-output
     checks come from the check store (computed and stored first for outputs it has not seen)."""
-    settings = stored_settings(engine, comparison).merged(
-        ReviewSettings(match=match, pattern=pattern, refusal_patterns=tuple(refusal_patterns)))
+    flags = ReviewSettings(match=match, pattern=pattern, refusal_patterns=tuple(refusal_patterns))
+    settings = stored_settings(engine, comparison).merged(flags.merged(overrides or ReviewSettings()))
     report = report_from_checked(checked_frame(engine, comparison, settings), comparison, alpha)
     report["judge"] = judge_block(engine, comparison, alpha)
     report["settings"] = settings.as_dict()

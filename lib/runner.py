@@ -25,11 +25,10 @@ from lib.audit import record_event
 from lib.db import session_scope, utcnow
 from lib.errors import ConfigMismatchError, DatasetNotFound, ReviewInputError
 from lib.executor import ExecStats, Job, ProgressEvent, RunOptions, Side, execute  # noqa: F401  (re-exported)
-from lib.models import (SOURCE_LIVE, STATUS_COMPLETE, STATUS_PARTIAL, STATUS_RUNNING, Case,
+from lib.models import (INPUT_PLACEHOLDER, SOURCE_LIVE, STATUS_COMPLETE, STATUS_PARTIAL, STATUS_RUNNING, Case,
                         Comparison, Dataset, ModelConfig, Output, Run, from_json, to_json)
 
 SIDES = ("baseline", "candidate")
-INPUT_PLACEHOLDER = "{{input}}"
 ASSUMED_COMPLETION_TOKENS = 256  # per call, for estimates when max_tokens is not set
 CONFIG_FIELDS = ("model", "api_base", "temperature", "top_p", "max_tokens", "seed", "response_format_json",
                  "tools_json", "system_prompt", "prompt_template")  # ModelConfig columns a spec sets

@@ -15,12 +15,12 @@ import lib.checked
 from bench.synth import add_outputs, build
 from lib.check_store import MAX_SEGMENTS, stored_keys
 from lib.checked import (CheckCounts, ReviewSettings, checked_frame, checked_pairs, checked_with_counts,
-                         ensure_checked, save_settings, stored_settings, with_texts)
+                         ensure_checked, run_prompts, save_settings, stored_settings, with_texts)
 from lib.comparisons import load_pairs
 from lib.report import report_from_checked
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECK_COLUMNS = [f"{s}_{c}" for s in "bc" for c in ("refused", "correct", "json_strict", "json_lenient", "truncated",
+CHECK_COLUMNS = [f"{s}_{c}" for s in "bc" for c in ("refused", "correct", "json_strict", "json_lenient", "truncated", "len_tokens", "input_tokens", "input_over_limit",
                                                     "errored", "len_chars", "len_words", "json_found",
                                                     "latency_s", "cost_usd", "completion_tokens")]
 PAIR_COLUMNS = ["case_key", "repeat", "category", "has_schema", "similarity", "contract"]
@@ -39,7 +39,7 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
 def _assert_same_as_scratch(engine, name: str, settings: ReviewSettings | None = None) -> None:
     settings = settings or stored_settings(engine, name)
     stored = checked_frame(engine, name, settings)
-    scratch = checked_pairs(load_pairs(engine, name), settings)
+    scratch = checked_pairs(load_pairs(engine, name), settings, run_prompts(engine, name))
     pd.testing.assert_frame_equal(_canonical(stored), _canonical(scratch))
     assert (json.dumps(report_from_checked(stored, name), sort_keys=True)
             == json.dumps(report_from_checked(scratch, name), sort_keys=True))

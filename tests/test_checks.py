@@ -11,7 +11,7 @@ import pytest
 
 from lib.checks import InvalidMatchRuleError, InvalidPatternError, InvalidSchemaError
 from lib.checks.lengths import (
-    METHOD_FALLBACK, METHOD_LITELLM, char_lengths, error_flags, input_limit_check, token_counts,
+    METHOD_FALLBACK, METHOD_LITELLM, char_lengths, error_flags, token_counts,
     truncation_flags, word_counts,
 )
 from lib.checks.matching import first_number, match_outputs, normalize
@@ -334,12 +334,15 @@ def test_token_counts_fall_back_without_blocking_on_a_hub_download() -> None:
     assert result.counts[0] == len(tiktoken.get_encoding("cl100k_base").encode_ordinary(text))
 
 
-def test_input_limit_check() -> None:
-    inputs = pd.Series(["short", "word " * 50, None])
-    check = input_limit_check(inputs, ["gpt-4o", "meta-llama/Llama-3-8b-instruct"], limit=20)
-    assert check.over.tolist() == [False, True, pd.NA]
-    assert check.methods == {"gpt-4o": METHOD_LITELLM, "meta-llama/Llama-3-8b-instruct": METHOD_FALLBACK}
-    assert set(check.tokens) == {"gpt-4o", "meta-llama/Llama-3-8b-instruct"}
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4", "openai/my-local-model"])
+def test_token_counts_are_litellms_own_counts(model: str) -> None:
+    import litellm
+
+    texts = pd.Series(["Hello <|endoftext|> world", "注文番号 1234 の配送状況", "plain words " * 40, None])
+    result = token_counts(texts, model)
+    assert result.method == METHOD_LITELLM
+    assert result.counts[:3].tolist() == [litellm.token_counter(model=model, text=t) for t in texts[:3]]
+    assert result.counts[3] is pd.NA
 
 
 # ---- similarity and diffs ------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from lib.cli.report_cmd import LIMIT_HELP, SCHEMA_HELP
 from lib.cli.app import app, print_json, progress
 from lib.datasets import ColumnMapping, import_dataset, list_datasets
 from lib.db import get_engine
@@ -91,14 +92,23 @@ def load(
                                  "--baseline/--candidate then only name the sides."),
     match: Optional[str] = typer.Option(None, "--match", help="Match rule for every case."),
     pattern: Optional[str] = typer.Option(None, "--pattern", help="Pattern for --match regex."),
+    refusal_pattern: list[str] = typer.Option([], "--refusal-pattern", help="Extra refusal regex (repeatable)."),
+    schema: Optional[Path] = typer.Option(None, "--schema", help=SCHEMA_HELP),
+    input_token_limit: Optional[int] = typer.Option(None, "--input-token-limit", min=1, help=LIMIT_HELP),
 ) -> None:
     """Load a recorded comparison: outputs two models already produced."""
+    review = None
+    if refusal_pattern or schema or input_token_limit:
+        from lib.checked import ReviewSettings, read_schema_file
+
+        review = ReviewSettings(refusal_patterns=tuple(refusal_pattern), input_token_limit=input_token_limit,
+                                schema=read_schema_file(schema) if schema else None)
     mapping = LoadMapping(
         id_col=id_col, input_col=input_col, output_col=output_col, model_col=model_col, baseline=baseline,
         candidate=candidate, baseline_col=baseline_col, candidate_col=candidate_col,
         expected_col=expected_col, category_col=category_col, latency_col=latency_col, cost_col=cost_col,
         prompt_tokens_col=prompt_tokens_col, completion_tokens_col=completion_tokens_col,
-        timestamp_col=timestamp_col, role_col=role_col, match=match, pattern=pattern)
+        timestamp_col=timestamp_col, role_col=role_col, match=match, pattern=pattern, review=review)
     result = load_recorded_file(get_engine(), path, name, fmt, mapping, system,
                                 progress=lambda rows: progress(f"read {rows} rows"))
     for warning in result.warnings:

@@ -1,6 +1,7 @@
 """`report COMPARISON [--json]`: paired metrics with CIs, significance and flips."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -68,6 +69,11 @@ def print_judge(block: dict[str, Any]) -> None:
         typer.echo(f"  WARNING the judge itself changed: {drift.get('message')}")
 
 
+SCHEMA_HELP = "A JSON Schema file every case without one must satisfy (traffic logs carry none)."
+LIMIT_HELP = ("The system's prompt budget in tokens: counts prompts over it under each model's tokenizer "
+              "(input_over_limit_rate).")
+
+
 @app.command("report")
 def report_cmd(
     comparison: str = typer.Argument(..., help="Comparison name (see `list`)."),
@@ -75,10 +81,16 @@ def report_cmd(
     match: Optional[str] = typer.Option(None, "--match", help="Apply one match rule to every case."),
     pattern: Optional[str] = typer.Option(None, "--pattern", help="Regex for --match regex."),
     refusal_pattern: list[str] = typer.Option([], "--refusal-pattern", help="Extra refusal regex (repeatable)."),
+    schema: Optional[Path] = typer.Option(None, "--schema", help=SCHEMA_HELP),
+    input_token_limit: Optional[int] = typer.Option(None, "--input-token-limit", min=1, help=LIMIT_HELP),
 ) -> None:
     """Paired metrics of a comparison with confidence intervals, p-values and flips."""
+    from lib.checked import ReviewSettings, read_schema_file
+
+    overrides = ReviewSettings(schema=read_schema_file(schema) if schema else None,
+                               input_token_limit=input_token_limit)
     report = build_report(get_engine(), comparison, match=match, pattern=pattern,
-                          refusal_patterns=tuple(refusal_pattern))
+                          refusal_patterns=tuple(refusal_pattern), overrides=overrides)
     if as_json:
         print_json(report)
     else:

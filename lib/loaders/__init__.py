@@ -11,7 +11,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
@@ -19,6 +19,9 @@ from lib.datasets import Table, decode_text, file_kind, read_rows
 from lib.errors import RecordedLoadError
 from lib.loaders import long, promptfoo, shadow, wide
 from lib.loaders.store import Recorded, comparison_exists, store_recorded
+
+if TYPE_CHECKING:
+    from lib.checked import ReviewSettings
 
 FORMATS = ("wide", "long", "promptfoo", "shadow")
 
@@ -45,6 +48,9 @@ class LoadMapping:
     role_col: str | None = None  # shadow: serving/shadow per row (instead of --baseline/--candidate)
     match: str | None = None  # one rule for every case
     pattern: str | None = None
+    # Reviewer settings stored with the comparison before its outputs are checked (refusal patterns, a
+    # schema for every case, the input token limit): lib.checked.ReviewSettings.
+    review: ReviewSettings | None = None
 
 
 @dataclass
@@ -117,10 +123,20 @@ def _check_name(engine: Engine, name: str, filename: str) -> str:
     return name
 
 
-def _check_now(engine: Engine, name: str) -> None:
-    # Check and store every output now, so the first report of this comparison reads stored columns.
-    from lib.checked import ensure_checked  # heavy (pyarrow, jsonschema): only when a load happens
+def _validate_review(mapping: LoadMapping | None) -> None:
+    """Bad reviewer settings fail before anything is written."""
+    if mapping is not None and mapping.review is not None:
+        from lib.checks.refusal import RefusalDetector
 
+        RefusalDetector(mapping.review.refusal_patterns)  # compiles every pattern
+
+
+def _check_now(engine: Engine, name: str, mapping: LoadMapping | None) -> None:
+    # Check and store every output now, so the first report of this comparison reads stored columns.
+    from lib.checked import ensure_checked, save_settings  # heavy (pyarrow, jsonschema): only for a load
+
+    if mapping is not None and mapping.review is not None:
+        save_settings(engine, name, mapping.review)
     ensure_checked(engine, name)
 
 
@@ -128,12 +144,13 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
                   mapping: LoadMapping | None = None, system: str = "default") -> LoadResult:
     """Load a recorded comparison named `name` from a wide, long or promptfoo file."""
     name = _check_name(engine, name, filename)
+    _validate_review(mapping)
     if fmt == shadow.FORMAT or (fmt is None and filename.lower().endswith(".gz")):
         return _load_shadow(engine, io.BytesIO(data), filename, name, mapping, system)
     fmt, rec = _parse(data, filename, fmt, mapping or LoadMapping())
     store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
                    report=_report(rec, fmt, filename))
-    _check_now(engine, name)
+    _check_now(engine, name, mapping)
     return LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
                       candidate=rec.candidate, baseline_only=rec.baseline_only,
                       candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
@@ -143,7 +160,7 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
 def _load_shadow(engine: Engine, raw: Any, filename: str, name: str, mapping: LoadMapping | None, system: str,
                  progress: Callable[[int], None] | None = None) -> LoadResult:
     report = shadow.load_shadow(engine, raw, filename, name, mapping or LoadMapping(), system, progress=progress)
-    _check_now(engine, name)
+    _check_now(engine, name, mapping)
     return LoadResult(comparison=name, fmt=shadow.FORMAT, n_pairs=report["n_pairs"], baseline=report["baseline"],
                       candidate=report["candidate"], baseline_only=report["baseline_only"],
                       candidate_only=report["candidate_only"], first_unpaired_ids=report["first_unpaired_ids"],
@@ -157,6 +174,7 @@ def load_recorded_file(engine: Engine, path: Path, name: str, fmt: str | None = 
     try:
         if fmt == shadow.FORMAT or (fmt is None and path.name.lower().endswith(".gz")):
             name = _check_name(engine, name, path.name)
+            _validate_review(mapping)
             with path.open("rb") as raw:
                 return _load_shadow(engine, raw, path.name, name, mapping, system, progress)
         data = path.read_bytes()
