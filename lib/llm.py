@@ -217,18 +217,43 @@ class MalformedResponse(Exception):
     """A response without a usable first choice."""
 
 
+def _tool_call(call: Any) -> dict[str, Any]:
+    """One tool call as compared: its name and its arguments (parsed JSON; the model's text when invalid)."""
+    function = getattr(call, "function", None)
+    arguments = getattr(function, "arguments", None)
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError:
+            pass  # invalid arguments stay the string the model wrote: a finding, not a crash
+    return {"name": getattr(function, "name", None), "arguments": arguments}
+
+
+def output_text(message: Any) -> str:
+    """What a reply is compared by: its text, or, when it calls tools, stable JSON of the calls.
+
+    `{"tool_calls": [{"name", "arguments"}]}` in the model's order, plus `"content"` when the model also
+    wrote text. Call ids are left out (random per response: they would make every pair differ), and
+    arguments are parsed so the review's JSON checks compare values, not spacing. raw_json keeps all.
+    """
+    text = message.content
+    calls = getattr(message, "tool_calls", None)
+    if not calls:
+        return text or ""
+    payload: dict[str, Any] = {"tool_calls": [_tool_call(c) for c in calls]}
+    if isinstance(text, str) and text.strip():
+        payload["content"] = text
+    return json.dumps(payload, sort_keys=True, ensure_ascii=False)
+
+
 def parse_completion(response: Any) -> Completion:
-    """Text (or the tool calls as JSON when there is no text), usage and provenance of a response."""
+    """Text (or the tool calls as JSON, see `output_text`), usage and provenance of a response."""
     choices = getattr(response, "choices", None) or []
     if not choices or getattr(choices[0], "message", None) is None:
         raise MalformedResponse("response has no choices")
-    message = choices[0].message
-    text = message.content
-    if text is None and getattr(message, "tool_calls", None):
-        text = json.dumps([c.model_dump() for c in message.tool_calls], sort_keys=True)
     usage = getattr(response, "usage", None)
     return Completion(
-        text=text or "",
+        text=output_text(choices[0].message),
         finish_reason=choices[0].finish_reason,
         prompt_tokens=getattr(usage, "prompt_tokens", None),
         completion_tokens=getattr(usage, "completion_tokens", None),

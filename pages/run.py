@@ -10,6 +10,7 @@ from lib.errors import ReviewInputError
 from lib.resume import stored_run, unfinished
 from lib.executor import WORKER_MODES, should_warm_up, warm_up
 from lib.runner import ModelSpec, ProgressEvent, RunOptions, calls_per_side, run_comparison
+from lib.tools_spec import parse_tools
 from pages import _shared
 
 st.title("Run a comparison")
@@ -47,6 +48,36 @@ def _prompt_stack(specs: list[ModelSpec]) -> None:
                             key="run_template").strip() or None
     for spec in specs:
         spec.system_prompt, spec.prompt_template = system_prompt, template
+
+
+TOOLS_PLACEHOLDER = ('[{"type": "function", "function": {"name": "get_weather", "description": "…", '
+                     '"parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]')
+
+
+def _tools(specs: list[ModelSpec]) -> bool:
+    """The tools the system sends with every request (both sides), from text or a file; False when invalid
+    (the error is shown and nothing can start)."""
+    st.subheader("Tools (both sides, optional)")
+    text = st.text_area("Tool definitions: a JSON list, OpenAI style", key="run_tools_text",
+                        placeholder=TOOLS_PLACEHOLDER).strip()
+    upload = st.file_uploader("…or a tools file", type=["json"], key="run_tools_upload")
+    if text and upload is not None:
+        st.error("Give the tools either in the text box or as a file, not both.")
+        return False
+    try:
+        if upload is not None:
+            tools = parse_tools(upload.getvalue(), upload.name)
+        else:
+            tools = parse_tools(text, "tool definitions") if text else None
+    except ReviewInputError as exc:
+        st.error(f"Invalid tools, nothing can start: {_shared.md(exc)}")
+        return False
+    if tools:
+        st.caption(f"{len(tools)} tools: " + ", ".join(_shared.md(t["function"]["name"]) for t in tools)
+                   + ". A reply made of tool calls is stored as JSON of the calls (name, arguments).")
+    for spec in specs:
+        spec.tools = tools
+    return True
 
 
 def _options() -> RunOptions:
@@ -125,6 +156,8 @@ def _render() -> None:
         st.info("Enter both model strings.")
         return
     _prompt_stack([base, cand])
+    if not _tools([base, cand]):
+        return
     options = _options()
     name = st.text_input("Comparison name", key="run_name",
                          help="Running an existing name again resumes it.").strip()

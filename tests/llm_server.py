@@ -1,9 +1,10 @@
 """A local OpenAI-compatible test server with switchable, deterministic faults.
 
 `LLMServer` runs an aiohttp app on 127.0.0.1 (free port) in its own event-loop thread and is steered
-from the test through plain methods: latency, scripted replies, fingerprints, faults (429 with
-Retry-After, 500, slow past the client timeout, invalid JSON, JSON without `choices`, 400) and a
-request log. Replies are deterministic per (model, messages) and differ between model names.
+from the test through plain methods: latency, scripted replies (text or tool calls), fingerprints,
+faults (429 with Retry-After, 500, slow past the client timeout, invalid JSON, JSON without `choices`,
+400) and a request log (with each request's JSON body). Replies are deterministic per (model,
+messages) and differ between model names.
 
 `serve_subprocess()` runs the same server in a child process (`python -m tests.llm_server`) so a
 benchmark's client does not share the GIL with it; that mode is configured by command-line flags.
@@ -23,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,14 @@ class LoggedRequest:
     attempt: int  # 1-based attempt number of this request content
     fault: str | None  # the fault served, if any
     at: float  # time.monotonic() when it arrived
+    body: dict = field(default_factory=dict)  # the request's JSON body (tools, tool_choice, parameters)
+
+
+@dataclass(frozen=True)
+class ToolCallsReply:
+    """A scripted reply made of tool calls: (name, arguments) pairs; a str argument is sent verbatim."""
+
+    calls: tuple[tuple[str, dict | str], ...]
 
 
 class LLMServer:
@@ -103,7 +112,7 @@ class LLMServer:
     def __init__(self, latency: float = 0.0) -> None:
         self.latency = latency
         self.faults: list[Fault] = []
-        self.scripts: list[tuple[str | None, str, str]] = []
+        self.scripts: list[tuple[str | None, str, str | ToolCallsReply]] = []
         self.fingerprints: dict[str, str] = {}
         self.served_models: dict[str, str] = {}
         self.log: list[LoggedRequest] = []
@@ -136,6 +145,12 @@ class LLMServer:
         """Answer `reply` to requests whose prompt contains `contains` (for `model`, or any)."""
         self.scripts.insert(0, (model, contains, reply))  # latest registration wins
 
+    def script_tool_calls(self, calls: list[tuple[str, dict | str]], *, contains: str = "",
+                          model: str | None = None) -> None:
+        """Answer with these tool calls (no text, finish_reason "tool_calls"), matched like `script`.
+        Call ids differ per model and prompt, as real ones differ per response."""
+        self.scripts.insert(0, (model, contains, ToolCallsReply(tuple(calls))))
+
     def set_fingerprint(self, model: str, fingerprint: str) -> None:
         self.fingerprints[model] = fingerprint
 
@@ -165,7 +180,8 @@ class LLMServer:
             self._attempts.clear()
 
     # ---- request handling --------------------------------------------------------------------
-    def _register(self, model: str, messages: list[dict]) -> tuple[LoggedRequest, Fault | None]:
+    def _register(self, model: str, messages: list[dict],
+                  body: dict | None = None) -> tuple[LoggedRequest, Fault | None]:
         key = json.dumps([model, messages], sort_keys=True)
         prompt = last_user_prompt(messages)
         with self._lock:
@@ -173,18 +189,31 @@ class LLMServer:
             attempt = self._attempts[key]
             fault = next((f for f in self.faults if f.applies(model, prompt, key, attempt)), None)
             entry = LoggedRequest(model, prompt, messages, attempt, fault.kind if fault else None,
-                                  time.monotonic())
+                                  time.monotonic(), body or {})
             self.log.append(entry)
         return entry, fault
 
-    def _reply_text(self, model: str, prompt: str) -> str:
+    def _reply_text(self, model: str, prompt: str) -> str | ToolCallsReply:
         for s_model, contains, reply in self.scripts:
             if (s_model is None or s_model == model) and contains in prompt:
                 return reply
         return default_reply(model, prompt)
 
+    def _tool_calls_message(self, model: str, prompt: str, reply: ToolCallsReply) -> tuple[dict, str]:
+        """The assistant message of a tool-call reply, and the text its tokens are counted on."""
+        calls = [{"id": "call_" + _digest(model, prompt, str(i)).hex()[:12], "type": "function",
+                  "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
+                 for i, (name, args) in enumerate(reply.calls)]
+        counted = " ".join(c["function"]["name"] + " " + c["function"]["arguments"] for c in calls)
+        return {"role": "assistant", "content": None, "tool_calls": calls}, counted
+
     def _completion(self, model: str, messages: list[dict], prompt: str) -> dict:
-        text = self._reply_text(model, prompt)
+        reply = self._reply_text(model, prompt)
+        if isinstance(reply, ToolCallsReply):
+            message, text = self._tool_calls_message(model, prompt, reply)
+            finish_reason = "tool_calls"
+        else:
+            message, text, finish_reason = {"role": "assistant", "content": reply}, reply, "stop"
         n_prompt = sum(_words(_content_text(m.get("content"))) for m in messages)
         n_completion = _words(text)
         return {
@@ -193,8 +222,7 @@ class LLMServer:
             "created": 1_700_000_000,
             "model": self.served_models.get(model, model),
             "system_fingerprint": self.fingerprints.get(model, "fp_" + _digest(model).hex()[:8]),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": text}}],
+            "choices": [{"index": 0, "finish_reason": finish_reason, "message": message}],
             "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
                       "total_tokens": n_prompt + n_completion},
         }
@@ -220,7 +248,7 @@ class LLMServer:
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         model, messages = str(body.get("model", "")), list(body.get("messages") or [])
-        entry, fault = self._register(model, messages)
+        entry, fault = self._register(model, messages, body)
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault is not None:

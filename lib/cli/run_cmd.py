@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -11,6 +12,7 @@ from lib.db import get_engine
 from lib.executor import WORKER_MODES, should_warm_up, warm_up
 from lib.runner import (CostEstimate, ModelSpec, ProgressEvent, RunOptions, RunResult, calls_per_side,
                         estimate_cost, run_comparison)
+from lib.tools_spec import load_tools
 
 PROGRESS_EVERY_S = 2.0  # at most one progress line per side this often (and one when a side ends)
 
@@ -50,11 +52,12 @@ def _summary(result: RunResult) -> None:
 
 
 def model_spec(model: str, api_base: str | None, flags: dict[str, Any]) -> ModelSpec:
-    """A model's configuration from `run`'s flags (the prompt stack and parameters)."""
+    """A model's configuration from `run`'s flags (the prompt stack, parameters and tools)."""
     return ModelSpec(model, api_base=api_base, system_prompt=flags["system_prompt"],
                      prompt_template=flags["prompt_template"], temperature=flags["temperature"],
                      top_p=flags["top_p"], max_tokens=flags["max_tokens"], seed=flags["seed"],
-                     response_format=_response_format(flags["response_format_json"]))
+                     response_format=_response_format(flags["response_format_json"]),
+                     tools=_tools(flags.get("tools")))
 
 
 def run_options(flags: dict[str, Any]) -> RunOptions:
@@ -65,6 +68,10 @@ def run_options(flags: dict[str, Any]) -> RunOptions:
 
 def _response_format(as_json: bool) -> dict | None:
     return {"type": "json_object"} if as_json else None
+
+
+def _tools(path: Path | None) -> list | None:
+    return None if path is None else load_tools(path)  # ToolsFileError: exit 2, one line
 
 
 @app.command("run")
@@ -85,6 +92,10 @@ def run_cmd(
     seed: Optional[int] = typer.Option(None, "--seed"),
     response_format_json: bool = typer.Option(False, "--response-format-json",
                                               help="Ask for a JSON object (every model)."),
+    tools: Optional[Path] = typer.Option(
+        None, "--tools", help="JSON file: a list of OpenAI-style tool definitions "
+        '([{"type": "function", "function": {name, description, parameters}}]) sent with every request '
+        "(every model). A reply made of tool calls is stored as {\"tool_calls\": [{name, arguments}]}."),
     concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight, in total."),
     timeout: float = typer.Option(60.0, "--timeout", min=0.001, help="Seconds per request."),
     max_retries: int = typer.Option(4, "--max-retries", min=0, help="Retries per request."),
