@@ -314,12 +314,15 @@ def token_checks(frame: pd.DataFrame, side: str, prompt: RunPrompt | None,
         return {f"{side}_len_tokens": na_int, f"{side}_input_tokens": na_int, f"{side}_tokens_exact": na_bool,
                 f"{side}_input_over_limit": na_bool}
     output = token_counts(frame[f"{side}_text"], prompt.model)
-    inputs = token_counts(prompt.render(frame["input_text"]).astype(object).where(frame["input_text"].notna()),
-                          prompt.model)
-    over = (inputs.counts > settings.input_token_limit) if settings.input_token_limit else na_bool
     exact = pd.Series(output.method == METHOD_LITELLM, index=frame.index, dtype="boolean")
-    return {f"{side}_len_tokens": output.counts, f"{side}_input_tokens": inputs.counts,
-            f"{side}_tokens_exact": exact, f"{side}_input_over_limit": over.astype("boolean")}
+    checks = {f"{side}_len_tokens": output.counts, f"{side}_input_tokens": na_int, f"{side}_tokens_exact": exact,
+              f"{side}_input_over_limit": na_bool}
+    if settings.input_token_limit:  # prompts are counted only against a budget: half the counting otherwise
+        prompts = prompt.render(frame["input_text"]).astype(object).where(frame["input_text"].notna())
+        inputs = token_counts(prompts, prompt.model).counts
+        checks.update({f"{side}_input_tokens": inputs,
+                       f"{side}_input_over_limit": (inputs > settings.input_token_limit).astype("boolean")})
+    return checks
 
 
 _PROMPT_SQL = text("SELECT m.model, m.system_prompt, m.prompt_template FROM run r "
