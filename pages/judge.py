@@ -163,18 +163,22 @@ def _render_rationales(frame: pd.DataFrame) -> None:
     st.dataframe(rows[rows["status"].isin(status)], hide_index=True, width="stretch", key="judge_rationales")
 
 
-def _command(name: str, model: str = "openai/gpt-4o-2024-08-06") -> str:
+EXAMPLE_JUDGE = "openai/gpt-4o-2024-08-06"
+
+
+def _command(name: str, model: str) -> str:
     return f"python -m lib judge {shlex.quote(name)} --judge {shlex.quote(model)} --sample 0.05 --pairwise"
 
 
-def _render_run_form(name: str) -> None:
+def _render_run_form(name: str, model_in_use: str | None = None) -> None:
+    """The CLI command (with the judge shown above, so re-running it resumes that judge) and a form."""
     st.subheader("Run the judge")
-    st.code(_command(name), language="bash")
+    st.code(_command(name, model_in_use or EXAMPLE_JUDGE), language="bash")
     st.caption("Options: --api-base URL, --rubric PATH (TOML or JSON), --dimensions, --seed, --concurrency, "
                "--drift-threshold. Keys come from the environment and are never stored. Running again resumes: "
                "stored judgements are not requested again.")
     with st.expander("Run it from here"):
-        model = st.text_input("Judge model", key="judge_model", placeholder="openai/gpt-4o-2024-08-06")
+        model = st.text_input("Judge model", key="judge_model", placeholder=model_in_use or EXAMPLE_JUDGE)
         api_base = st.text_input("API base (optional)", key="judge_api_base")
         sample = st.text_input("Sample (fraction or count; empty = every pair)", key="judge_sample")
         pairwise = st.checkbox("Also judge pairwise preference (both orders)", key="judge_pairwise")
@@ -277,7 +281,7 @@ def _render(name: str) -> None:
     _render_counts(block)
     _render_rationales(frame)
     _render_config(block)
-    _render_run_form(name)
+    _render_run_form(name, block["config"]["model"])
 
 
 active = _shared.active_comparison()

@@ -517,6 +517,7 @@ def test_judge_page_shows_scores_pairwise_drift_and_rationales(engine, llm_serve
     assert any("Unparseable judgements: 1" in w.value for w in at.warning)
     picker = at.selectbox(key="judge_config_pick")
     assert picker.options[picker.index].startswith(JUDGE) and len(picker.value) == 64  # a config hash
+    assert any(f"--judge {JUDGE} " in c.value for c in at.code)  # the command re-runs (resumes) this judge
     dims = _table(at, "dimension")
     acc = dims[dims["dimension"] == "accuracy"].iloc[0]
     assert (acc["baseline"], acc["candidate"], acc["n"]) == (5.0, 4.0, 3)
