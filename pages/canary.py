@@ -145,6 +145,11 @@ def _render_history(policy: str) -> None:
         return
     latest = history[0]
     st.metric("Decision so far (latest check)", latest["decision"], help=f"checked at {latest['at'][:19]} UTC")
+    rollback = next((h for h in history if h["decision"] == "rollback"), None)
+    if rollback is not None and rollback is not latest:  # a later window with too little data undoes nothing
+        fired = ", ".join(sorted({t["metric"] for t in rollback["triggers"] if t["status"] == "fire"}))
+        st.error(f"A check at {rollback['at'][:19]} UTC called for **rollback** ({_shared.md(fired)} fired, log "
+                 f"{_shared.md(rollback['log'])}); later checks do not undo it.")
     st.dataframe(_history_rows(history), hide_index=True, key="canary_history")
 
 

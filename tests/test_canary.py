@@ -388,3 +388,13 @@ def test_canary_page_shows_bad_input_escaped(engine, policy: str, tmp_path: Path
     at.button(key="canary_check").click().run()
     assert not at.exception, at.exception
     assert "Not checked" in at.error[0].value and "purple" in at.error[0].value
+
+
+def test_a_later_check_with_too_little_data_does_not_bury_a_rollback(engine, policy: str, tmp_path: Path) -> None:
+    path = write_log(tmp_path / "spike.csv", rows("control", 900, refusals=18) + rows("canary", 300, refusals=45))
+    assert check(engine, path).decision == "rollback"
+    assert check(engine, path, since="2040-01-01").decision == "wait"  # an empty window
+    at = _page()
+    assert not at.exception, at.exception
+    assert at.metric[0].value == "wait"  # the latest check, as labelled
+    assert any("called for **rollback**" in e.value and "later checks do not undo it" in e.value for e in at.error)
