@@ -223,3 +223,49 @@ def after_monitor_mark() -> None:
     """A point became its series' baseline: points, statuses and bands are stale."""
     after_release_write()
     monitor_bands.clear()
+
+
+# ---- markdown in other contexts, and table selections (appended) ---------------------------------
+def code(text: object) -> str:
+    """Untrusted text as an inline code span: verbatim, so URLs and identifiers show as typed. Escapes
+    mean nothing inside a code span (md() there leaks its backslashes), so fence with more backticks
+    than any run inside and pad with a space when the text starts or ends with a backtick."""
+    value = " ".join(str(text).split("\n"))  # a span is one line
+    runs = [len(r) for r in "".join(ch if ch == "`" else " " for ch in value).split()]
+    longest = max(runs, default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if value.startswith("`") or value.endswith("`") or not value.strip() else ""
+    return f"{fence}{pad}{value}{pad}{fence}"
+
+
+def md_text(text: object) -> str:
+    """md() for free text that may hold a URL (errors, notes): GFM turns `http://…` into a link from the
+    raw text, so md()'s backslashes would show inside the link and break its address. Escaping the `:`
+    too leaves no raw `http://`: the URL renders as typed (the browser still links it, intact)."""
+    return md(text).replace(":", "\\:")
+
+
+def md_lines(text: object) -> str:
+    """Untrusted multi-line text (comments, rationales) for st.markdown: escaped like md_text(), each line
+    break kept as a hard break, leading indentation dropped (it would start a code block, where escapes
+    leak) and `=` escaped too (a line of them under text would make a heading)."""
+    lines = [md_text(line.strip()).replace("=", "\\=") for line in str(text).splitlines()]
+    return "  \n".join(lines)
+
+
+def selected_row(event: Any, n_rows: int) -> int | None:
+    """The row a single-row table selection points at, or None when none is selected or the index is
+    stale: the browser keeps a table's selection when its rows change (a narrower filter, another list)."""
+    rows = list(event.selection.rows) if event else []
+    return rows[0] if rows and 0 <= rows[0] < n_rows else None
+
+
+def clear_selection_if_moved(table_key: str, view: object, keep: bool = False) -> None:
+    """Forget a table's row selection when what it shows changed (another page, filter or list): a row
+    number ticked on one view means nothing on the next. `keep`: the page has just set the selection for
+    this view itself (a deep link). Call before the table is created."""
+    marker = f"{table_key}__view"
+    if st.session_state.get(marker) != view:
+        if marker in st.session_state and not keep:
+            st.session_state[table_key] = {"selection": {"rows": [], "columns": [], "cells": []}}
+        st.session_state[marker] = view

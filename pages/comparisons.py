@@ -29,19 +29,21 @@ def _render_list(rows: list[dict]) -> None:
 
 def _run_card(title: str, run: dict) -> None:
     st.subheader(title)
-    st.markdown(f"**Model:** {_shared.md(run['model'])}")
+    # identifiers and URLs verbatim in code spans: md() inside a URL shows its backslashes (GFM autolinks)
+    st.markdown(f"**Model:** {_shared.code(run['model'])}")
     if run["api_base"]:
-        st.markdown(f"**API base:** {_shared.md(run['api_base'])}")
+        st.markdown(f"**API base:** {_shared.code(run['api_base'])}")
     st.markdown(f"**Status:** {run['status']} · **outputs:** {run['n_outputs']} · **errors:** {run['n_errors']}")
     if run["served_model"] or run["system_fingerprint"]:
-        st.caption(f"Provider reported: model {_shared.md(run['served_model'] or 'unknown')}, "
-                   f"fingerprint {_shared.md(run['system_fingerprint'] or 'none')}")
+        served = _shared.code(run["served_model"]) if run["served_model"] else "unknown"
+        fingerprint = _shared.code(run["system_fingerprint"]) if run["system_fingerprint"] else "none"
+        st.caption(f"Provider reported: model {served}, fingerprint {fingerprint}")
 
 
 def _render_active(info: dict) -> None:
-    st.header(_shared.md(info["name"]), divider="gray", anchor=False)
-    st.caption(f"Dataset {_shared.md(info['dataset'])} v{info['dataset_version']} · {info['n_cases']} cases · "
-               f"source {info['source']} · system {_shared.md(info['system'])}")
+    st.header(_shared.md_text(info["name"]), divider="gray", anchor=False)
+    st.caption(f"Dataset {_shared.md_text(info['dataset'])} v{info['dataset_version']} · {info['n_cases']} cases · "
+               f"source {info['source']} · system {_shared.md_text(info['system'])}")
     left, right = st.columns(2)
     with left:
         _run_card("Baseline", info["baseline_run"])
@@ -59,9 +61,9 @@ def _render_notes(name: str) -> None:
     if notes.get("baseline_only") or notes.get("candidate_only"):
         st.warning(f"Unpaired rows in the recorded file: {notes.get('baseline_only', 0)} baseline only, "
                    f"{notes.get('candidate_only', 0)} candidate only. First ids: "
-                   f"{_shared.md(', '.join(map(str, notes.get('first_unpaired_ids', []))))}")
+                   f"{_shared.md_text(', '.join(map(str, notes.get('first_unpaired_ids', []))))}")
     for warning in notes.get("warnings", []):
-        st.info(_shared.md(warning))
+        st.info(_shared.md_text(warning))
 
 
 def _render_preview(name: str) -> None:

@@ -56,7 +56,7 @@ def _choose_policy() -> tuple[str, int] | None:
 
 def _render_verdict(verdict: dict) -> None:
     st.subheader(f"Verdict: {verdict['verdict'].upper()}")
-    st.caption(f"Policy {_shared.md(verdict['policy_name'])} v{verdict['policy_version']} · sha256 "
+    st.caption(f"Policy {_shared.md_text(verdict['policy_name'])} v{verdict['policy_version']} · sha256 "
                f"`{verdict['policy_hash']}` · locked {verdict['policy_locked_at']} · {verdict['n']} pairs · "
                f"{verdict['ci_level']:.0%} intervals")
     if verdict["post_hoc"]:
@@ -67,37 +67,66 @@ def _render_verdict(verdict: dict) -> None:
              "result": c["result"], "blocking": c["blocking"], "why": c["reason"]} for c in verdict["criteria"]]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="decision_verdict_table")
     for note in verdict["notes"]:
-        st.caption(_shared.md(note))
+        st.caption(_shared.md_text(note))
 
 
-def _render_sign(comparison: str, policy: tuple[str, int], owner: str | None) -> None:
+def _contradicts(choice: str | None, verdict: str | None) -> bool:
+    """Go on any verdict but GO, or no-go on a GO verdict: an override of the pre-registered policy
+    (no-go on an inconclusive verdict is not: nothing was shown to be safe)."""
+    if choice is None or verdict is None:
+        return False
+    return (choice == "go") != (verdict == "go")
+
+
+def _choose_decision(verdict: str | None) -> tuple[str | None, bool]:
+    """The signer's decision (no default: a preselected "go" is too easy to sign on a NO-GO) and whether
+    it may be signed: one against the verdict needs an explicit confirmation."""
+    choice = st.radio("Decision", DECISIONS, index=None, horizontal=True, key="decision_choice",
+                      help=f"The verdict under this policy is {verdict.upper()}." if verdict else None)
+    if not _contradicts(choice, verdict):
+        return choice, True
+    st.warning(f"This decision ({choice}) goes against the verdict ({verdict.upper()}). It is signed next to the "
+               "verdict, as an override: say why in the rationale.")
+    confirmed = st.checkbox(f"I decide {choice} against the {verdict.upper()} verdict", key="decision_confirm_against")
+    return choice, confirmed
+
+
+def _render_sign(comparison: str, policy: tuple[str, int], owner: str | None, verdict: str | None) -> None:
     st.subheader("Sign a decision")
     if owner is None:
         st.info("This comparison's system has no owner yet; only the owner may sign. Set one with "
                 "`python -m lib system set-owner SYSTEM --owner NAME`.")
+    choice, allowed = _choose_decision(verdict)
     with st.form("decision_sign_form"):
         signer = st.text_input("Signer (the system owner's key name)", value=owner or "", key="decision_signer")
-        choice = st.radio("Decision", DECISIONS, horizontal=True, key="decision_choice")
         rationale = st.text_area("Rationale", key="decision_rationale")
         conditions = st.text_area("Conditions (canary share, rollback triggers…)", key="decision_conditions")
         passphrase = st.text_input("Key passphrase", type="password", key="decision_passphrase")
         submitted = st.form_submit_button("Sign", type="primary", key="decision_sign")
-    st.caption(f"Private keys are read from {_shared.md(key_dir())}.")
-    if submitted:
-        req = DecisionRequest(comparison, choice, signer, rationale, conditions, policy[0], policy[1])
-        try:
-            row = decide(_shared.engine(), req, passphrase)
-        except ReviewInputError as exc:
-            st.error(f"Nothing was signed. {_shared.md(exc)}")
-            return
-        _after_write()
-        st.success(f"Signed decision {row.id}: {row.decision} by {_shared.md(row.signer)}.")
+    st.caption(f"Private keys are read from {_shared.code(key_dir())}.")
+    if not submitted:
+        return
+    if choice is None:
+        st.error("Nothing was signed. Choose go or no-go.")
+        return
+    if not allowed:
+        st.error(f"Nothing was signed. Tick \"I decide {choice} against the {verdict.upper()} verdict\" to sign "
+                 "a decision against the verdict.")
+        return
+    req = DecisionRequest(comparison, choice, signer, rationale, conditions, policy[0], policy[1])
+    try:
+        row = decide(_shared.engine(), req, passphrase)
+    except ReviewInputError as exc:
+        st.error(f"Nothing was signed. {_shared.md_text(exc)}")
+        return
+    _after_write()
+    st.success(f"Signed decision {row.id}: {row.decision} by {_shared.md_text(row.signer)}.")
 
 
 def _render_comments(comparison: str) -> None:
     st.subheader("Comments")
-    for c in list_comments(_shared.engine(), comparison):
-        st.markdown(f"**{_shared.md(c['author'])}** · {c['created_at']}  \n{_shared.md(c['text'])}")
+    for c in list_comments(_shared.engine(), comparison):  # line breaks kept, every line escaped
+        st.markdown(f"**{_shared.md_text(c['author'])}** · {c['created_at']}  \n{_shared.md_lines(c['text'])}")
     with st.form("decision_comment_form", clear_on_submit=True):
         author = st.text_input("Your name", key="decision_comment_author")
         text = st.text_area("Comment", key="decision_comment_text")
@@ -105,7 +134,7 @@ def _render_comments(comparison: str) -> None:
             try:
                 add_comment(_shared.engine(), comparison, author, text)
             except ReviewInputError as exc:
-                st.error(_shared.md(exc))
+                st.error(_shared.md_text(exc))
                 return
             _after_write()
             st.rerun()
@@ -120,9 +149,17 @@ def _render_history(comparison: str) -> None:
     url = _shared.database_url()
     table = pd.DataFrame([{"id": r["id"], "signed_at": r["signed_at"], "decision": r["decision"],
                            "verdict": r["verdict"], "post_hoc": r["post_hoc"], "signer": r["signer"],
+                           "rationale": r["rationale"], "conditions": r["conditions"] or "",
                            "policy": r["policy"], "key": r["key_fingerprint"][:16],
                            "integrity": _integrity(url, r["id"])} for r in rows])
     st.dataframe(table, hide_index=True, width="stretch", key="decision_history")
+    for r in rows:  # the signed words in full, line breaks kept (a table cell shows one line)
+        against = " (against the verdict)" if _contradicts(r["decision"], r["verdict"]) else ""
+        with st.expander(f"Decision {r['id']}: {r['decision']}{against} by {_shared.md_text(r['signer'])}, "
+                         f"verdict {r['verdict']}"):
+            st.markdown(f"**Rationale**  \n{_shared.md_lines(r['rationale'])}")
+            st.markdown(f"**Conditions**  \n{_shared.md_lines(r['conditions'])}" if r["conditions"]
+                        else "**Conditions:** none")
 
 
 def _render_verify_and_export(comparison: str) -> None:
@@ -133,7 +170,7 @@ def _render_verify_and_export(comparison: str) -> None:
             st.success(f"Intact: {result.counts['events']} events, {result.counts['decisions']} decisions, "
                        f"{result.counts['policies']} policies checked.")
         for problem in result.problems:
-            st.error(_shared.md(problem))
+            st.error(_shared.md_text(problem))
     url = _shared.database_url()
     left, right = st.columns(2)
     left.download_button("Change record (Markdown)", _export(url, comparison, "md"), file_name=f"{comparison}.md",
@@ -146,15 +183,17 @@ def _render(comparison: str) -> None:
     with Session(_shared.engine()) as session:
         comp = get_comparison(session, comparison)
         owner = current_owner(session, comp.system)
-    st.caption(f"Comparison **{_shared.md(comparison)}** · system {_shared.md(comp.system)} · "
-               f"owner {_shared.md(owner or '(none)')}")
+    st.caption(f"Comparison **{_shared.md_text(comparison)}** · system {_shared.md_text(comp.system)} · "
+               f"owner {_shared.md_text(owner or '(none)')}")
     policy = _choose_policy()
     if policy is not None:
+        verdict = None
         try:
-            _render_verdict(_verdict(_shared.database_url(), comparison, *policy))
+            verdict = _verdict(_shared.database_url(), comparison, *policy)
+            _render_verdict(verdict)
         except ReviewInputError as exc:
-            st.error(_shared.md(exc))
-        _render_sign(comparison, policy, owner)
+            st.error(_shared.md_text(exc))
+        _render_sign(comparison, policy, owner, verdict["verdict"] if verdict else None)
     _render_comments(comparison)
     _render_history(comparison)
     _render_verify_and_export(comparison)

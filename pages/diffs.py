@@ -14,6 +14,7 @@ from pages import _shared
 st.title("Diffs")
 PAGE_SIZE = 50
 FILTER_KEY = "diffs_filter"  # also set by the Overview's "what changed most" links
+FOCUS_KEY = "diffs_focus"  # {"filter", "case_id", "repeat"}: one case the Overview's lists open, read once
 CHECKS = [("refused", "refused"), ("correct", "correct"), ("json_strict", "JSON valid (strict)"),
           ("json_lenient", "JSON valid (lenient)"), ("truncated", "truncated"), ("len_chars", "characters"),
           ("len_words", "words"), ("latency_s", "latency (s)"), ("cost_usd", "cost (USD)")]
@@ -35,12 +36,35 @@ def _query(frame: pd.DataFrame) -> BrowseQuery:
     return BrowseQuery(filter=chosen, categories=tuple(categories), search=search)
 
 
-def _render_table(rows: pd.DataFrame) -> pd.Series | None:
-    """One page of matching cases; returns the selected row."""
+def _take_focus() -> dict | None:
+    """A case link from the Overview: show its list's filter, unnarrowed, so the case is in the rows."""
+    focus = st.session_state.pop(FOCUS_KEY, None)
+    if focus is not None:
+        st.session_state[FILTER_KEY] = focus["filter"]
+        st.session_state["diffs_categories"] = []
+        st.session_state["diffs_search"] = ""
+    return focus
+
+
+def _select_focus(rows: pd.DataFrame, focus: dict) -> bool:
+    """Turn to the page holding the focused case and select its row (before those widgets exist);
+    False when the case is not among the rows."""
+    at = ((rows["case_id"] == focus["case_id"]) & (rows["repeat"] == focus["repeat"])).to_numpy().nonzero()[0]
+    if len(at):
+        st.session_state["diffs_page"] = int(at[0]) // PAGE_SIZE + 1
+        st.session_state["diffs_table"] = {"selection": {"rows": [int(at[0]) % PAGE_SIZE], "columns": []}}
+    return bool(len(at))
+
+
+def _render_table(rows: pd.DataFrame, query: BrowseQuery, focused: bool) -> pd.Series | None:
+    """One page of matching cases; returns the selected row (the first when none is selected)."""
     last = max(1, -(-len(rows) // PAGE_SIZE))
     if st.session_state.get("diffs_page", 1) > last:  # the filter shrank the result: back to page 1
         st.session_state["diffs_page"] = 1
     page_no = st.number_input("Page", 1, last, 1, key="diffs_page")
+    # A row ticked on another page, filter or search is not a row of this view (a deep link just chose it)
+    _shared.clear_selection_if_moved("diffs_table", (query.filter, query.categories, query.search, int(page_no)),
+                                     keep=focused)
     page, n_pages = page_of(rows, int(page_no), PAGE_SIZE)
     page = _shared.page_texts(page)  # texts of this page only: the checks frame carries none
     st.caption(f"{len(rows):,} matching pairs · page {int(page_no)} of {n_pages}")
@@ -53,8 +77,8 @@ def _render_table(rows: pd.DataFrame) -> pd.Series | None:
     event = st.dataframe(view, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
                          key="diffs_table",
                          column_config={"similarity": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f")})
-    selected = event.selection.rows if event else []
-    return page.iloc[selected[0]] if selected else (page.iloc[0] if len(page) else None)
+    at = _shared.selected_row(event, len(page))
+    return page.iloc[at] if at is not None else (page.iloc[0] if len(page) else None)
 
 
 def _checks_table(row: pd.Series) -> pd.DataFrame:
@@ -72,8 +96,8 @@ def _text_box(title: str, body_html: str) -> str:
 
 
 def _render_pair(row: pd.Series) -> None:
-    st.subheader(f"Case {_shared.md(row['case_key'])} (repeat {row['repeat']})", anchor=False)
-    st.caption(f"category {_shared.md(row['category'])} · similarity "
+    st.subheader(f"Case {_shared.md_text(row['case_key'])} (repeat {row['repeat']})", anchor=False)
+    st.caption(f"category {_shared.md_text(row['category'])} · similarity "
                f"{'—' if pd.isna(row['similarity']) else format(row['similarity'], '.2f')}")
     expected = row["expected"] if isinstance(row["expected"], str) else None
     st.html(STYLE + _text_box("Input", html.escape(row["input_text"] or ""))
@@ -101,6 +125,7 @@ if name is None:
     st.info("No comparison yet. Load one (Load page) or run one (Run page).")
     st.stop()
 frame = _shared.checked(_shared.database_url(), name)
+focus = _take_focus()
 query = _query(frame)
 if query.search.strip():  # searching needs every text: read once, cached
     frame = _shared.searchable(_shared.database_url(), name)
@@ -108,6 +133,7 @@ rows = select_cases(frame, query)
 if rows.empty:
     st.info("No pair matches these filters.")
     st.stop()
-selected = _render_table(rows)
+focused = focus is not None and _select_focus(rows, focus)
+selected = _render_table(rows, query, focused=focused)
 if selected is not None:
     _render_pair(selected)

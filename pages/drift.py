@@ -41,21 +41,26 @@ def _options_form() -> DriftOptions | None:
         return None
     lines = [line for line in regex.splitlines() if line.strip()]
     try:
-        return DriftOptions(embeddings=embeddings, api_base=api_base.strip() or None, regex=parse_regex(lines))
+        options = DriftOptions(embeddings=embeddings, api_base=api_base.strip() or None, regex=parse_regex(lines))
+        options.validate()  # a bad descriptor regex is said here, before any work starts
     except ReviewInputError as exc:
-        st.error(_shared.md(exc))
+        st.error(f"Drift analysis did not run. {_shared.md_text(exc)}")
         return None
+    return options
 
 
 def _run(name: str, options: DriftOptions) -> None:
+    failed: ReviewInputError | None = None
     with st.status("Running drift analysis…", expanded=True) as status:
         try:
-            analyze_comparison(_shared.engine(), name, options, progress=lambda m: status.write(_shared.md(m)))
+            analyze_comparison(_shared.engine(), name, options, progress=lambda m: status.write(_shared.md_text(m)))
         except ReviewInputError as exc:
-            status.update(label="Drift analysis did not run", state="error")
-            st.error(_shared.md(exc))
-            return
-        status.update(label="Drift analysis stored", state="complete", expanded=False)
+            failed = exc
+            status.update(label="Drift analysis did not run", state="error", expanded=False)
+        else:
+            status.update(label="Drift analysis stored", state="complete", expanded=False)
+    if failed is not None:  # outside the status box: a collapsed box would hide why
+        st.error(f"Drift analysis did not run. {_shared.md_text(failed)}")
 
 
 def _summary_table(result: StoredDrift) -> pd.DataFrame:
@@ -75,7 +80,7 @@ def _file_name(comparison: str) -> str:
 
 def _show(name: str, result: StoredDrift) -> None:
     opts = result.options
-    st.caption(f"Stored {result.created_at:%Y-%m-%d %H:%M} UTC · embeddings {_shared.md(opts['embeddings'])} · "
+    st.caption(f"Stored {result.created_at:%Y-%m-%d %H:%M} UTC · embeddings {_shared.code(opts['embeddings'])} · "
                f"{result.details['n_reference']} pairs · summary digest {result.digest[:16]}")
     share = result.summary["drifted_share"]
     n = len(result.summary["columns"])
@@ -94,7 +99,7 @@ def _render() -> None:
     if name is None:
         st.info("No comparison yet: run one or load a recorded file.")
         return
-    st.caption(f"Candidate outputs against baseline outputs of **{_shared.md(name)}**, on the cases both answered.")
+    st.caption(f"Candidate outputs against baseline outputs of **{_shared.md_text(name)}**, on the cases both answered.")
     options = _options_form()
     if options is not None:
         _run(name, options)

@@ -57,13 +57,15 @@ def _alert_summary(series: list[dict[str, Any]]) -> str:
 def _render_status(series: list[dict[str, Any]]) -> None:
     latest = series[-1]
     kinds = _alert_kinds(latest)
-    cols = st.columns(4)
+    # Three short cards, then the alert summary on a row of its own: at four a row the values were cut off.
+    cols = st.columns(3)
     cols[0].metric("Points", len(series))
-    cols[1].metric("Latest point", f"{latest['status']} ({', '.join(kinds)})" if kinds else latest["status"],
+    cols[1].metric("Latest point", latest["status"], ", ".join(kinds) or None, delta_color="off", delta_arrow="off",
                    help=f"compared with {latest['compared_with']}" if latest["compared_with"] else None)
-    cols[2].metric("Alerts", _alert_summary(series), help="Points with an alert: a metric out of its band, or a "
-                                                         "fingerprint / served-model change (both listed below).")
-    cols[3].metric("Latest fingerprint", latest["system_fingerprint"] or "—")
+    cols[2].metric("Latest fingerprint", latest["system_fingerprint"] or "—")
+    st.metric("Alerts", _alert_summary(series),
+              help="Points with an alert, by kind: a metric out of its band, or a fingerprint / served-model change. "
+                   "The points table below names each point's alerts; the two alert tables list every one.")
 
 
 def _alert_name(metric: str) -> str:
@@ -164,11 +166,30 @@ def _open_comparison(name: str) -> None:
     st.switch_page("pages/overview.py")
 
 
+def _point_alerts(p: dict[str, Any]) -> str:
+    """A point's alerts in the Alerts card's terms (its kinds), naming what left its band or changed. The
+    card counts points by kind; a count of alert rows here did not add up to it (several metrics can leave
+    their bands at one point, and one change can be found against the baseline and the previous point)."""
+    parts = []
+    if p["alerts"]:
+        metrics = dict.fromkeys(METRIC_LABELS.get(_chart_key(a["metric"]), a["metric"]) for a in p["alerts"])
+        parts.append(f"metric out of band ({', '.join(metrics)})")
+    if p["findings"]:
+        changed = dict.fromkeys(f["kind"].replace("_", " ") for f in p["findings"])
+        parts.append(f"fingerprint change ({', '.join(changed)})")
+    return " · ".join(parts)
+
+
+def _chart_key(alert_metric: str) -> str:
+    """An alert's metric as the report keys it (judge:x -> judge_x), for its label."""
+    return "judge_" + alert_metric.removeprefix("judge:") if alert_metric.startswith("judge:") else alert_metric
+
+
 def _points_table(series: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame([{"point": p["id"], "at": p["created_at"], "status": p["status"],
+    return pd.DataFrame([{"point": p["id"], "at": p["created_at"], "status": p["status"], "alerts": _point_alerts(p),
                           "compared with": p["compared_with"] or "", "baseline": "yes" if p["is_baseline"] else "",
                           "fingerprint": p["system_fingerprint"], "served model": p["served_model"],
-                          "alerts": len(p["alerts"]) + len(p["findings"]), "comparison": p["comparison"]}
+                          "comparison": p["comparison"]}
                          for p in series])
 
 
@@ -189,7 +210,7 @@ def _render_mark(point: dict[str, Any]) -> None:
     try:
         mark_baseline(_shared.engine(), point["id"])
     except ReviewInputError as exc:
-        st.error(_shared.md(exc))
+        st.error(_shared.md_text(exc))
         return
     _shared.after_monitor_mark()
     st.session_state[FLASH_KEY] = f"Point {point['id']} is now the baseline snapshot of this series."

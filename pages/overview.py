@@ -1,10 +1,15 @@
 """Overview: what changed between baseline and candidate, how sure we are, and where to look."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from lib.browse import FILTERS
+from lib.changed_most import Ranking, changed_most
+from lib.checked import ReviewSettingsError, canonical_schema
 from lib.errors import ReviewInputError
 from lib.models import MATCH_RULES
 from lib.report import BINARY_METRICS, METRIC_LABELS, ReviewSettings, is_rate, save_settings, stored_settings
@@ -14,16 +19,21 @@ st.title("Overview")
 ALPHA = 0.05
 
 
+def _num(value: float, sign: str = "") -> str:
+    """Three significant digits, without exponents for thousands (1,234 not 1.23e+03)."""
+    return f"{value:{sign},.0f}" if 1000 <= abs(value) < 1e15 else f"{value:{sign},.3g}"
+
+
 def _fmt(metric: str, value: float | None) -> str:
     if value is None or pd.isna(value):
         return "—"
-    return f"{value:.1%}" if is_rate(metric) else f"{value:,.3g}"
+    return f"{value:.1%}" if is_rate(metric) else _num(value)
 
 
 def _fmt_delta(metric: str, m: dict) -> str:
     if is_rate(metric):
         return f"{m['delta'] * 100:+.1f} pp [{m['ci_low'] * 100:+.1f}, {m['ci_high'] * 100:+.1f}]"
-    return f"{m['delta']:+,.3g} [{m['ci_low']:+,.3g}, {m['ci_high']:+,.3g}]"
+    return f"{_num(m['delta'], '+')} [{_num(m['ci_low'], '+')}, {_num(m['ci_high'], '+')}]"
 
 
 def _significant(m: dict) -> bool:
@@ -31,7 +41,14 @@ def _significant(m: dict) -> bool:
     return p is not None and p < ALPHA
 
 
-def _card(col, metric: str, m: dict) -> None:
+# Card labels short enough for three cards a row (the full label is in each card's help).
+CARD_LABELS = {"length_tokens_mean": "Length (tokens)", "input_tokens_mean": "Prompt tokens",
+               "input_over_limit_rate": "Over token limit"}
+CARD_FIT = (16, 36)  # longest value and label (characters) that fit three cards a row at 1400 px (measured)
+
+
+def _card(metric: str, m: dict) -> tuple[str, str, str | None, str | None]:
+    """(label, baseline → candidate, delta, help) of one metric card."""
     marker = " ✱" if _significant(m) else ""
     p = m.get("p_value_adj", m.get("p_value"))
     help_text = (f"{METRIC_LABELS.get(metric, metric)}. Delta with its 95% CI (unadjusted); ✱ = p < 0.05 after "
@@ -39,12 +56,11 @@ def _card(col, metric: str, m: dict) -> None:
                  + (" ↓ = lower is better." if metric == "over_refusal_rate" else "")
                  if p is not None else None)
     if metric == "similarity":
-        col.metric(f"Similarity (n={m['n']})", _fmt(metric, m["candidate"]),
-                   help="Mean rapidfuzz similarity of the paired outputs (1 = identical).")
-        return
-    col.metric(f"{METRIC_LABELS.get(metric, metric)}{marker} (n={m['n']})",
-               f"{_fmt(metric, m['baseline'])} → {_fmt(metric, m['candidate'])}",
-               _fmt_delta(metric, m), delta_color="off", help=help_text)
+        return (f"Similarity (n={m['n']})", _fmt(metric, m["candidate"]), None,
+                "Mean rapidfuzz similarity of the paired outputs (1 = identical).")
+    label = CARD_LABELS.get(metric, METRIC_LABELS.get(metric, metric))
+    return (f"{label}{marker} (n={m['n']})", f"{_fmt(metric, m['baseline'])} → {_fmt(metric, m['candidate'])}",
+            _fmt_delta(metric, m), help_text)
 
 
 SIGNIFICANCE_NOTE = (
@@ -55,12 +71,14 @@ SIGNIFICANCE_NOTE = (
 
 
 def _render_cards(metrics: dict) -> None:
+    """Three cards a row, two when a value or label would not fit: baseline → candidate is never cut off."""
     st.caption(SIGNIFICANCE_NOTE)
-    shown = [k for k, v in metrics.items() if v]
-    for start in range(0, len(shown), 4):
-        cols = st.columns(4)
-        for col, key in zip(cols, shown[start:start + 4]):
-            _card(col, key, metrics[key])
+    cards = [_card(k, v) for k, v in metrics.items() if v]
+    fits = all(len(value) <= CARD_FIT[0] and len(label) <= CARD_FIT[1] for label, value, _, _ in cards)
+    per_row = 3 if fits else 2
+    for start in range(0, len(cards), per_row):
+        for col, (label, value, delta, help_text) in zip(st.columns(per_row), cards[start:start + per_row]):
+            col.metric(label, value, delta, delta_color="off", help=help_text)
 
 
 def _flip_matrix(m: dict) -> pd.DataFrame:
@@ -81,26 +99,59 @@ def _render_flips(metrics: dict) -> None:
             st.dataframe(_flip_matrix(metrics[key]), width="stretch")
 
 
-def _render_categories(by_category: dict) -> None:
+CATEGORY_NOTE = (
+    "Each metric: baseline → candidate with n, the paired cases of that category, beside it; then "
+    "Δ = candidate − baseline with its 95% CI (percentage points for rates). ✱ = p < 0.05 after Holm correction "
+    "across the category's metrics. A blank cell: the metric does not apply to that category's cases.")
+
+
+CELL_WIDTH_PX = 185
+
+
+def _category_cells(key: str, m: dict | None) -> tuple[str, str]:
+    """(baseline → candidate (n), Δ [CI]) as the table shows them; blank when the metric does not apply."""
+    if not m:
+        return "", ""
+    if key == "similarity":  # one value per pair: the mean and its CI, no delta
+        return f"{m['candidate']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}] (n={m['n']})", ""
+    marker = " ✱" if _significant(m) else ""
+    return f"{_fmt(key, m['baseline'])} → {_fmt(key, m['candidate'])} (n={m['n']})", _fmt_delta(key, m) + marker
+
+
+def _category_table(by_category: dict, order: list[str]) -> pd.DataFrame:
+    """One row per category; two columns per metric that applies to any category, in the cards' order."""
+    present = {k for metrics in by_category.values() for k, m in metrics.items() if m}
+    keys = [k for k in order if k in present] + sorted(present - set(order))
+    rows = []
+    for cat, metrics in by_category.items():
+        row: dict[str, str] = {"category": cat}
+        for key in keys:
+            label = METRIC_LABELS.get(key, key)
+            value, delta = _category_cells(key, metrics.get(key))
+            row[label] = value
+            if key != "similarity":
+                row[f"{label}: Δ [95% CI]"] = delta
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _render_categories(by_category: dict, order: list[str]) -> None:
     if not by_category:
         return
     st.subheader("By category", anchor=False)
-    rows = []
-    for cat, metrics in by_category.items():
-        row: dict = {"category": cat}
-        for key, m in metrics.items():
-            if m and key != "similarity":
-                row[f"{key} Δ"] = m["delta"]
-                row[f"{key} n"] = m["n"]
-        rows.append(row)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="overview_categories")
+    st.caption(CATEGORY_NOTE)
+    table = _category_table(by_category, order)
+    # wide enough for "100.0% → 100.0% (n=1000)": autosizing reads the first rows, often blank here
+    config = {c: st.column_config.TextColumn(c, width=CELL_WIDTH_PX) for c in table.columns if c != "category"}
+    config["category"] = st.column_config.TextColumn("category", pinned=True)
+    st.dataframe(table, hide_index=True, width="stretch", key="overview_categories", column_config=config)
 
 
 def _go_to_diffs(filter_name: str) -> None:
     st.session_state["diffs_filter"] = filter_name
 
 
-def _render_changed_most(counts: dict[str, int]) -> None:
+def _render_changed_most(counts: dict[str, int], rankings: list[Ranking], repeats: bool) -> None:
     st.subheader("What changed most", anchor=False)
     cols = st.columns(3)
     for i, (name, count) in enumerate(counts.items()):
@@ -108,10 +159,47 @@ def _render_changed_most(counts: dict[str, int]) -> None:
             if st.button(f"{FILTERS[name]}: {count}", key=f"overview_goto_{name}", disabled=count == 0,
                          on_click=_go_to_diffs, args=(name,)):
                 st.switch_page("pages/diffs.py")
+    st.caption("The cases that changed most, by each measure: open one to see its diff.")
+    cols = st.columns(2)
+    for i, ranking in enumerate(rankings):
+        with cols[i % 2]:
+            _render_ranking(ranking, repeats)
+
+
+def _open_case(filter_name: str, case_id: int, repeat: int) -> None:
+    # read once by pages/diffs.py: it opens this list's filter at the page holding the case, selected
+    st.session_state["diffs_focus"] = {"filter": filter_name, "case_id": case_id, "repeat": repeat}
+
+
+def _rank_numbers(name: str, row: pd.Series) -> str:
+    """The number(s) a row is ranked by, as the list shows them."""
+    similarity = f"similarity {row['similarity']:.2f}" if "similarity" in row else ""
+    if name == "length_change":
+        return f"{row['b_len_chars']:,} → {row['c_len_chars']:,} chars ({row['change']:+,})"
+    if name == "refusal_flips":
+        return ("answered → refused" if row["c_refused"] else "refused → answered") + f" · {similarity}"
+    if name == "accuracy_regressions":
+        return f"right → wrong · {similarity}"
+    return similarity
+
+
+def _render_ranking(ranking: Ranking, repeats: bool) -> None:
+    st.markdown(f"**{ranking.title}** · top {len(ranking.rows)} of {ranking.total:,}")
+    if ranking.rows.empty:
+        st.caption("No case.")
+    rows = st.container(gap=None)  # a compact list, not a column of spaced-out buttons
+    for i, row in ranking.rows.iterrows():  # at most TOP_N rows
+        case = _shared.md_text(f"{row['case_key']}" + (f" #{row['repeat']}" if repeats else ""))
+        label = f"**{case}** · {_shared.md_text(row['category'])} · {_rank_numbers(ranking.name, row)}"
+        if rows.button(label, key=f"overview_case_{ranking.name}_{i}", type="tertiary", icon=":material/difference:",
+                       help="Open this case in Diffs", on_click=_open_case,
+                       args=(ranking.name, int(row["case_id"]), int(row["repeat"]))):
+            st.switch_page("pages/diffs.py")
 
 
 def _render_settings(name: str) -> None:
-    """Reviewer settings for this comparison: extra refusal patterns, one match rule for all cases."""
+    """Reviewer settings for this comparison: extra refusal patterns, one match rule for all cases, the
+    system's input token limit, and a JSON Schema for every case without one."""
     current = stored_settings(_shared.engine(), name)
     with st.expander("Review settings"):
         patterns = st.text_area("Extra refusal patterns (one regex per line)", "\n".join(current.refusal_patterns),
@@ -120,17 +208,63 @@ def _render_settings(name: str) -> None:
         rule = st.selectbox("Match rule for every case", rules,
                             index=rules.index(current.match) if current.match else 0, key="overview_match")
         pattern = st.text_input("Regex (for the regex rule)", current.pattern or "", key="overview_pattern")
+        _seed(name, {LIMIT_KEY: current.input_token_limit, SCHEMA_KEY: _pretty_schema(current.schema)})
+        limit = st.number_input("Input token limit (the system's prompt budget, in tokens)", min_value=1, step=1,
+                                value=None, placeholder="none", key=LIMIT_KEY,
+                                help="Counts each prompt under each model's own tokenizer and reports how many "
+                                     "cross this budget. Empty: no limit.")
+        schema_text = st.text_area("JSON Schema for every case without one (empty: none)", key=SCHEMA_KEY,
+                                   height=120, help="Outputs are checked against it like a case's own schema.")
+        upload = st.file_uploader("…or a schema file (replaces the text above)", type=["json"],
+                                  key="overview_schema_upload")
         if st.button("Save settings", key="overview_save_settings"):
-            _save_settings(name, patterns, None if rule == rules[0] else rule, pattern or None)
+            schema = _schema_from(schema_text, upload)
+            if schema is not _INVALID:
+                _save_settings(name, patterns, None if rule == rules[0] else rule, pattern or None,
+                               schema=schema, input_token_limit=None if limit is None else int(limit))
 
 
-def _save_settings(name: str, patterns: str, rule: str | None, pattern: str | None) -> None:
+_INVALID = object()  # the schema given is not one: the error is shown, nothing is saved
+LIMIT_KEY, SCHEMA_KEY = "overview_input_token_limit", "overview_schema"
+SEEDED_KEY = "overview_settings_seeded_for"  # the comparison whose stored settings the inputs were filled from
+
+
+def _seed(name: str, values: dict) -> None:
+    """Fill the inputs from the stored settings on first show and when the comparison changes, through
+    session state: with a default value instead, the number input could not be emptied (= no limit)."""
+    if st.session_state.get(SEEDED_KEY) != name or any(k not in st.session_state for k in values):
+        st.session_state.update(values)
+        st.session_state[SEEDED_KEY] = name
+
+
+def _pretty_schema(schema: str | None) -> str:
+    return json.dumps(json.loads(schema), indent=2) if schema else ""
+
+
+def _schema_from(text: str, upload: UploadedFile | None) -> str | None | object:
+    """The schema to save (canonical JSON, None for none), or _INVALID after showing why not."""
+    try:
+        if upload is not None:
+            try:
+                raw = upload.getvalue().decode("utf-8")
+            except UnicodeDecodeError:
+                raise ReviewSettingsError(f"the schema file {upload.name}: not UTF-8 text") from None
+            return canonical_schema(raw, f"the schema file {upload.name}")
+        return canonical_schema(text, "the schema") if text.strip() else None
+    except ReviewInputError as exc:
+        st.error(f"Not saved. {_shared.md_text(exc)}")
+        return _INVALID
+
+
+def _save_settings(name: str, patterns: str, rule: str | None, pattern: str | None, *,
+                   schema: str | None = None, input_token_limit: int | None = None) -> None:
     try:
         settings = ReviewSettings(match=rule, pattern=pattern if rule else None,
-                                  refusal_patterns=tuple(p.strip() for p in patterns.splitlines() if p.strip()))
+                                  refusal_patterns=tuple(p.strip() for p in patterns.splitlines() if p.strip()),
+                                  schema=schema, input_token_limit=input_token_limit)
         save_settings(_shared.engine(), name, settings)
     except ReviewInputError as exc:
-        st.error(f"Not saved. {exc}")
+        st.error(f"Not saved. {_shared.md_text(exc)}")
         return
     _shared.after_settings_change()
     st.toast("Settings saved; the review is recomputed.")
@@ -142,13 +276,15 @@ if name is None:
     st.info("No comparison yet. Load one (Load page) or run one (Run page).")
     st.stop()
 report = _shared.report(_shared.database_url(), name)
-st.caption(f"{_shared.md(name)} · {report['n_pairs']} paired cases · deltas are candidate − baseline with 95% "
+st.caption(f"{_shared.md_text(name)} · {report['n_pairs']} paired cases · deltas are candidate − baseline with 95% "
            "confidence intervals; ✱ marks a difference significant after Holm correction.")
 _render_settings(name)
 if report["n_pairs"] == 0:
     st.warning("No case has outputs on both sides yet.")
     st.stop()
 _render_cards(report["metrics"])
-_render_changed_most(_shared.change_counts(_shared.database_url(), name))
+checked = _shared.checked(_shared.database_url(), name)
+_render_changed_most(_shared.change_counts(_shared.database_url(), name), changed_most(checked),
+                     repeats=bool(checked["repeat"].max() > 0))
 _render_flips(report["metrics"])
-_render_categories(report["by_category"])
+_render_categories(report["by_category"], list(report["metrics"]))

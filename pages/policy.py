@@ -7,30 +7,62 @@ import pandas as pd
 import streamlit as st
 
 from lib.errors import ReviewInputError
-from lib.policy import (CATEGORY_SEP, DEFAULT_ALPHA, DIMENSION_SEP, JUDGE_SCORE, KNOWN_METRICS, THRESHOLD_KEYS,
-                        PolicyError, create_policy, list_policies, policy_from_dict)
+from lib.policy import (CATEGORY_SEP, DEFAULT_ALPHA, DIMENSION_SEP, JUDGE_SCORE, KNOWN_METRICS, RATE_METRICS,
+                        THRESHOLD_KEYS, PolicyError, create_policy, list_policies, policy_from_dict)
 from pages import _shared
 
 st.title("Policies")
 st.caption("A policy is pre-registered: lock it before the candidate's first output, or its verdicts are "
            "marked post-hoc. Locked versions never change; new content becomes a new version.")
 ROWS_KEY = "policy_n_rows"
+Row = tuple[str, str, float, bool]  # criterion name, threshold key, value, blocking
 
 
-def _row(i: int) -> tuple[str, str, float, bool]:
+def _units(metric: str) -> str:
+    """What a threshold value means for this metric (lib.policy: rates are fractions)."""
+    if metric == JUDGE_SCORE:
+        return ("Judge score points on the 1-5 scale: min 4 = a mean score of at least 4; "
+                "max_decrease 0.3 = at most 0.3 points lower.")
+    if metric in RATE_METRICS or metric == "similarity":
+        return ("A fraction in [0, 1]: max_increase / max_decrease 0.02 = 2 percentage points (pp); "
+                "min / max 0.9 = 90%.")
+    if metric == "latency_s_mean":
+        return "Seconds (mean latency per case)."
+    if metric == "cost_usd_total":
+        return "US dollars (total cost over the cases)."
+    return "In the metric's own units (characters, words or tokens per output, on average)."
+
+
+def _fresh_judge_row(i: int) -> None:
+    """judge_score was just chosen: its empty dimension is a hint, not an error, until the row is edited."""
+    fresh = st.session_state.get(f"policy_row_{i}_metric") == JUDGE_SCORE
+    st.session_state[f"policy_row_{i}_fresh"] = fresh
+
+
+def _edited(i: int) -> None:
+    st.session_state[f"policy_row_{i}_fresh"] = False
+
+
+def _row(i: int) -> Row:
     cols = st.columns([3, 2, 2, 2, 1])
-    metric = cols[0].selectbox("criterion", KNOWN_METRICS, key=f"policy_row_{i}_metric")
+    metric = cols[0].selectbox("criterion", KNOWN_METRICS, key=f"policy_row_{i}_metric",
+                               on_change=_fresh_judge_row, args=(i,))
     scoped = cols[1].text_input("judge dimension" if metric == JUDGE_SCORE else "category (optional)",
                                 key=f"policy_row_{i}_category",
                                 help="A rubric dimension (e.g. accuracy)" if metric == JUDGE_SCORE else
                                 "Limit the criterion to one category of cases").strip()
-    key = cols[2].selectbox("threshold", THRESHOLD_KEYS, key=f"policy_row_{i}_key")
+    key = cols[2].selectbox("threshold", THRESHOLD_KEYS, key=f"policy_row_{i}_key", on_change=_edited, args=(i,))
     value = cols[3].number_input("value", min_value=0.0, value=0.02, step=0.01, format="%.4f",
-                                 key=f"policy_row_{i}_value")
+                                 key=f"policy_row_{i}_value", on_change=_edited, args=(i,), help=_units(metric))
     blocking = cols[4].checkbox("blocking", value=True, key=f"policy_row_{i}_blocking")
     if metric == JUDGE_SCORE:
         return f"{metric}{DIMENSION_SEP}{scoped}", key, float(value), blocking
     return f"{metric}{CATEGORY_SEP}{scoped}" if scoped else metric, key, float(value), blocking
+
+
+def _awaiting_dimension(i: int, row: Row) -> bool:
+    """A judge_score row just chosen, its dimension not typed yet (and nothing else of it edited since)."""
+    return row[0] == f"{JUDGE_SCORE}{DIMENSION_SEP}" and bool(st.session_state.get(f"policy_row_{i}_fresh"))
 
 
 def _criteria_from_rows(rows: list[tuple[str, str, float, bool]]) -> dict[str, dict[str, Any]]:
@@ -54,11 +86,18 @@ def _form_policy() -> str | None:
     add.button("Add a row", key="policy_add_row", on_click=lambda: st.session_state.update({ROWS_KEY: n_rows + 1}))
     remove.button("Remove the last row", key="policy_remove_row", disabled=n_rows <= 1,
                   on_click=lambda: st.session_state.update({ROWS_KEY: n_rows - 1}))
-    try:
-        return policy_from_dict({"alpha": alpha, "criteria": _criteria_from_rows(rows)}, "form").canonical_toml()
+    waiting = [i for i, row in enumerate(rows) if _awaiting_dimension(i, row)]
+    ready = [row for i, row in enumerate(rows) if i not in waiting]
+    try:  # the rows that are filled in are checked now: their errors are real
+        policy = policy_from_dict({"alpha": alpha, "criteria": _criteria_from_rows(ready)}, "form") if ready else None
     except PolicyError as exc:
-        st.error(_shared.md(exc))
+        st.error(_shared.md_text(exc))
         return None
+    if waiting:
+        st.info(f"Type the judge dimension on row {', '.join(str(i + 1) for i in waiting)}: a judge score criterion "
+                "applies to one rubric dimension (e.g. accuracy, format_adherence, safety).")
+        return None
+    return policy.canonical_toml()
 
 
 def _render_create() -> None:
@@ -76,11 +115,11 @@ def _render_create() -> None:
         try:
             result = create_policy(_shared.engine(), name, content, source=source)
         except ReviewInputError as exc:
-            st.error(f"Nothing was locked. {_shared.md(exc)}")
+            st.error(f"Nothing was locked. {_shared.md_text(exc)}")
             return
         _shared.after_policy_write()  # the Canary page lists policies with a [canary] section
         verb = "Locked" if result.created else "Unchanged: already locked as"
-        st.success(f"{verb} {_shared.md(result.name)} v{result.version} · sha256 `{result.content_hash}`")
+        st.success(f"{verb} {_shared.md_text(result.name)} v{result.version} · sha256 `{result.content_hash}`")
 
 
 def _render_versions() -> None:

@@ -77,8 +77,8 @@ def _box(title: str, body_html: str) -> str:
 
 
 def _render_case(row: pd.Series) -> None:
-    st.subheader(f"Case {_shared.md(row['case_key'])} (repeat {row['repeat']})", anchor=False)
-    st.caption(_shared.md(row["detail"]))
+    st.subheader(f"Case {_shared.md_text(row['case_key'])} (repeat {row['repeat']})", anchor=False)
+    st.caption(_shared.md_text(row["detail"]))
     left, right = diff_html(str(row["b_text"]), str(row["c_text"]))
     st.html(STYLE + _box("Input", html.escape(str(row["input_text"]))))
     col_b, col_c = st.columns(2)
@@ -104,10 +104,11 @@ def _render_flips(checked: pd.DataFrame, results: list[FamilyResult]) -> None:
     shown = f"the first {MAX_CASES} of " if len(rows) > MAX_CASES else ""
     st.caption(f"Showing {shown}{len(rows)} outputs (with repeats, each repeat is a row; the table above "
                "counts cases).")
+    _shared.clear_selection_if_moved("safety_cases", (family, which))  # a row of another list is not one of these
     event = st.dataframe(_case_view(cases), hide_index=True, width="stretch", on_select="rerun",
                          selection_mode="single-row", key="safety_cases")
-    selected = event.selection.rows if event else []
-    _render_case(cases.iloc[selected[0] if selected else 0])
+    at = _shared.selected_row(event, len(cases))
+    _render_case(cases.iloc[at if at is not None else 0])
 
 
 def _render() -> None:
@@ -118,7 +119,7 @@ def _render() -> None:
     url = _shared.database_url()
     checked = _shared.checked(url, name)
     results = family_results(_shared.report(url, name))
-    st.caption(f"{_shared.md(name)} · red-team probes are decided by rules: no judge model is involved.")
+    st.caption(f"{_shared.md_text(name)} · red-team probes are decided by rules: no judge model is involved.")
     if not results:
         if has_red_team_cases(checked):
             st.warning("This comparison has red-team cases, but none has an output on both sides yet.")
