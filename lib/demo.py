@@ -6,7 +6,9 @@ name at lower fidelity). `load_demo` puts both into the store when they are not 
 first launch opens on a real comparison with no API key and no network. Re-record it with
 `scripts/local_models.py record`.
 
-No litellm import here (nor through what this imports): it runs before every app start.
+It runs before every app start, so once the demo is stored nothing heavy is imported: no litellm. The
+first load checks and stores every output, token counts included, and that does import litellm (~3 s,
+once per store).
 """
 from __future__ import annotations
 

@@ -177,14 +177,17 @@ def test_cli_demo_exits_0_twice_and_says_what_it_did(db_url: str) -> None:
     assert [c["name"] for c in json.loads(listed.stdout)] == [demo_comparison_name()]
 
 
-def test_the_demo_never_imports_litellm(db_url: str) -> None:
+def test_app_starts_after_the_first_never_import_litellm(db_url: str) -> None:
+    """`demo` runs before every app start: once the demo is stored (its checks and token counts too),
+    a start must not pay litellm's import (~3 s)."""
     code = ("import sys\nfrom lib.cli import main\ntry:\n    main(['demo'])\nexcept SystemExit as e:\n"
             "    assert e.code == 0, e.code\nprint('litellm' in sys.modules)")
     env = {**os.environ, "DATABASE_URL": db_url}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "False"
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=180) for _ in range(2)]
+    assert all(p.returncode == 0 for p in runs), [p.stderr for p in runs]
+    first, second = (p.stdout.strip().splitlines()[-1] for p in runs)
+    assert (first, second) == ("True", "False")  # the first load counts tokens; later starts read them back
 
 
 def test_cli_recording_export_then_import_into_another_store(db_url: str, tmp_path: Path) -> None:
