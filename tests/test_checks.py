@@ -389,3 +389,16 @@ def test_diff_html_escapes_untrusted_text(payload: str) -> None:
         assert all(re.fullmatch(r'<(del|ins) class="diff-(del|ins)">|</(del|ins)>', t) for t in tags)
         assert html.unescape(re.sub(r"</?(del|ins)[^>]*>", "", fragment)) == original
     assert "<del" in left and "<ins" in right
+
+
+def test_a_model_name_litellm_chokes_on_falls_back_instead_of_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import litellm
+    import tiktoken
+
+    def broken(**_: object) -> int:
+        raise ValueError("unsupported model")
+
+    monkeypatch.setattr(litellm, "token_counter", broken)
+    result = token_counts(pd.Series(["some words here"]), "weird/model@v?")
+    assert result.method == METHOD_FALLBACK
+    assert result.counts[0] == len(tiktoken.get_encoding("cl100k_base").encode_ordinary("some words here"))

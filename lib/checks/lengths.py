@@ -46,24 +46,28 @@ def token_counts(texts: pd.Series, model: str) -> TokenCounts:
     import litellm  # lazy: ~2.5 s and ~200 MB, only when token counts are asked for
 
     present = texts.notna()
-    unique = pd.unique(texts[present].astype(str))
+    unique = list(pd.unique(texts[present].astype(str)))
     hf_kind = litellm.utils.huggingface_tokenizer_kind(model)  # None: litellm counts with tiktoken
-    if hf_kind is None:
-        counted = _tiktoken_counts(litellm, model, list(unique))
-        method = METHOD_LITELLM
-    elif hf_kind in _BUNDLED_HF_TOKENIZERS:
-        counted = {t: litellm.token_counter(model=model, text=t) for t in unique}
-        method = METHOD_LITELLM
-    else:
-        import tiktoken  # litellm's import points tiktoken at its bundled encodings (offline)
-
-        # encode_ordinary = litellm's own counting (special-token text counted as plain text)
-        encoded = tiktoken.get_encoding("cl100k_base").encode_ordinary_batch(list(unique))
-        counted = {t: len(tokens) for t, tokens in zip(unique, encoded)}
-        method = METHOD_FALLBACK
+    try:
+        if hf_kind is None:
+            counted, method = _tiktoken_counts(litellm, model, unique), METHOD_LITELLM
+        elif hf_kind in _BUNDLED_HF_TOKENIZERS:
+            counted, method = {t: litellm.token_counter(model=model, text=t) for t in unique}, METHOD_LITELLM
+        else:
+            counted, method = _fallback_counts(unique), METHOD_FALLBACK
+    except Exception:  # noqa: BLE001 - a model name litellm chokes on must not fail a load or a report
+        counted, method = _fallback_counts(unique), METHOD_FALLBACK
     out = pd.Series(pd.NA, index=texts.index, dtype="Int64")
     out[present] = texts[present].astype(str).map(counted).to_numpy()
     return TokenCounts(out, method)
+
+
+def _fallback_counts(texts: list[str]) -> dict[str, int]:
+    import tiktoken  # litellm's import points tiktoken at its bundled encodings (offline)
+
+    # encode_ordinary = litellm's own counting (special-token text counted as plain text)
+    encode = tiktoken.get_encoding("cl100k_base").encode_ordinary
+    return {t: len(encode(t)) for t in texts}
 
 
 def _tiktoken_counts(litellm: Any, model: str, texts: list[str]) -> dict[str, int]:
