@@ -52,8 +52,7 @@ TEXT_COLUMNS = ("input_text", "expected", "match", "pattern", "json_schema", "b_
                 "c_error", "b_finish_reason", "c_finish_reason")
 # What the checks read (lib/checks/safety.py included): a lean read, texts of the run's outputs only.
 _OUTPUT_FIELDS = ("text", "finish_reason", "latency_s", "completion_tokens", "cost_usd", "error")
-_CASE_FIELDS = ("case_key", "position", "input_text", "expected", "match", "pattern", "json_schema", "category",
-                "metadata_json")
+_CASE_FIELDS = ("case_key", "position", "expected", "match", "pattern", "json_schema", "category", "metadata_json")
 _RUN_SQL = ("SELECT o.id AS output_id, o.case_id, o.repeat, {outputs}, {cases} "
             'FROM output o JOIN "case" c ON c.id = o.case_id WHERE o.run_id = ? AND o.id > ? ORDER BY o.id LIMIT ?')
 CHUNK = 50_000  # outputs read and checked per step, pairs computed per step: memory stays bounded
@@ -88,6 +87,7 @@ class ReviewSettings:
             raise ReviewSettingsError(f"the input token limit must be a whole number >= 1, got {self.input_token_limit!r}")
         if self.schema is not None:
             object.__setattr__(self, "schema", canonical_schema(self.schema, "the review schema"))
+        RefusalDetector(self.refusal_patterns)  # compiles every extra pattern: bad ones fail here, before any write
 
     def merged(self, other: ReviewSettings) -> ReviewSettings:
         """`other` (e.g. CLI flags) on top of these (stored) settings; refusal patterns add up."""
@@ -149,8 +149,7 @@ def stored_settings(engine: Engine, name: str) -> ReviewSettings:
 
 
 def save_settings(engine: Engine, comparison: str, settings: ReviewSettings) -> None:
-    """Store the reviewer's settings with the comparison (validated: bad patterns raise here)."""
-    RefusalDetector(settings.refusal_patterns)  # compiles every pattern: fail before writing
+    """Store the reviewer's settings with the comparison (validated when they were made)."""
     with session_scope(engine) as session:
         comp = get_comparison(session, comparison)
         comp.settings_json = to_json(settings.as_dict())
@@ -255,11 +254,13 @@ class _RunResults:
     n_checked: int
 
 
-def _read_outputs(conn: Connection, run_id: int, after: int) -> pd.DataFrame:
+def _read_outputs(conn: Connection, run_id: int, after: int, with_inputs: bool) -> pd.DataFrame:
     """The run's next CHUNK outputs above id `after` with their cases, columns named like a pairs
-    frame's `b` side."""
+    frame's `b` side. Inputs only `with_inputs` (prompts are token-counted against a limit): a million
+    outputs' inputs are otherwise read for nothing."""
+    cases = _CASE_FIELDS + (("input_text",) if with_inputs else ())
     sql = _RUN_SQL.format(outputs=", ".join(f"o.{f} AS b_{f}" for f in _OUTPUT_FIELDS),
-                          cases=", ".join(f"c.{f}" for f in _CASE_FIELDS))
+                          cases=", ".join(f"c.{f}" for f in cases))
     cursor = conn.connection.driver_connection.cursor()  # plain tuples: no per-row wrapper objects
     try:
         rows = cursor.execute(sql, (run_id, after, CHUNK)).fetchall()
@@ -376,7 +377,7 @@ def _run_results(engine: Engine, run_id: int, settings: ReviewSettings, key: str
     state: Stored | None = stored
     while n_checked < n_todo:
         with engine.connect() as conn, conn.begin():
-            raw = _read_outputs(conn, run_id, after)
+            raw = _read_outputs(conn, run_id, after, with_inputs=settings.input_token_limit is not None)
             epochs = (check_store.epoch(conn, run_id), 0)
         if raw.empty:
             break

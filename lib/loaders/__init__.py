@@ -123,14 +123,6 @@ def _check_name(engine: Engine, name: str, filename: str) -> str:
     return name
 
 
-def _validate_review(mapping: LoadMapping | None) -> None:
-    """Bad reviewer settings fail before anything is written."""
-    if mapping is not None and mapping.review is not None:
-        from lib.checks.refusal import RefusalDetector
-
-        RefusalDetector(mapping.review.refusal_patterns)  # compiles every pattern
-
-
 def _check_now(engine: Engine, name: str, mapping: LoadMapping | None) -> None:
     # Check and store every output now, so the first report of this comparison reads stored columns.
     from lib.checked import ensure_checked, save_settings  # heavy (pyarrow, jsonschema): only for a load
@@ -144,7 +136,6 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
                   mapping: LoadMapping | None = None, system: str = "default") -> LoadResult:
     """Load a recorded comparison named `name` from a wide, long or promptfoo file."""
     name = _check_name(engine, name, filename)
-    _validate_review(mapping)
     if fmt == shadow.FORMAT or (fmt is None and filename.lower().endswith(".gz")):
         return _load_shadow(engine, io.BytesIO(data), filename, name, mapping, system)
     fmt, rec = _parse(data, filename, fmt, mapping or LoadMapping())
@@ -174,7 +165,6 @@ def load_recorded_file(engine: Engine, path: Path, name: str, fmt: str | None = 
     try:
         if fmt == shadow.FORMAT or (fmt is None and path.name.lower().endswith(".gz")):
             name = _check_name(engine, name, path.name)
-            _validate_review(mapping)
             with path.open("rb") as raw:
                 return _load_shadow(engine, raw, path.name, name, mapping, system, progress)
         data = path.read_bytes()
