@@ -107,18 +107,15 @@ def phase_judge_sample(db: str, how: str) -> dict:
 
     from lib.comparisons import get_comparison, load_pairs
     from lib.db import get_engine
-    from lib.judge.run import eligible_pairs
+    from lib.judge.run import sampled_pairs
     from lib.judge.sampling import parse_sample, select_sample
-    from lib.checked import with_texts
 
     engine = get_engine(f"sqlite:///{db}")
     started = time.perf_counter()
     sample = parse_sample("0.05")
-    if how == "sampled":
+    if how == "sampled":  # what `judge --sample` does
         with Session(engine) as session:
-            pairs = eligible_pairs(engine, get_comparison(session, "shadow-bench"))
-        keys = list(zip(pairs["case_key"].astype(str), pairs["repeat"].astype(int)))
-        chosen = with_texts(engine, pairs.iloc[select_sample(keys, sample, "shadow-bench", "bench")])
+            _, chosen = sampled_pairs(engine, get_comparison(session, "shadow-bench"), sample, "bench")
     else:
         pairs = load_pairs(engine, "shadow-bench")
         keys = list(zip(pairs["case_key"].astype(str), pairs["repeat"].astype(int)))

@@ -168,6 +168,14 @@ def eligible_pairs(engine: Engine, comparison: Comparison) -> pd.DataFrame:
                            params={"b": comparison.baseline_run_id, "c": comparison.candidate_run_id})
 
 
+def sampled_pairs(engine: Engine, comparison: Comparison, sample: Sample | None,
+                  config_hash: str) -> tuple[int, pd.DataFrame]:
+    """(how many pairs are eligible, the sampled ones with their texts): keys first, texts of the sample only."""
+    pairs = eligible_pairs(engine, comparison)
+    keys = list(zip(pairs["case_key"].astype(str), pairs["repeat"].astype(int)))
+    return len(pairs), with_texts(engine, pairs.iloc[select_sample(keys, sample, comparison.name, config_hash)])
+
+
 def _stored_keys(session: Session, config_id: int, comparison_id: int) -> dict[str, str]:
     rows = session.exec(select(Judgement.item_key, Judgement.status).where(
         Judgement.config_id == config_id, Judgement.comparison_id == comparison_id)).all()
@@ -190,10 +198,8 @@ def _prepare(engine: Engine, comparison: str, settings: JudgeSettings, options: 
     with Session(engine) as session:
         comp = get_comparison(session, comparison)
         comp_id = comp.id
-    pairs = eligible_pairs(engine, comp)
     config = judge_config(engine, settings)
-    keys = list(zip(pairs["case_key"].astype(str), pairs["repeat"].astype(int)))
-    chosen = with_texts(engine, pairs.iloc[select_sample(keys, options.sample, comparison, config.config_hash)])
+    n_pairs, chosen = sampled_pairs(engine, comp, options.sample, config.config_hash)
     _, anchor_hash = load_anchors()
     with session_scope(engine) as session:
         stored = _stored_keys(session, config.id, comp_id)
@@ -207,7 +213,7 @@ def _prepare(engine: Engine, comparison: str, settings: JudgeSettings, options: 
               for item in _pair_items(row, comp_id, settings, options.pairwise)]
     todo = [i for i in wanted if stored.get(i.key) in (None, STATUS_ERROR)]
     errors = {i.key for i in todo if stored.get(i.key) == STATUS_ERROR}
-    return _Plan(run_id, comp_id, config, len(pairs), len(chosen), todo + _anchor_items(run_id, settings),
+    return _Plan(run_id, comp_id, config, n_pairs, len(chosen), todo + _anchor_items(run_id, settings),
                  errors, len(wanted) - len(todo))
 
 
