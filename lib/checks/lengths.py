@@ -47,8 +47,8 @@ def token_counts(texts: pd.Series, model: str) -> TokenCounts:
 
     present = texts.notna()
     unique = list(pd.unique(texts[present].astype(str)))
-    hf_kind = litellm.utils.huggingface_tokenizer_kind(model)  # None: litellm counts with tiktoken
     try:
+        hf_kind = litellm.utils.huggingface_tokenizer_kind(model)  # None: litellm counts with tiktoken
         if hf_kind is None:
             counted, method = _tiktoken_counts(litellm, model, unique), METHOD_LITELLM
         elif hf_kind in _BUNDLED_HF_TOKENIZERS:
