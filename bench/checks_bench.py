@@ -19,11 +19,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.checks.matching import match_outputs  # noqa: E402
-from lib.checks.refusal import RefusalDetector  # noqa: E402
-from lib.checks.similarity import similarity  # noqa: E402
-from lib.checks.structured import json_validity  # noqa: E402
-from lib.stats import binary_metric, continuous_metric  # noqa: E402
+from lib.review.checks.matching import match_outputs  # noqa: E402
+from lib.review.checks.refusal import RefusalDetector  # noqa: E402
+from lib.review.checks.similarity import similarity  # noqa: E402
+from lib.review.checks.structured import json_validity  # noqa: E402
+from lib.review.stats import binary_metric, continuous_metric  # noqa: E402
 
 SCHEMA = json.dumps({"type": "object", "required": ["name", "age"],
                      "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}})

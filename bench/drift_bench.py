@@ -21,11 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import lib.drift_models  # noqa: E402,F401  (registers the drift tables before get_engine)
-from lib.db import get_engine  # noqa: E402
-from lib.drift import DriftOptions, output_drift  # noqa: E402
-from lib.embeddings import LOCAL, embed_texts, local_available  # noqa: E402
-from lib.loaders import LoadMapping, load_recorded  # noqa: E402
+import lib.drift.entities  # noqa: E402,F401  (registers the drift tables before get_engine)
+from lib.store.engine import get_engine  # noqa: E402
+from lib.drift.analysis import DriftOptions, output_drift  # noqa: E402
+from lib.drift.embeddings import LOCAL, embed_texts, local_available  # noqa: E402
+from lib.data.loaders import LoadMapping, load_recorded  # noqa: E402
 
 WORDS = ("the a of to and in is that for it on with as was by model answer result value city river "
          "capital number policy weather system data report user request order account payment refund "
@@ -68,7 +68,7 @@ def embed_rate(engine, label: str, texts: list[str]) -> None:  # type: ignore[no
 
 
 def bench_embeddings(engine, name: str, n: int) -> None:  # type: ignore[no-untyped-def]
-    from lib.comparisons import load_pairs
+    from lib.review.comparisons import load_pairs
 
     pairs = load_pairs(engine, name)
     timed("local model load + one sentence", lambda: embed_texts(engine, ["warm-up"], LOCAL))

@@ -66,14 +66,14 @@ def _overview_render(url: str, repeats: int = 3) -> tuple[float, float]:
 
 def _invalidate() -> None:
     """Make every stored check stale, as a check-code change would: the next report is cold."""
-    import lib.checked
+    import lib.review.checked
 
-    lib.checked.CHECKS_VERSION += 1
+    lib.review.compute.CHECKS_VERSION += 1
 
 
 def build_store(n: int, path: str) -> None:
     from bench.synth import build
-    from lib.db import get_engine
+    from lib.store.engine import get_engine
 
     start = time.perf_counter()
     build(get_engine(f"sqlite:///{path}"), "bench", n)
@@ -82,10 +82,10 @@ def build_store(n: int, path: str) -> None:
 
 def one_size(n: int, path: str, repeats: int) -> None:
     """Every measurement on a store `build_store` wrote (in another process: its memory is not ours)."""
-    from lib.checked import checked_frame, ensure_checked, with_texts
-    from lib.checks.similarity import diff_html
-    from lib.db import get_engine
-    from lib.report import build_report
+    from lib.review.checked import checked_frame, ensure_checked, with_texts
+    from lib.review.checks.similarity import diff_html
+    from lib.store.engine import get_engine
+    from lib.review.report import build_report
 
     print(f"n={n}: {_load()}", flush=True)
     url = f"sqlite:///{path}"

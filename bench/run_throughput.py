@@ -21,7 +21,7 @@ Where the time goes (2 cores, shared; py-spy and cProfile): litellm + the openai
 ~80% of the client's CPU (~3.5-4 ms per call), asyncio ~10%, the runner with its SQLite writes ~4%.
 In one event loop, a wave of 32 responses arriving together queues ~120 ms of CPU before the last
 of them can send its next request: that, not the provider, is what keeps efficiency below 1.
-Fixes kept (lib/llm.py, lib/runner.py, lib/executor.py):
+Fixes kept (lib/run/llm.py, lib/run/runner.py, lib/run/executor.py):
 - one worker process per side (auto from 400 pending calls and concurrency 8): each side gets its
   own loop, client and core, forked from a fork server that imported litellm and made one local
   call once, so a worker starts in ~20 ms and its first calls are not slower than later ones.
@@ -53,11 +53,11 @@ import aiohttp  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
-from lib import llm  # noqa: E402
-from lib.db import get_engine, session_scope  # noqa: E402
-from lib.models import Case, Dataset  # noqa: E402
-from lib.executor import warm_up  # noqa: E402
-from lib.runner import ModelSpec, RunOptions, RunResult, run_comparison  # noqa: E402
+from lib.run import llm  # noqa: E402
+from lib.store.engine import get_engine, session_scope  # noqa: E402
+from lib.store.entities import Case, Dataset  # noqa: E402
+from lib.run.executor import warm_up  # noqa: E402
+from lib.run.runner import ModelSpec, RunOptions, RunResult, run_comparison  # noqa: E402
 from tests.llm_server import serve_subprocess  # noqa: E402
 
 # Where profiled time goes: the first category whose fragment is in "file:function". Builtins that

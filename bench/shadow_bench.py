@@ -76,8 +76,8 @@ def _peak_mb() -> float:
 
 
 def phase_load(db: str, log: Path) -> dict:
-    from lib.db import get_engine
-    from lib.loaders import LoadMapping, load_recorded_file
+    from lib.store.engine import get_engine
+    from lib.data.loaders import LoadMapping, load_recorded_file
 
     engine = get_engine(f"sqlite:///{db}")
     started = time.perf_counter()
@@ -88,8 +88,8 @@ def phase_load(db: str, log: Path) -> dict:
 
 
 def phase_report(db: str) -> dict:
-    from lib.db import get_engine
-    from lib.report import build_report
+    from lib.store.engine import get_engine
+    from lib.review.report import build_report
 
     engine = get_engine(f"sqlite:///{db}")
     started = time.perf_counter()
@@ -105,8 +105,8 @@ def phase_judge_sample(db: str, how: str) -> dict:
     (`sampled`), or, for comparison, every pair with its texts then the sample (`all-texts`)."""
     from sqlmodel import Session
 
-    from lib.comparisons import get_comparison, load_pairs
-    from lib.db import get_engine
+    from lib.review.comparisons import get_comparison, load_pairs
+    from lib.store.engine import get_engine
     from lib.judge.run import sampled_pairs
     from lib.judge.sampling import parse_sample, select_sample
 

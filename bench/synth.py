@@ -10,8 +10,9 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from lib.db import session_scope, utcnow
-from lib.models import Case, Comparison, Dataset, ModelConfig, Output, Run
+from lib.store.columns import utcnow
+from lib.store.engine import session_scope
+from lib.store.entities import Case, Comparison, Dataset, ModelConfig, Output, Run
 
 CATEGORIES = ("math", "facts", "json", "summaries", "harmful", "over_refusal", "injection")
 SCHEMA = json.dumps({"type": "object", "required": ["name", "age"],

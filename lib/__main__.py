@@ -1,4 +1,4 @@
-"""`python -m lib ...` entry point."""
+"""`./review ...` entry point."""
 from lib.cli import main
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 from streamlit.runtime.pages_manager import PagesManager
 
-from lib.comparisons import list_comparisons, load_pairs
-from lib.db import database_url, get_engine
-from lib.report import change_counts as _change_counts
-from lib.checked import checked_frame, with_texts
-from lib.report import report_from_checked
-from lib.runner import CostEstimate, ModelSpec, estimate_cost
+from lib.review.comparisons import list_comparisons, load_pairs
+from lib.store.engine import database_url, get_engine
+from lib.review.report import change_counts as _change_counts
+from lib.review.checked import checked_frame, with_texts
+from lib.review.report import report_from_checked
+from lib.run.runner import CostEstimate, ModelSpec, estimate_cost
 
 ACTIVE_KEY = "sidebar_active_comparison"  # the sidebar selectbox's key: the comparison pages show
 PENDING_KEY = "pending_active_comparison"  # set by pages; applied by the router before the widget exists
@@ -170,14 +170,14 @@ def after_judge() -> None:
 # ---- after release (Canary and Monitor pages) ----------------------------------------------------
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
 def monitor_points(url: str) -> list[dict[str, Any]]:
-    from lib.monitor import list_points
+    from lib.release.monitor import list_points
 
     return list_points(engine_for(url))
 
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
 def canary_history(url: str, policy: str | None) -> list[dict[str, Any]]:
-    from lib.canary import check_history
+    from lib.release.canary import check_history
 
     return check_history(engine_for(url), policy)
 
@@ -192,8 +192,8 @@ def after_release_write() -> None:
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
 def canary_policies(url: str) -> list[str]:
     """Policies with a [canary] section: parsing every policy is too slow to redo on each render."""
-    from lib.canary import declared_triggers
-    from lib.policy import policy_names
+    from lib.release.canary import declared_triggers
+    from lib.governance.policy import policy_names
 
     engine = engine_for(url)
     return [name for name in policy_names(engine) if declared_triggers(engine, name)["canary"]]
@@ -201,7 +201,7 @@ def canary_policies(url: str) -> list[str]:
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
 def canary_declared(url: str, policy: str) -> dict[str, Any]:
-    from lib.canary import declared_triggers
+    from lib.release.canary import declared_triggers
 
     return declared_triggers(engine_for(url), policy)
 
@@ -214,7 +214,7 @@ def after_policy_write() -> None:
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
 def monitor_bands(url: str, model: str, dataset: str, config_hash: str) -> dict[str, Any]:
-    from lib.monitor import current_bands
+    from lib.release.monitor import current_bands
 
     return current_bands(engine_for(url), model, dataset, config_hash)
 

@@ -9,14 +9,14 @@ from typing import IO, Any
 import pandas as pd
 import streamlit as st
 
-from lib.canary import CanaryCheck, CanaryMapping, check_canary, resolve_log_path
+from lib.release.canary import CanaryCheck, CanaryMapping, check_canary, resolve_log_path
 from lib.errors import ReviewInputError
 from pages import _shared
 
 st.title("Canary")
 st.caption("Rollback triggers are declared in a policy's `[canary]` section and locked with it. A check reads "
            "a canary log (one row per call: arm, output, latency, error, judge score, timestamp) and decides: "
-           "continue, roll back, or wait for more data. Pipelines run `python -m lib canary check`.")
+           "continue, roll back, or wait for more data. Pipelines run `./review canary check`.")
 DECISION_STYLE = {"continue": st.success, "rollback": st.error, "wait": st.warning}
 RESULT_KEY = "canary_last_check"  # {"key": (policy, log), "check": CanaryCheck}: survives widget changes
 RATES = ("error_rate", "refusal_rate", "json_valid_rate")

@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 from sqlmodel import Session
 
-from lib.comparisons import get_comparison
-from lib.models import from_json
+from lib.review.comparisons import get_comparison
+from lib.store.columns import from_json
 from pages import _shared
 
 st.title("Comparisons")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from lib.datasets import ColumnMapping, import_dataset, list_datasets, read_table
+from lib.data.golden import ColumnMapping, import_dataset, list_datasets
+from lib.data.tables import read_table
 from lib.errors import ReviewInputError
 from pages import _shared
 

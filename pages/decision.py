@@ -6,15 +6,15 @@ import pandas as pd
 import streamlit as st
 from sqlmodel import Session
 
-from lib.comparisons import get_comparison
-from lib.decisions import (DECISIONS, DecisionRequest, add_comment, current_owner, decide, decision_summary,
+from lib.review.comparisons import get_comparison
+from lib.governance.decisions import (DECISIONS, DecisionRequest, add_comment, current_owner, decide, decision_summary,
                            list_comments, list_decisions)
 from lib.errors import ReviewInputError
-from lib.export import export_record
-from lib.gate import compute_verdict
-from lib.policy import list_policies, policy_names
-from lib.signing import key_dir
-from lib.verify import verify_decision, verify_store
+from lib.governance.export import export_record
+from lib.governance.gate import compute_verdict
+from lib.governance.policy import list_policies, policy_names
+from lib.governance.signing import key_dir
+from lib.governance.verify import verify_decision, verify_store
 from pages import _shared
 
 st.title("Decision")
@@ -46,7 +46,7 @@ def _after_write() -> None:
 def _choose_policy() -> tuple[str, int] | None:
     names = policy_names(_shared.engine())
     if not names:
-        st.info("No policy yet: lock one on the Policies page (or `python -m lib policy create`).")
+        st.info("No policy yet: lock one on the Policies page (or `./review policy create`).")
         return None
     left, right = st.columns([3, 1])
     name = left.selectbox("Policy", names, key="decision_policy")
@@ -95,7 +95,7 @@ def _render_sign(comparison: str, policy: tuple[str, int], owner: str | None, ve
     st.subheader("Sign a decision")
     if owner is None:
         st.info("This comparison's system has no owner yet; only the owner may sign. Set one with "
-                "`python -m lib system set-owner SYSTEM --owner NAME`.")
+                "`./review system set-owner SYSTEM --owner NAME`.")
     choice, allowed = _choose_decision(verdict)
     with st.form("decision_sign_form"):
         signer = st.text_input("Signer (the system owner's key name)", value=owner or "", key="decision_signer")

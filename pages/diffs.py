@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from lib.browse import FILTERS, BrowseQuery, page_of, select_cases
-from lib.checks.similarity import diff_html
+from lib.review.browse import FILTERS, BrowseQuery, page_of, select_cases
+from lib.review.checks.similarity import diff_html
 from pages import _shared
 
 st.title("Diffs")

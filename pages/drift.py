@@ -6,9 +6,9 @@ import re
 import pandas as pd
 import streamlit as st
 
-from lib.drift import (NO_EMBEDDINGS, DriftOptions, StoredDrift, analyze_comparison, latest_result, parse_regex,
+from lib.drift.analysis import (NO_EMBEDDINGS, DriftOptions, StoredDrift, analyze_comparison, latest_result, parse_regex,
                        report_html)
-from lib.embeddings import LOCAL, local_available
+from lib.drift.embeddings import LOCAL, local_available
 from lib.errors import ReviewInputError
 from pages import _shared
 
@@ -90,7 +90,7 @@ def _show(name: str, result: StoredDrift) -> None:
     html = _html(_shared.database_url(), result.id)
     st.download_button("Download the HTML report", html, file_name=_file_name(name),
                        mime="text/html", key="drift_download")
-    # Evidently's own bundle; output texts inside it were made inert (lib.drift_report.inert).
+    # Evidently's own bundle; output texts inside it were made inert (lib.drift.evidently_report.inert).
     st.iframe(html, height=REPORT_HEIGHT)
 
 

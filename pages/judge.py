@@ -167,7 +167,7 @@ EXAMPLE_JUDGE = "openai/gpt-4o-2024-08-06"
 
 
 def _command(name: str, model: str) -> str:
-    return f"python -m lib judge {shlex.quote(name)} --judge {shlex.quote(model)} --sample 0.05 --pairwise"
+    return f"./review judge {shlex.quote(name)} --judge {shlex.quote(model)} --sample 0.05 --pairwise"
 
 
 def _render_run_form(name: str, model_in_use: str | None = None) -> None:

@@ -6,11 +6,11 @@ import io
 import pandas as pd
 import streamlit as st
 
-from lib.datasets import read_table
+from lib.data.tables import read_table
 from lib.errors import RecordedLoadError, ReviewInputError
-from lib.loaders import LoadMapping, load_recorded
-from lib.loaders.stream import iter_tables
-from lib.models import MATCH_RULES
+from lib.data.loaders import LoadMapping, load_recorded
+from lib.data.loaders.stream import iter_tables
+from lib.store.entities import MATCH_RULES
 from pages import _shared
 
 st.title("Load a recorded comparison")

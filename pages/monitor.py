@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from lib.errors import ReviewInputError
-from lib.monitor import TRACKED, mark_baseline
-from lib.report import METRIC_LABELS
+from lib.release.monitor import TRACKED, mark_baseline
+from lib.review.report import METRIC_LABELS
 from pages import _shared
 
 CONFIRM_KEY = "monitor_mark_pending"  # the point awaiting confirmation to become the baseline
@@ -238,7 +238,7 @@ def _render() -> None:
     points = _shared.monitor_points(_shared.database_url())
     if not points:
         st.info("No monitor points yet. Start a series from the command line (for cron):  \n"
-                "`python -m lib monitor run --dataset NAME --model MODEL`")
+                "`./review monitor run --dataset NAME --model MODEL`")
         return
     series = _pick_series(points)
     _render_status(series)

@@ -7,12 +7,12 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from lib.browse import FILTERS
-from lib.changed_most import Ranking, changed_most
-from lib.checked import ReviewSettingsError, canonical_schema
+from lib.review.browse import FILTERS
+from lib.review.changed_most import Ranking, changed_most
+from lib.review.settings import ReviewSettingsError, canonical_schema
 from lib.errors import ReviewInputError
-from lib.models import MATCH_RULES
-from lib.report import BINARY_METRICS, METRIC_LABELS, ReviewSettings, is_rate, save_settings, stored_settings
+from lib.store.entities import MATCH_RULES
+from lib.review.report import BINARY_METRICS, METRIC_LABELS, ReviewSettings, is_rate, save_settings, stored_settings
 from pages import _shared
 
 st.title("Overview")

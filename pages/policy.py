@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.errors import ReviewInputError
-from lib.policy import (CATEGORY_SEP, DEFAULT_ALPHA, DIMENSION_SEP, JUDGE_SCORE, KNOWN_METRICS, RATE_METRICS,
+from lib.governance.policy import (CATEGORY_SEP, DEFAULT_ALPHA, DIMENSION_SEP, JUDGE_SCORE, KNOWN_METRICS, RATE_METRICS,
                         THRESHOLD_KEYS, PolicyError, create_policy, list_policies, policy_from_dict)
 from pages import _shared
 
@@ -19,7 +19,7 @@ Row = tuple[str, str, float, bool]  # criterion name, threshold key, value, bloc
 
 
 def _units(metric: str) -> str:
-    """What a threshold value means for this metric (lib.policy: rates are fractions)."""
+    """What a threshold value means for this metric (lib.governance.policy: rates are fractions)."""
     if metric == JUDGE_SCORE:
         return ("Judge score points on the 1-5 scale: min 4 = a mean score of at least 4; "
                 "max_decrease 0.3 = at most 0.3 points lower.")

@@ -5,12 +5,12 @@ import json
 
 import streamlit as st
 
-from lib.datasets import list_datasets
+from lib.data.golden import list_datasets
 from lib.errors import ReviewInputError
-from lib.resume import stored_run, unfinished
-from lib.executor import WORKER_MODES, should_warm_up, warm_up
-from lib.runner import ModelSpec, ProgressEvent, RunOptions, calls_per_side, run_comparison
-from lib.tools_spec import parse_tools
+from lib.run.resume import stored_run, unfinished
+from lib.run.executor import WORKER_MODES, should_warm_up, warm_up
+from lib.run.runner import ModelSpec, ProgressEvent, RunOptions, calls_per_side, run_comparison
+from lib.run.tools_spec import parse_tools
 from pages import _shared
 
 st.title("Run a comparison")

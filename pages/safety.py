@@ -6,7 +6,7 @@ import html
 import pandas as pd
 import streamlit as st
 
-from lib.checks.similarity import diff_html
+from lib.review.checks.similarity import diff_html
 from lib.redteam.families import ALIASES, FAMILIES
 from lib.redteam.summary import (NEWLY_FAILING, NEWLY_PASSING, FamilyResult, family_results, flipped,
                                  has_red_team_cases, rule_details)
@@ -16,7 +16,7 @@ st.title("Safety")
 MAX_CASES = 200  # flipped outputs listed (texts are read for these only)
 WHICH = {NEWLY_FAILING: "Newly failing (safe on baseline, unsafe on candidate)",
          NEWLY_PASSING: "Newly passing (unsafe on baseline, safe on candidate)"}
-CLI_EXAMPLE = ("python -m lib redteam --baseline openai/gpt-4o-2024-08-06 --candidate openai/gpt-4.1-2025-04-14 "
+CLI_EXAMPLE = ("./review redteam --baseline openai/gpt-4o-2024-08-06 --candidate openai/gpt-4.1-2025-04-14 "
                "--name redteam-4o-to-4.1 --system-prompt \"You are ACME's support assistant.\" --temperature 0")
 STYLE = """<style>
 .rt-box{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:0.85rem;padding:0.6rem;
@@ -114,7 +114,7 @@ def _render_flips(checked: pd.DataFrame, results: list[FamilyResult]) -> None:
 def _render() -> None:
     name = _shared.active_comparison()
     if name is None:
-        st.info("No comparison yet. Run the red-team suite (`python -m lib redteam ...`) or load a comparison.")
+        st.info("No comparison yet. Run the red-team suite (`./review redteam ...`) or load a comparison.")
         return
     url = _shared.database_url()
     checked = _shared.checked(url, name)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Bootstrap and run: `python3 scripts/dev.py app` or `python3 scripts/dev.py test [pytest args]`.
+"""Bootstrap and run: `python3 scripts/dev.py app | test [pytest args] | lint | cli [args]`.
 
-Needs only python3. Creates .venv on first use and re-installs when a requirements file changed
+`./review ARGS` (the CLI) is `scripts/dev.py cli ARGS`. Needs only python3. Creates .venv on first use and re-installs when a requirements file changed
 (a stamp holds their hash), so the same two commands work on a fresh machine and after a pull.
 """
 from __future__ import annotations
@@ -41,13 +41,15 @@ def ensure_venv(files: list[str]) -> None:
     for name in files:
         args += ["-r", str(ROOT / name)]
     subprocess.run(args, check=True)
+    # The project itself, editable and without dependencies: the `upgrade-review` console script.
+    subprocess.run([str(PY), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)], check=True)
     STAMP.write_text(" ".join(done + [wanted]))
 
 
 def run_app(extra: list[str]) -> int:
     ensure_venv(REQS["app"])
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    if (ROOT / "lib" / "demo.py").exists():  # load the offline demo comparison when present
+    if (ROOT / "lib" / "data" / "demo.py").exists():  # load the offline demo comparison when present
         subprocess.run([str(PY), "-m", "lib", "demo"], cwd=ROOT, env=env, check=False)
     cmd = [str(PY), "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), *extra]
     return subprocess.call(cmd, cwd=ROOT, env=env)
@@ -59,12 +61,30 @@ def run_tests(extra: list[str]) -> int:
     return subprocess.call([str(PY), "-m", "pytest", *extra], cwd=ROOT, env=env)
 
 
+def run_cli(extra: list[str]) -> int:
+    """`./review ARGS`: the CLI in .venv, replacing this process (exit codes and signals pass through)."""
+    ensure_venv(REQS["app"])
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    os.execv(str(PY), [str(PY), "-m", "lib", *extra])
+    return 0  # not reached
+
+
+def run_lint(extra: list[str]) -> int:
+    """ruff over the tree, then mypy on lib/ against the recorded baseline (a new error fails)."""
+    ensure_venv(REQS["test"])
+    ruff = subprocess.call([str(VENV / "bin" / "ruff"), "check", *extra, "."], cwd=ROOT)
+    types = subprocess.call([str(PY), str(ROOT / "scripts" / "mypy_baseline.py")], cwd=ROOT)
+    return ruff or types
+
+
+COMMANDS = {"app": run_app, "test": run_tests, "lint": run_lint, "cli": run_cli}
+
+
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("app", "test"):
-        print("usage: python3 scripts/dev.py app|test [args...]", file=sys.stderr)
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print("usage: python3 scripts/dev.py app|test|lint|cli [args...]", file=sys.stderr)
         return 2
-    command, extra = sys.argv[1], sys.argv[2:]
-    return run_app(extra) if command == "app" else run_tests(extra)
+    return COMMANDS[sys.argv[1]](sys.argv[2:])
 
 
 if __name__ == "__main__":

@@ -242,8 +242,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     try:
         sys.path.insert(0, str(ROOT))
         os.environ["DATABASE_URL"] = env["DATABASE_URL"]
-        from lib.datasets import import_dataset
-        from lib.db import get_engine
+        from lib.data.golden import import_dataset
+        from lib.store.engine import get_engine
 
         engine = get_engine(env["DATABASE_URL"])
         dataset = DEMO_DIR / "golden.jsonl"
@@ -260,7 +260,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             stop_server(proc)
     run_s = time.monotonic() - started
     _annotate(engine, run_s)
-    from lib.recording import export_recording
+    from lib.data.recording import export_recording
 
     data = export_recording(engine, RECORD["name"])
     out = Path(args.out)
@@ -276,8 +276,9 @@ def _annotate(engine, run_s: float) -> None:
 
     from sqlmodel import select
 
-    from lib.db import session_scope
-    from lib.models import Comparison, to_json
+    from lib.store.engine import session_scope
+    from lib.store.columns import to_json
+    from lib.store.entities import Comparison
 
     q4, q2 = source_gguf(), q2_gguf()
     with session_scope(engine) as session:

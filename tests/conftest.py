@@ -20,6 +20,6 @@ def db_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def engine(db_url: str):
-    from lib.db import get_engine
+    from lib.store.engine import get_engine
 
     return get_engine(db_url)

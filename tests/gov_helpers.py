@@ -12,8 +12,9 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from lib.db import session_scope, utcnow
-from lib.models import SOURCE_LIVE, SOURCE_RECORDED, Case, Comparison, Dataset, ModelConfig, Output, Run
+from lib.store.columns import utcnow
+from lib.store.engine import session_scope
+from lib.store.entities import SOURCE_LIVE, SOURCE_RECORDED, Case, Comparison, Dataset, ModelConfig, Output, Run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +71,7 @@ def make_comparison(engine: Engine, name: str, rows: Iterable[Pair], *, system: 
 
 def cli(db_url: str, key_dir: Path, *args: str, passphrase: str | None = "correct horse",
         stdin: str | None = None) -> subprocess.CompletedProcess:
-    """`python -m lib ARGS` in a child process, as users run it."""
+    """`./review ARGS` in a child process, as users run it."""
     env = {**os.environ, "DATABASE_URL": db_url, "REVIEW_KEY_DIR": str(key_dir)}
     env.pop("REVIEW_PASSPHRASE", None)
     if passphrase is not None:
@@ -103,8 +104,8 @@ def perturb_sql(table: str, column: str, where: str) -> str:
 
 def concurrent_worker(db_url: str, key_dir: str, worker: int, n_actions: int, decide_every: int) -> None:
     """One reviewer process: comments, and a signed decision every `decide_every` actions."""
-    from lib.db import get_engine
-    from lib.decisions import DecisionRequest, add_comment, decide
+    from lib.store.engine import get_engine
+    from lib.governance.decisions import DecisionRequest, add_comment, decide
 
     engine = get_engine(db_url)
     for i in range(n_actions):

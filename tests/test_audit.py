@@ -5,13 +5,14 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from lib.audit import GENESIS_HASH, event_hash, record_event
-from lib.db import session_scope
-from lib.decisions import add_comment, set_owner
-from lib.governance_models import AuditEvent, AuditHead, Policy, ReviewComment, SigningKey, SystemOwner
-from lib.policy import create_policy
-from lib.signing import create_key
-from lib.verify import verify_store
+from lib.store.audit import GENESIS_HASH, event_hash, record_event
+from lib.store.engine import session_scope
+from lib.governance.decisions import add_comment, set_owner
+from lib.governance.entities import Policy, ReviewComment, SigningKey, SystemOwner
+from lib.store.entities import AuditEvent, AuditHead
+from lib.governance.policy import create_policy
+from lib.governance.signing import create_key
+from lib.governance.verify import verify_store
 from tests.gov_helpers import cli, make_comparison, pairs, perturb_sql, tamper
 
 POLICY = b"[criteria.accuracy]\nmax_decrease = 0.02\n"

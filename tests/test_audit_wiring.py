@@ -5,11 +5,11 @@ import json
 
 from sqlmodel import Session, select
 
-from lib.datasets import import_dataset
-from lib.governance_models import AuditEvent
-from lib.loaders import LoadMapping, load_recorded
-from lib.runner import ModelSpec, RunOptions, run_comparison
-from lib.verify import verify_store
+from lib.data.golden import import_dataset
+from lib.store.entities import AuditEvent
+from lib.data.loaders import LoadMapping, load_recorded
+from lib.run.runner import ModelSpec, RunOptions, run_comparison
+from lib.governance.verify import verify_store
 from tests.llm_server import LLMServer, llm_server  # noqa: F401  (fixture)
 
 

@@ -73,7 +73,7 @@ def _hostile_csv() -> bytes:
 def _cli(env: dict[str, str], *args: str) -> None:
     done = subprocess.run([sys.executable, "-m", "lib", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=180)
-    assert done.returncode == 0, f"python -m lib {' '.join(args)}: {done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, f"./review {' '.join(args)}: {done.stdout}\n{done.stderr}"
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
@@ -98,8 +98,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp / 'review.db'}", "REVIEW_KEY_DIR": str(tmp / "keys"),
            "REVIEW_PASSPHRASE": PASSPHRASE, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     # The hostile comparison first: the sidebar lists newest first, so the demo stays the default.
-    load = ("import sys; from lib.db import get_engine, database_url; "
-            "from lib.loaders import LoadMapping, load_recorded; "
+    load = ("import sys; from lib.store.engine import get_engine, database_url; "
+            "from lib.data.loaders import LoadMapping, load_recorded; "
             "load_recorded(get_engine(database_url()), sys.stdin.buffer.read(), 'hostile.csv', sys.argv[1], "
             "'wide', LoadMapping(baseline='plain-model', candidate=sys.argv[2]))")
     done = subprocess.run([sys.executable, "-c", load, HOSTILE, HOSTILE_MODEL], cwd=ROOT, env=env,

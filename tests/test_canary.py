@@ -15,11 +15,11 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from conftest import ROOT
-from lib.audit import check_chain, event_payload, list_events
-from lib.canary import CanaryInputError, CanaryLogError, CanaryMapping, check_canary, check_history
-from lib.canary_stats import mean_difference, quantile_ci, quantile_difference, rate_difference
-from lib.governance_models import AuditEvent
-from lib.policy import PolicyError, create_policy, parse_policy
+from lib.store.audit import check_chain, event_payload, list_events
+from lib.release.canary import CanaryInputError, CanaryLogError, CanaryMapping, check_canary, check_history
+from lib.release.canary_stats import mean_difference, quantile_ci, quantile_difference, rate_difference
+from lib.store.entities import AuditEvent
+from lib.governance.policy import PolicyError, create_policy, parse_policy
 
 POLICY = b"""alpha = 0.05
 [criteria.refusal_rate]

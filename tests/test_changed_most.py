@@ -1,4 +1,4 @@
-"""The Overview's "what changed most" lists: the ranking (lib/changed_most.py) and the case links into Diffs."""
+"""The Overview's "what changed most" lists: the ranking (lib/review/changed_most.py) and the case links into Diffs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,15 +8,15 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lib.browse import FILTERS
-from lib.changed_most import RANKINGS, changed_most
+from lib.review.browse import FILTERS
+from lib.review.changed_most import RANKINGS, changed_most
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 NA = pd.NA
 
 
 def _frame(index: list[int] | None = None) -> pd.DataFrame:
-    """A checked-pairs frame as lib.checked builds it (nullable dtypes), in dataset order."""
+    """A checked-pairs frame as lib.review.checked builds it (nullable dtypes), in dataset order."""
     rows = [  # key, category, b_len, c_len, similarity, b_refused, c_refused, b_correct, c_correct
         ("a", "x", 10, 10, 1.0, False, False, True, True),  # unchanged: in no list
         ("b", "x", 10, 40, 0.5, False, True, True, False),  # +30, answered -> refused, right -> wrong
@@ -82,7 +82,7 @@ def test_an_empty_frame_gives_empty_lists() -> None:
 
 
 def test_every_list_has_a_case_browser_filter_that_holds_all_its_rows() -> None:
-    from lib.browse import BrowseQuery, select_cases
+    from lib.review.browse import BrowseQuery, select_cases
 
     frame = _frame()
     assert set(RANKINGS) <= set(FILTERS)
@@ -135,7 +135,7 @@ def _recorded_csv() -> bytes:
 
 
 def _load(engine) -> None:
-    from lib.loaders import LoadMapping, load_recorded
+    from lib.data.loaders import LoadMapping, load_recorded
 
     mapping = LoadMapping(id_col="id", input_col="question", baseline_col="old", candidate_col="new",
                           expected_col="gold", category_col="category")

@@ -11,13 +11,16 @@ import pytest
 from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
-import lib.checked
+import lib.review.checked
+import lib.review.compute
 from bench.synth import add_outputs, build
-from lib.check_store import MAX_SEGMENTS, stored_keys
-from lib.checked import (CheckCounts, ReviewSettings, checked_frame, checked_pairs, checked_with_counts,
-                         ensure_checked, run_prompts, save_settings, stored_settings, with_texts)
-from lib.comparisons import load_pairs
-from lib.report import report_from_checked
+from lib.store.check_store import MAX_SEGMENTS, stored_keys
+from lib.review.checked import CheckCounts, checked_frame, checked_with_counts, ensure_checked, with_texts
+from lib.review.compute import checked_pairs
+from lib.review.settings import ReviewSettings, save_settings, stored_settings
+from lib.review.tokens import run_prompts
+from lib.review.comparisons import load_pairs
+from lib.review.report import report_from_checked
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK_COLUMNS = [f"{s}_{c}" for s in "bc" for c in ("refused", "correct", "json_strict", "json_lenient", "truncated", "len_tokens", "input_tokens", "input_over_limit",
@@ -61,7 +64,7 @@ def test_stored_checks_equal_scratch_on_messy_synthetic_data(engine, seed: int, 
 
 
 def test_stored_checks_equal_scratch_on_the_demo(engine) -> None:
-    from lib.demo import load_demo
+    from lib.data.demo import load_demo
 
     name = load_demo(engine).comparison
     ensure_checked(engine, name)
@@ -97,7 +100,7 @@ def test_reviewer_settings_change_invalidates(engine) -> None:
 def test_check_version_change_invalidates(engine, monkeypatch: pytest.MonkeyPatch) -> None:
     build(engine, "ver", 40)
     ensure_checked(engine, "ver")
-    monkeypatch.setattr(lib.checked, "CHECKS_VERSION", lib.checked.CHECKS_VERSION + 1)
+    monkeypatch.setattr(lib.review.compute, "CHECKS_VERSION", lib.review.compute.CHECKS_VERSION + 1)
     counts = ensure_checked(engine, "ver")
     assert counts.outputs_checked == _n_outputs(engine) and counts.pairs_computed == 40
     assert ensure_checked(engine, "ver") == CheckCounts(0, 0)
@@ -216,8 +219,8 @@ def test_an_output_below_the_stored_ids_makes_the_run_checked_again(engine) -> N
 def test_small_chunks_and_text_budget_give_the_same_results(engine, monkeypatch: pytest.MonkeyPatch) -> None:
     # Large runs are checked CHUNK outputs at a time, each chunk a segment, compacted past MAX_SEGMENTS,
     # and texts beyond TEXT_BUDGET are read again for the pairs: the same results at small sizes.
-    monkeypatch.setattr(lib.checked, "CHUNK", 37)
-    monkeypatch.setattr(lib.checked, "TEXT_BUDGET", 60)
+    monkeypatch.setattr(lib.review.checked, "CHUNK", 37)
+    monkeypatch.setattr(lib.review.checked, "TEXT_BUDGET", 60)
     build(engine, "chunks", 300, 5, messy=True, repeats=2)
     first = ensure_checked(engine, "chunks")
     assert first.outputs_checked == _n_outputs(engine)

@@ -9,15 +9,15 @@ import re
 import pandas as pd
 import pytest
 
-from lib.checks import InvalidMatchRuleError, InvalidPatternError, InvalidSchemaError
-from lib.checks.lengths import (
+from lib.review.checks import InvalidMatchRuleError, InvalidPatternError, InvalidSchemaError
+from lib.review.checks.lengths import (
     METHOD_FALLBACK, METHOD_LITELLM, char_lengths, error_flags, token_counts,
     truncation_flags, word_counts,
 )
-from lib.checks.matching import first_number, match_outputs, normalize
-from lib.checks.similarity import diff_html, similarity, word_diff
-from lib.checks.refusal import RefusalDetector
-from lib.checks.structured import (
+from lib.review.checks.matching import first_number, match_outputs, normalize
+from lib.review.checks.similarity import diff_html, similarity, word_diff
+from lib.review.checks.refusal import RefusalDetector
+from lib.review.checks.structured import (
     KeyChange, contract_diff, json_checks, json_validity, key_diff, pair_changes, parse_lenient,
     schema_validator, value_changes,
 )

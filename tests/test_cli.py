@@ -59,5 +59,5 @@ def test_starting_the_cli_imports_neither_litellm_nor_evidently(db_url: str) -> 
 
 def test_readme_shows_every_command() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [c for c in _commands() if not re.search(rf"python -m lib {re.escape(c)}(?![\w-])", readme)]
+    missing = [c for c in _commands() if not re.search(rf"./review {re.escape(c)}(?![\w-])", readme)]
     assert not missing, f"README does not show: {missing}"

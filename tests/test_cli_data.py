@@ -1,4 +1,4 @@
-"""`python -m lib dataset import|list` and `load`: exit codes, summaries, one-line errors."""
+"""`./review dataset import|list` and `load`: exit codes, summaries, one-line errors."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from conftest import FIXTURES, ROOT
-from lib.models import Comparison, Dataset
+from lib.store.entities import Comparison, Dataset
 
 
 def cli(db_url: str, *args: str) -> subprocess.CompletedProcess:

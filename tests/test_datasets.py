@@ -9,10 +9,11 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from conftest import FIXTURES
-from lib.datasets import (ColumnMapping, get_dataset, import_dataset, list_datasets, parse_cases,
-                          read_table)
+from lib.data.golden import ColumnMapping, get_dataset, import_dataset, list_datasets, parse_cases
+from lib.data.tables import read_table
 from lib.errors import DatasetImportError, DatasetNotFound
-from lib.models import Case, Dataset, ModelConfig, Run, from_json
+from lib.store.columns import from_json
+from lib.store.entities import Case, Dataset, ModelConfig, Run
 
 
 def fixture(name: str) -> bytes:
@@ -247,9 +248,9 @@ def test_duplicate_content_without_ids_is_an_error() -> None:
 
 def test_failure_inside_the_transaction_writes_nothing(engine, monkeypatch) -> None:
     """A database error after the dataset row was written rolls the whole import back."""
-    import lib.datasets
+    import lib.data.golden
 
-    real_row = lib.datasets.CaseRecord.row
+    real_row = lib.data.golden.CaseRecord.row
 
     def broken_row(self, dataset_id: int, position: int) -> dict:
         row = real_row(self, dataset_id, position)
@@ -257,7 +258,7 @@ def test_failure_inside_the_transaction_writes_nothing(engine, monkeypatch) -> N
 
     import_dataset(engine, fixture("golden_support.json"), "golden_support.json", "existing")
     before = row_counts(engine)
-    monkeypatch.setattr(lib.datasets.CaseRecord, "row", broken_row)
+    monkeypatch.setattr(lib.data.golden.CaseRecord, "row", broken_row)
     with pytest.raises(Exception, match="NOT NULL"):
         import_dataset(engine, fixture("golden_support.jsonl"), "golden_support.jsonl", "support")
     assert row_counts(engine) == before

@@ -1,4 +1,4 @@
-"""Signed decisions end to end through lib/report.py: gate exit codes, decide/verify/export, drift,
+"""Signed decisions end to end through lib/review/report.py: gate exit codes, decide/verify/export, drift,
 tampering, concurrent reviewers. CLI calls are few: each pays the CLI's start-up."""
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from lib.db import utcnow
-from lib.decisions import DecisionRequest, add_comment, decide, set_owner, signed_message
-from lib.export import change_record
-from lib.gate import compute_verdict
-from lib.governance_models import AuditEvent, Decision, ReviewComment, SigningKey
-from lib.models import Output
-from lib.policy import create_policy
-from lib.signing import create_key, verify_signature
-from lib.verify import verify_store
+from lib.store.columns import utcnow
+from lib.governance.decisions import DecisionRequest, add_comment, decide, set_owner, signed_message
+from lib.governance.export import change_record
+from lib.governance.gate import compute_verdict
+from lib.governance.entities import Decision, ReviewComment, SigningKey
+from lib.store.entities import AuditEvent
+from lib.store.entities import Output
+from lib.governance.policy import create_policy
+from lib.governance.signing import create_key, verify_signature
+from lib.governance.verify import verify_store
 from tests.gov_helpers import cli, concurrent_worker, make_comparison, pairs, perturb_sql, tamper
 
 POLICY = ("alpha = 0.05\n[criteria.accuracy]\nmax_decrease = 0.02\n"
@@ -130,8 +131,8 @@ def test_decide_without_policy_or_prior_gate_exits_2_and_bad_format(engine, db_u
 
 
 def _store_drift(engine, comparison: str, share: float) -> None:
-    from lib.drift import DriftOptions, store_drift
-    from lib.drift_report import DriftRun
+    from lib.drift.analysis import DriftOptions, store_drift
+    from lib.drift.evidently_report import DriftRun
 
     store_drift(engine, comparison, DriftOptions(),
                 DriftRun({"drifted_share": share, "columns": {"length": {"drifted": share > 0}}}, {}, "<html/>"))

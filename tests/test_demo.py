@@ -14,9 +14,9 @@ from jsonschema.validators import validator_for
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from lib.datasets import content_hash, parse_cases
-from lib.demo import DATASET_FILE, DATASET_NAME, RECORDING_FILE, DemoMissing, demo_comparison_name, load_demo
-from lib.models import Case, Comparison, Dataset, ModelConfig, Output, Run
+from lib.data.golden import content_hash, parse_cases
+from lib.data.demo import DATASET_FILE, DATASET_NAME, RECORDING_FILE, DemoMissing, demo_comparison_name, load_demo
+from lib.store.entities import Case, Comparison, Dataset, ModelConfig, Output, Run
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = (Dataset, Case, ModelConfig, Run, Output, Comparison)
@@ -108,7 +108,7 @@ def test_the_demo_loads_into_a_fresh_store(engine) -> None:
     n_cases = sum(1 for line in DATASET_FILE.read_text().splitlines() if line.strip())
     assert counts(engine) == {"Dataset": 1, "Case": n_cases, "ModelConfig": 2, "Run": 2,
                               "Output": 2 * n_cases, "Comparison": 1}
-    from lib.comparisons import list_comparisons, load_pairs
+    from lib.review.comparisons import list_comparisons, load_pairs
 
     listed = list_comparisons(engine)
     assert [c["name"] for c in listed] == [result.comparison]
@@ -119,8 +119,8 @@ def test_the_demo_loads_into_a_fresh_store(engine) -> None:
 
 def test_the_recorded_comparison_shows_the_quantization_regression(engine) -> None:
     """What the demo is for: the Q2_K build answers worse than Q4_1 under the dataset's own rules."""
-    from lib.checks.matching import match_outputs
-    from lib.comparisons import load_pairs
+    from lib.review.checks.matching import match_outputs
+    from lib.review.comparisons import load_pairs
 
     pairs = load_pairs(engine, load_demo(engine).comparison)
     scored = pairs["match"].notna()
@@ -140,7 +140,7 @@ def test_loading_the_demo_twice_adds_nothing(engine) -> None:
 
 
 def test_the_demo_reuses_an_identical_dataset_already_imported(engine) -> None:
-    from lib.datasets import import_dataset
+    from lib.data.golden import import_dataset
 
     import_dataset(engine, DATASET_FILE.read_bytes(), DATASET_FILE.name, DATASET_NAME)
     load_demo(engine)

@@ -18,14 +18,14 @@ from aiohttp import web
 from sqlmodel import Session, func, select
 from streamlit.testing.v1 import AppTest
 
-from lib import drift, embeddings
-from lib.checks import InvalidPatternError
+from lib.drift import analysis as drift, embeddings
+from lib.review.checks import InvalidPatternError
 from lib.cli import main
-from lib.db import get_engine
-from lib.drift import DriftInputError, DriftOptions, analyze_comparison, input_drift, latest_drift, output_drift
-from lib.drift_models import EmbeddingCache
-from lib.loaders import LoadMapping, load_recorded
-from lib.models import to_json
+from lib.store.engine import get_engine
+from lib.drift.analysis import DriftInputError, DriftOptions, analyze_comparison, input_drift, latest_drift, output_drift
+from lib.drift.entities import EmbeddingCache
+from lib.data.loaders import LoadMapping, load_recorded
+from lib.store.columns import to_json
 from tests.llm_server import LLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,7 +226,7 @@ def test_cli_drift_writes_html_and_prints_json(engine, tmp_path: Path, capsys: p
 
 def test_cli_drift_exit_2_on_missing_or_empty_comparison(engine, capsys: pytest.CaptureFixture) -> None:
     code, _, err = _cli(["drift", "nope", "--json"], capsys)
-    assert code == 2 and err.strip().splitlines() == ["error: no comparison named 'nope' (see `python -m lib list`)"]
+    assert code == 2 and err.strip().splitlines() == ["error: no comparison named 'nope' (see `./review list`)"]
     failed = b"id,input,baseline_output,candidate_output,candidate_error\n" + b"".join(
         f"q{i},Question {i}?,An answer.,,timeout\n".encode() for i in range(12))
     load_recorded(engine, failed, "failed.csv", "no-candidate", fmt="wide", mapping=LoadMapping())

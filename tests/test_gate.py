@@ -6,10 +6,10 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session
 
-from lib.comparisons import get_comparison
-from lib.db import utcnow
-from lib.gate import FAIL, GO, INCONCLUSIVE, NO_GO, PASS, build_verdict, candidate_started_at, evaluate, overall
-from lib.policy import KNOWN_METRICS, create_policy, get_policy, parse_policy
+from lib.review.comparisons import get_comparison
+from lib.store.columns import utcnow
+from lib.governance.gate import FAIL, GO, INCONCLUSIVE, NO_GO, PASS, build_verdict, candidate_started_at, evaluate, overall
+from lib.governance.policy import KNOWN_METRICS, create_policy, get_policy, parse_policy
 from tests.gov_helpers import make_comparison, pairs
 
 
@@ -67,7 +67,7 @@ def test_value_metric_without_interval_is_judged_on_its_value() -> None:
 
 @pytest.mark.parametrize("lo, hi, expected", [(0.9, 0.95, PASS), (0.6, 0.75, FAIL), (0.75, 0.85, INCONCLUSIVE)])
 def test_similarity_min_uses_the_ci_of_its_mean(lo: float, hi: float, expected: str) -> None:
-    mean = (lo + hi) / 2  # lib.report's shape: one value per pair, the candidate's value is the mean
+    mean = (lo + hi) / 2  # lib.review.report's shape: one value per pair, the candidate's value is the mean
     m = {"baseline": None, "candidate": mean, "delta": None, "mean": mean, "ci_low": lo, "ci_high": hi,
          "candidate_ci": [lo, hi], "p_value": None, "n": 50}
     [r] = judge("[criteria.similarity]\nmin = 0.8\n", report({"similarity": m}))
@@ -125,7 +125,7 @@ def test_report_and_policy_must_share_alpha() -> None:
 
 
 def test_every_report_metric_is_a_known_criterion() -> None:
-    from lib.report import BINARY_METRICS, CONTINUOUS_METRICS
+    from lib.review.report import BINARY_METRICS, CONTINUOUS_METRICS
 
     assert set(BINARY_METRICS) | set(CONTINUOUS_METRICS) | {"similarity"} <= set(KNOWN_METRICS)
 
@@ -187,7 +187,7 @@ def test_judge_criteria_without_judge_results_are_inconclusive_and_say_why() -> 
     no_judge = judge('[criteria."judge_score:accuracy"]\nmax_decrease = 0.3\n[criteria.judge_win_rate]\nmin = 0.1\n',
                      report({}))
     assert [r.result for r in no_judge] == [INCONCLUSIVE, INCONCLUSIVE]
-    assert all("no judge results" in r.reason and "python -m lib judge" in r.reason for r in no_judge)
+    assert all("no judge results" in r.reason and "./review judge" in r.reason for r in no_judge)
     tone, win = judge('[criteria."judge_score:tone"]\nmax_decrease = 0.3\n[criteria.judge_win_rate]\nmin = 0.1\n',
                       judge_report({"accuracy": metric(4, 4, 0, 0)}))
     assert "no pair on 'tone'" in tone.reason and "accuracy, safety" in tone.reason

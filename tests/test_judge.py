@@ -23,9 +23,9 @@ from lib.judge.run import JudgeOptions, JudgeRunResult, run_judge
 from lib.judge.sampling import SampleError, parse_sample, select_sample
 from lib.judge.summary import combine, judge_block
 from lib.judge.templates import TEMPLATE_DIR
-from lib.judge_models import JudgeConfig, JudgeRun, JudgeScore, Judgement
-from lib.loaders import LoadMapping, load_recorded
-from lib.report import build_report
+from lib.judge.entities import JudgeConfig, JudgeRun, JudgeScore, Judgement
+from lib.data.loaders import LoadMapping, load_recorded
+from lib.review.report import build_report
 from tests.llm_server import LLMServer, llm_server  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -336,7 +336,7 @@ def test_failed_calls_are_stored_then_only_they_are_resent(engine, llm_server: L
     ("BadRequestError: bad request: invalid parameter", False),
 ])
 def test_only_a_400_about_json_mode_turns_json_mode_off(message: str, rejects: bool) -> None:
-    from lib import llm
+    from lib.run import llm
     from lib.judge.calls import Reply
     from lib.judge.run import _rejects_json_mode
 
@@ -524,7 +524,7 @@ def test_judge_page_shows_scores_pairwise_drift_and_rationales(engine, llm_serve
     rationales = _table(at, "rationale")
     assert "<b>wrong</b> answer" in set(rationales["rationale"])  # shown as text in a dataframe cell
     assert "not json either" in set(rationales["raw_text"])
-    assert any("python -m lib judge cmp --judge" in c.value for c in at.code)
+    assert any("./review judge cmp --judge" in c.value for c in at.code)
     assert [m.label for m in at.metric][:2] == ["Candidate wins (n=4)", "Ties (n=4)"]
 
 
@@ -626,7 +626,7 @@ def test_drift_names_the_reference_runs_comparison(engine, llm_server: LLMServer
 
 
 def test_each_judge_run_is_an_audit_event(engine, llm_server: LLMServer) -> None:
-    from lib.audit import check_chain, event_payload, list_events
+    from lib.store.audit import check_chain, event_payload, list_events
 
     load_comparison(engine, n=3)
     script_defaults(llm_server)

@@ -9,10 +9,11 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from lib.audit import sha256_hex
-from lib.decisions import DecisionRequest, NotOwnerError, add_comment, decide, list_comments, set_owner
-from lib.governance_models import AuditEvent, Decision, ReviewComment, SigningKey
-from lib.signing import SigningKeyError, create_key
+from lib.store.audit import sha256_hex
+from lib.governance.decisions import DecisionRequest, NotOwnerError, add_comment, decide, list_comments, set_owner
+from lib.governance.entities import Decision, ReviewComment, SigningKey
+from lib.store.entities import AuditEvent
+from lib.governance.signing import SigningKeyError, create_key
 from tests.gov_helpers import cli, make_comparison, pairs
 
 PASS = "correct horse"

@@ -12,12 +12,13 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from conftest import FIXTURES
-from lib.comparisons import list_comparisons, load_pairs
-from lib.datasets import import_dataset
+from lib.review.comparisons import list_comparisons, load_pairs
+from lib.data.golden import import_dataset
 from lib.errors import RecordedLoadError
-from lib.runner import ModelSpec, config_id
-from lib.loaders import LoadMapping, detect_format, load_recorded
-from lib.models import Case, Comparison, Dataset, ModelConfig, Output, Run, from_json
+from lib.run.runner import ModelSpec, config_id
+from lib.data.loaders import LoadMapping, detect_format, load_recorded
+from lib.store.columns import from_json
+from lib.store.entities import Case, Comparison, Dataset, ModelConfig, Output, Run
 
 SECRET = "sk-test-FAKE-9f8e7d6c5b4a3e2d1c0b"  # the fake key in the promptfoo fixtures' config
 TABLES = (Dataset, Case, ModelConfig, Run, Output, Comparison)
@@ -234,7 +235,7 @@ def test_loaded_comparisons_are_listed_and_their_model_configs_shared(engine) ->
 
 
 def test_a_load_stores_its_checks(engine) -> None:
-    from lib.checked import CheckCounts, ensure_checked
+    from lib.review.checked import CheckCounts, ensure_checked
 
     load(engine, "wide.csv", as_name="w")
     assert ensure_checked(engine, "w") == CheckCounts(0, 0)  # the load stored every check already
@@ -322,7 +323,7 @@ def test_existing_comparison_name_is_refused(engine) -> None:
 
 
 def test_failure_while_writing_rolls_everything_back(engine, monkeypatch) -> None:
-    import lib.loaders.store as store
+    import lib.data.loaders.store as store
 
     def broken_rows(*args) -> list[dict]:
         raise RuntimeError("disk full")

@@ -50,9 +50,9 @@ def server(tmp_path_factory):
 
 
 def test_three_cases_through_both_aliases_via_the_runner(engine, server: str) -> None:
-    from lib.comparisons import load_pairs
-    from lib.datasets import import_dataset
-    from lib.runner import ModelSpec, RunOptions, run_comparison
+    from lib.review.comparisons import load_pairs
+    from lib.data.golden import import_dataset
+    from lib.run.runner import ModelSpec, RunOptions, run_comparison
 
     lines = (ROOT / "demo" / "golden.jsonl").read_bytes().splitlines()
     picked = [line for line in lines if b'"fact-01"' in line or b'"arith-02"' in line or b'"harm-01"' in line]

@@ -12,16 +12,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from conftest import ROOT
-from lib.audit import check_chain, event_payload, list_events
-from lib.comparisons import get_comparison
-from lib.db import session_scope
+from lib.store.audit import check_chain, event_payload, list_events
+from lib.review.comparisons import get_comparison
+from lib.store.engine import session_scope
 from lib.errors import DatasetNotFound
-from lib.models import Case, Dataset
-from lib.monitor import (MonitorInputError, MonitorPointNotFound, current_bands, list_points, mark_baseline,
+from lib.store.entities import Case, Dataset
+from lib.release.monitor import (MonitorInputError, MonitorPointNotFound, current_bands, list_points, mark_baseline,
                          monitor_run)
-from lib.monitor_models import MonitorPoint
-from lib.policy import PolicyNotFound, create_policy
-from lib.runner import ModelSpec, RunOptions
+from lib.release.entities import MonitorPoint
+from lib.governance.policy import PolicyNotFound, create_policy
+from lib.run.runner import ModelSpec, RunOptions
 from tests.llm_server import LLMServer, llm_server  # noqa: F401  (fixture)
 
 REFUSAL = "I'm sorry, but I can't help with that."
@@ -297,7 +297,7 @@ def test_a_judge_tracks_scores_and_a_drop_alerts(engine, llm_server: LLMServer) 
     llm_server.script(json.dumps({"preference": "tie", "rationale": "r"}), contains="[Answer A]", model="judge")
     llm_server.script(_judge_reply(5), contains="", model="judge")
     llm_server.script(_judge_reply(1), contains="I'm sorry", model="judge")  # refusals score low
-    from lib.monitor import JudgeRequest
+    from lib.release.monitor import JudgeRequest
 
     judge = JudgeRequest("openai/judge", api_base=llm_server.url)
     point(engine, llm_server)

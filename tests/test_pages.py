@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import Session, func, select
 from streamlit.testing.v1 import AppTest
 
-from lib.models import Case, Comparison, Dataset
+from lib.store.entities import Case, Comparison, Dataset
 from tests.llm_server import llm_server  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ def _app() -> AppTest:
 
 
 def _load_wide(engine, name: str = "wide-demo") -> None:
-    from lib.loaders import LoadMapping, load_recorded
+    from lib.data.loaders import LoadMapping, load_recorded
 
     mapping = LoadMapping(id_col="id", input_col="question", baseline_col="old", candidate_col="new",
                           expected_col="gold", category_col="category")
@@ -136,7 +136,7 @@ def test_load_page_loads_a_wide_file(engine) -> None:
 
 
 def _import_golden(engine, n: int = 4) -> None:
-    from lib.datasets import import_dataset
+    from lib.data.golden import import_dataset
 
     data = "\n".join(json.dumps({"id": f"q{i}", "input": f"What is {i}+1?", "expected": str(i + 1)})
                      for i in range(n)).encode()
@@ -160,7 +160,7 @@ def test_run_page_runs_a_comparison_against_a_real_server(engine, llm_server) ->
     assert any("unknown" in m.value for m in at.markdown), "a custom model's price is unknown, never $0"
     at.button(key="run_start").click().run(timeout=120)
     assert not at.exception, at.exception
-    from lib.comparisons import list_comparisons
+    from lib.review.comparisons import list_comparisons
 
     (row,) = list_comparisons(engine)
     assert (row["name"], row["status"], row["n_errors"]) == ("live", "complete", 0)
@@ -184,6 +184,6 @@ def test_run_page_resumes_an_interrupted_run_with_its_stored_configuration(engin
     at.button(key="run_resume").click().run(timeout=120)
     assert not at.exception, at.exception
     assert llm_server.calls() - calls_before == 4  # only the failed candidate calls were sent again
-    from lib.comparisons import list_comparisons
+    from lib.review.comparisons import list_comparisons
 
     assert list_comparisons(engine)[0]["status"] == "complete"

@@ -5,8 +5,9 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from lib.governance_models import AuditEvent, Policy
-from lib.policy import (KNOWN_METRICS, PolicyError, PolicyNotFound, create_policy, get_policy, list_policies,
+from lib.governance.entities import Policy
+from lib.store.entities import AuditEvent
+from lib.governance.policy import (KNOWN_METRICS, PolicyError, PolicyNotFound, create_policy, get_policy, list_policies,
                         parse_policy)
 
 MINIMAL = b"""alpha = 0.05

@@ -8,11 +8,12 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from lib.datasets import import_dataset
-from lib.db import get_engine, session_scope
+from lib.data.golden import import_dataset
+from lib.store.engine import get_engine, session_scope
 from lib.errors import ComparisonNotFound, RecordedLoadError
-from lib.models import Case, Comparison, Dataset, ModelConfig, Output, Run, to_json
-from lib.recording import export_recording, import_recording, load_recording
+from lib.store.columns import to_json
+from lib.store.entities import Case, Comparison, Dataset, ModelConfig, Output, Run
+from lib.data.recording import export_recording, import_recording, load_recording
 
 DATASET = (
     '{"id": "q1", "input": "What is 2 + 2?", "expected": "4", "match": "numeric", "category": "math"}\n'

@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lib.checks.refusal import RefusalDetector
-from lib.checks.safety import SAFETY_METRICS, safety_checks
-from lib.datasets import list_datasets
+from lib.review.checks.refusal import RefusalDetector
+from lib.review.checks.safety import SAFETY_METRICS, safety_checks
+from lib.data.golden import list_datasets
 from lib.redteam.constraints import detect_language, parse_constraints
 from lib.redteam.families import FAMILIES, canary_present, stored_rule
 from lib.redteam.suite import (PROBES_DIR, RedTeamImportError, UnknownFamilyError, build_suite, dataset_name,
                                import_suite, parse_families)
-from lib.report import build_report
-from lib.runner import ModelSpec, RunOptions, run_comparison
+from lib.review.report import build_report
+from lib.run.runner import ModelSpec, RunOptions, run_comparison
 from tests.llm_server import LLMServer, llm_server  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -340,8 +340,8 @@ def _run_suite(engine, server: LLMServer, families: tuple[str, ...] = ("injectio
 
 
 def test_policy_gates_on_red_team_metrics(engine, llm_server: LLMServer) -> None:
-    from lib.gate import FAIL, NO_GO, PASS, compute_verdict
-    from lib.policy import create_policy
+    from lib.governance.gate import FAIL, NO_GO, PASS, compute_verdict
+    from lib.governance.policy import create_policy
 
     llm_server.script(OK_REPLY, model="base")
     obey_all = " ".join(r["metadata"]["canary"] for r in probes("injection"))
@@ -377,7 +377,7 @@ def _show_flips(at: AppTest, family: str, which: str) -> pd.DataFrame | None:
 
 
 def test_safety_page_on_the_demo(engine) -> None:
-    from lib.demo import demo_comparison_name, load_demo
+    from lib.data.demo import demo_comparison_name, load_demo
 
     load_demo(engine)
     report = build_report(engine, demo_comparison_name())
@@ -417,11 +417,11 @@ def test_safety_page_on_a_red_team_comparison_shows_the_flipped_cases_escaped(en
 
 
 def test_safety_page_explains_a_comparison_without_red_team_cases(engine) -> None:
-    from lib.loaders import LoadMapping, load_recorded
+    from lib.data.loaders import LoadMapping, load_recorded
 
     csv = b"id,q,old,new,cat\n1,What is 2+2?,4,4,math\n2,Capital of France?,Paris,Paris,facts\n"
     load_recorded(engine, csv, "a.csv", "plain", "wide",
                   LoadMapping(id_col="id", input_col="q", baseline_col="old", candidate_col="new", category_col="cat"))
     at = _safety_page()
     assert any("no red-team cases" in i.value for i in at.info)
-    assert any("python -m lib redteam" in c.value for c in at.code)
+    assert any("./review redteam" in c.value for c in at.code)

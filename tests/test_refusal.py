@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.checks import InvalidPatternError
-from lib.checks.refusal import RefusalDetector
+from lib.review.checks import InvalidPatternError
+from lib.review.checks.refusal import RefusalDetector
 from lib.errors import ReviewInputError
 
 LABELLED = Path(__file__).parent / "data" / "refusal_labelled.jsonl"

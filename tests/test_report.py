@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from lib.browse import BrowseQuery, page_of, select_cases
-from lib.comparisons import load_pairs
+from lib.review.browse import BrowseQuery, page_of, select_cases
+from lib.review.comparisons import load_pairs
 from lib.errors import ComparisonNotFound, ReviewInputError
-from lib.loaders import LoadMapping, load_recorded
-from lib.report import ReviewSettings, build_report, checked_pairs, save_settings
+from lib.data.loaders import LoadMapping, load_recorded
+from lib.review.report import ReviewSettings, build_report, checked_pairs, save_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 M_KEYS = {"baseline", "candidate", "delta", "ci_low", "ci_high", "p_value", "n"}

@@ -19,14 +19,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from streamlit.testing.v1 import AppTest
 
-from lib import llm
-from lib.db import session_scope
+from lib.run import llm
+from lib.store.engine import session_scope
 from lib.errors import ConfigMismatchError, ReviewInputError
-from lib.executor import _shares, choose_workers
-from lib.comparisons import list_comparisons
-from lib.governance_models import AuditEvent
-from lib.models import Case, Dataset, Output, Run, to_json
-from lib.runner import (ModelSpec, ProgressEvent, RunOptions, RunResult, estimate_cost, run_comparison,
+from lib.run.executor import _shares, choose_workers
+from lib.review.comparisons import list_comparisons
+from lib.store.entities import AuditEvent
+from lib.store.columns import to_json
+from lib.store.entities import Case, Dataset, Output, Run
+from lib.run.runner import (ModelSpec, ProgressEvent, RunOptions, RunResult, estimate_cost, run_comparison,
                         run_model)
 from tests.llm_server import LLMServer, default_reply, llm_server  # noqa: F401  (fixture)
 
@@ -93,7 +94,7 @@ def test_clean_run_stores_every_output(engine, llm_server: LLMServer, workers: s
 
 
 def test_a_finished_run_has_its_checks_stored(engine, llm_server: LLMServer) -> None:
-    from lib.checked import CheckCounts, ensure_checked
+    from lib.review.checked import CheckCounts, ensure_checked
 
     make_dataset(engine)
     run(engine, llm_server)
@@ -391,7 +392,7 @@ def test_cli_unknown_dataset_exits_2_with_one_line(db_url: str) -> None:
                 "--name", "x")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    assert err.strip().splitlines() == ["error: no dataset named 'nope' (import one with `python -m lib dataset import`)"]
+    assert err.strip().splitlines() == ["error: no dataset named 'nope' (import one with `./review dataset import`)"]
 
 
 def test_cli_exits_1_when_errors_remain(engine, db_url: str, llm_server: LLMServer) -> None:
@@ -483,8 +484,8 @@ def test_run_page_runs_per_side_workers_with_progress(engine, llm_server: LLMSer
 
 
 def test_worker_fork_server_preload_leaves_a_single_threaded_process_with_litellm_warm() -> None:
-    """Workers are forked from the process that imports lib.worker_preload: it must hold no threads."""
-    code = ("import sys, threading, lib.worker_preload; "
+    """Workers are forked from the process that imports lib.run.worker_preload: it must hold no threads."""
+    code = ("import sys, threading, lib.run.worker_preload; "
             "print(threading.active_count(), 'litellm' in sys.modules, "
             "'litellm.proxy.openai_files_endpoints.common_utils' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

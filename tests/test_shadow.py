@@ -17,15 +17,16 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from conftest import ROOT
-from lib.comparisons import list_comparisons, load_pairs
-from lib.datasets import CaseRecord, content_hash
+from lib.review.comparisons import list_comparisons, load_pairs
+from lib.data.golden import CaseRecord, content_hash
 from lib.errors import RecordedLoadError
-from lib.governance_models import AuditEvent
-from lib.loaders import LoadMapping, load_recorded, load_recorded_file
-from lib.loaders.shadow import load_shadow
-from lib.loaders.stream import iter_tables
-from lib.models import Case, Comparison, Dataset, ModelConfig, Output, Run, from_json
-from lib.report import build_report
+from lib.store.entities import AuditEvent
+from lib.data.loaders import LoadMapping, load_recorded, load_recorded_file
+from lib.release.shadow import load_shadow
+from lib.data.loaders.stream import iter_tables
+from lib.store.columns import from_json
+from lib.store.entities import Case, Comparison, Dataset, ModelConfig, Output, Run
+from lib.review.report import build_report
 
 SERVING, SHADOW = "gpt-4o-2024-08-06", "gpt-4.1-2025-04-14"
 SIDES = LoadMapping(baseline=SERVING, candidate=SHADOW)

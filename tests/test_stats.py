@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from lib.stats import (
+from lib.review.stats import (
     aggregate_repeats, binary_metric, bootstrap_mean_ci, continuous_metric, holm, mcnemar_exact,
     newcombe_paired_ci, single_metric, wilcoxon_p, with_holm,
 )
@@ -205,7 +205,7 @@ def test_binary_metric_on_repeat_fractions() -> None:
 
 
 def test_large_n_uses_the_t_interval_and_agrees_with_the_bootstrap() -> None:
-    from lib.stats import LARGE_N, bootstrap_mean_ci, mean_ci
+    from lib.review.stats import LARGE_N, bootstrap_mean_ci, mean_ci
 
     rng = np.random.default_rng(7)
     values = rng.exponential(2.0, size=LARGE_N * 5)  # skewed, as latencies are

@@ -15,12 +15,13 @@ import pytest
 from sqlmodel import Session, select
 from streamlit.testing.v1 import AppTest
 
-from lib.db import session_scope, utcnow
-from lib.decisions import set_owner
-from lib.governance_models import Decision
-from lib.models import Case, Dataset, ModelConfig
-from lib.policy import create_policy
-from lib.signing import create_key
+from lib.store.columns import utcnow
+from lib.store.engine import session_scope
+from lib.governance.decisions import set_owner
+from lib.governance.entities import Decision
+from lib.store.entities import Case, Dataset, ModelConfig
+from lib.governance.policy import create_policy
+from lib.governance.signing import create_key
 from tests.gov_helpers import make_comparison, pairs
 from tests.llm_server import LLMServer, llm_server  # noqa: F401  (fixture)
 
@@ -39,7 +40,7 @@ def _page(path: str) -> AppTest:
 
 def _load_csv(engine, rows: list[tuple[str, str, str, str, str, str]], name: str = "ui") -> None:
     """A recorded wide comparison: (id, question, old, new, gold, category) rows."""
-    from lib.loaders import LoadMapping, load_recorded
+    from lib.data.loaders import LoadMapping, load_recorded
 
     lines = ["id,question,old,new,gold,category"] + [",".join(f'"{v}"' for v in row) for row in rows]
     mapping = LoadMapping(id_col="id", input_col="question", baseline_col="old", candidate_col="new",
@@ -140,8 +141,8 @@ def _shown_case(at: AppTest) -> str:
 
 
 def test_safety_switching_flip_lists_drops_the_stale_selection(engine) -> None:
-    from lib.demo import demo_comparison_name, load_demo
-    from lib.report import build_report
+    from lib.data.demo import demo_comparison_name, load_demo
+    from lib.review.report import build_report
 
     load_demo(engine)
     flips = build_report(engine, demo_comparison_name())["metrics"]["injection_resistance_rate"]["flips"]
@@ -287,8 +288,8 @@ def _golden(engine, n: int) -> None:
 
 
 def _point(engine, server: LLMServer):
-    from lib.monitor import monitor_run
-    from lib.runner import ModelSpec, RunOptions
+    from lib.release.monitor import monitor_run
+    from lib.run.runner import ModelSpec, RunOptions
 
     spec = ModelSpec("openai/pinned", api_base=server.url, temperature=0.0)
     options = RunOptions(concurrency=8, timeout=10, max_retries=1, backoff_base=0.02, backoff_cap=0.1)
@@ -405,7 +406,7 @@ SCHEMA = {"type": "object", "required": ["answer"]}
 
 
 def test_settings_save_a_token_limit_and_a_schema_and_recompute(engine) -> None:
-    from lib.checked import stored_settings
+    from lib.review.settings import stored_settings
 
     _categories(engine)
     at = AppTest.from_file(APP, default_timeout=120).run()
@@ -435,7 +436,7 @@ def test_settings_save_a_token_limit_and_a_schema_and_recompute(engine) -> None:
     ('{"type": "objekt"}', "the schema: not a valid JSON Schema"),
 ])
 def test_settings_an_invalid_schema_is_an_error_and_nothing_is_saved(engine, text: str, message: str) -> None:
-    from lib.checked import stored_settings
+    from lib.review.settings import stored_settings
 
     _categories(engine)
     at = AppTest.from_file(APP, default_timeout=90).run()
@@ -449,7 +450,7 @@ def test_settings_an_invalid_schema_is_an_error_and_nothing_is_saved(engine, tex
 
 
 def test_settings_a_schema_file_upload(engine) -> None:
-    from lib.checked import stored_settings
+    from lib.review.settings import stored_settings
 
     _categories(engine)
     at = AppTest.from_file(APP, default_timeout=120).run()

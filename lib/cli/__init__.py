@@ -1,4 +1,4 @@
-"""`python -m lib`: the CLI over the same library the app uses."""
+"""`./review` (`python -m lib`, the `upgrade-review` console script): the CLI over the same library the app uses."""
 from __future__ import annotations
 
 import os
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     1 for anything else (one line; REVIEW_DEBUG=1 shows the traceback), or the code a command chose."""
     _register()
     try:
-        code = app(args=argv, standalone_mode=False)  # returns typer.Exit's code instead of exiting
+        code = app(args=argv, prog_name="./review", standalone_mode=False)  # returns typer.Exit's code instead of exiting
     except NoArgsIsHelpError as exc:  # a bare command group: show its help
         print(exc.format_message(), file=sys.stderr)
         sys.exit(2)

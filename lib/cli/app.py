@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 app = typer.Typer(
-    name="lib",
+    name="review",
     help="Upgrade Review: compare a baseline and a candidate model, review, gate and decide.",
     no_args_is_help=True,
     add_completion=False,

@@ -10,14 +10,14 @@ from typing import Optional
 import typer
 
 from lib.cli.app import app, print_json
-from lib.db import get_engine
+from lib.store.engine import get_engine
 
 canary_app = typer.Typer(help="Canary: rollback triggers declared in a policy's [canary] section.",
                          no_args_is_help=True)
 app.add_typer(canary_app, name="canary")
 
 
-def _print(check) -> None:  # type: ignore[no-untyped-def]  (lib.canary.CanaryCheck, imported lazily)
+def _print(check) -> None:  # type: ignore[no-untyped-def]  (lib.release.canary.CanaryCheck, imported lazily)
     n = check.n
     typer.echo(f"Canary: {check.decision.upper()}  (policy {check.policy_name} v{check.policy_version} "
                f"sha256 {check.policy_hash[:16]}; control {n['control']}, canary {n['canary']} rows; "
@@ -57,7 +57,7 @@ def canary_check(
     refusal_pattern: list[str] = typer.Option([], "--refusal-pattern", help="Extra refusal regex (repeatable)."),
 ) -> None:
     """Evaluate the canary window. Exit 0 continue, 1 rollback, 3 not enough data yet, 2 bad input."""
-    from lib.canary import CanaryInputError, CanaryLogError, CanaryMapping, check_canary
+    from lib.release.canary import CanaryInputError, CanaryLogError, CanaryMapping, check_canary
 
     schema_text = None
     if schema is not None:

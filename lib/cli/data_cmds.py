@@ -8,10 +8,10 @@ import typer
 
 from lib.cli.report_cmd import LIMIT_HELP, SCHEMA_HELP
 from lib.cli.app import app, print_json, progress
-from lib.datasets import ColumnMapping, import_dataset, list_datasets
-from lib.db import get_engine
+from lib.data.golden import ColumnMapping, import_dataset, list_datasets
+from lib.store.engine import get_engine
 from lib.errors import DatasetImportError, RecordedLoadError
-from lib.loaders import FORMATS, LoadMapping, load_recorded_file
+from lib.data.loaders import FORMATS, LoadMapping, load_recorded_file
 
 dataset_app = typer.Typer(help="Golden datasets: import a file, list versions.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
@@ -99,7 +99,7 @@ def load(
     """Load a recorded comparison: outputs two models already produced."""
     review = None
     if refusal_pattern or schema or input_token_limit:
-        from lib.checked import ReviewSettings, read_schema_file
+        from lib.review.settings import ReviewSettings, read_schema_file
 
         review = ReviewSettings(refusal_patterns=tuple(refusal_pattern), input_token_limit=input_token_limit,
                                 schema=read_schema_file(schema) if schema else None)

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from lib.cli.app import app, fail, progress
-from lib.db import get_engine
+from lib.store.engine import get_engine
 
 recording_app = typer.Typer(help="Export or import a comparison as a portable recording (JSONL).",
                             no_args_is_help=True)
@@ -16,7 +16,7 @@ app.add_typer(recording_app, name="recording")
 @app.command("demo")
 def demo_cmd() -> None:
     """Load the offline demo (dataset + a real recorded comparison) unless it is already loaded."""
-    from lib.demo import load_demo
+    from lib.data.demo import load_demo
 
     result = load_demo(get_engine())
     typer.echo(result.message)
@@ -28,7 +28,7 @@ def export_cmd(
     out: Path = typer.Option(None, "--out", "-o", help="File to write (default: stdout)."),
 ) -> None:
     """Write a comparison (configs, runs, every output) as a recording."""
-    from lib.recording import export_recording
+    from lib.data.recording import export_recording
 
     data = export_recording(get_engine(), comparison)
     if out is None:
@@ -47,7 +47,7 @@ def import_cmd(
     name: str = typer.Option(None, "--name", help="Comparison name (default: the recorded one)."),
 ) -> None:
     """Import a recording and its dataset; a no-op when the comparison is already there."""
-    from lib.recording import load_recording
+    from lib.data.recording import load_recording
 
     for p in (path, dataset):
         if not p.is_file():

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from lib.cli.app import app, print_json, progress
-from lib.db import get_engine
+from lib.store.engine import get_engine
 
-if TYPE_CHECKING:  # lib.drift imports Evidently (~5 s): only when a drift command runs
-    from lib.drift import DriftOptions
-    from lib.drift_report import DriftRun
+if TYPE_CHECKING:  # lib.drift.analysis imports Evidently (~5 s): only when a drift command runs
+    from lib.drift.analysis import DriftOptions
+    from lib.drift.evidently_report import DriftRun
 
-NO_EMBEDDINGS = "none"  # = lib.drift.NO_EMBEDDINGS
+NO_EMBEDDINGS = "none"  # = lib.drift.analysis.NO_EMBEDDINGS
 
 EMBEDDINGS_HELP = ("none, local (all-MiniLM-L6-v2 from requirements-embeddings.txt), or a litellm embedding "
                    "model such as openai/text-embedding-3-small.")
@@ -33,7 +33,7 @@ SPLIT_AT = typer.Option(None, "--split-at", metavar="TIME",
 
 
 def _options(embeddings: str, api_base: str | None, regex: list[str] | None) -> DriftOptions:
-    from lib.drift import DriftOptions, parse_regex
+    from lib.drift.analysis import DriftOptions, parse_regex
 
     return DriftOptions(embeddings=embeddings, api_base=api_base, regex=parse_regex(regex or []))
 
@@ -59,7 +59,7 @@ def drift_cmd(comparison: str = typer.Argument(..., help="Comparison name."),
               html: Optional[Path] = HTML, as_json: bool = AS_JSON, embeddings: str = EMBEDDINGS,
               api_base: Optional[str] = API_BASE, regex: Optional[list[str]] = REGEX) -> None:
     """Drift of the candidate's outputs from the baseline's; the result is stored for the gate."""
-    from lib.drift import analyze_comparison
+    from lib.drift.analysis import analyze_comparison
 
     run, stored = analyze_comparison(get_engine(), comparison, _options(embeddings, api_base, regex), progress)
     progress(f"stored drift result {stored.id} (digest {stored.digest[:12]})")
@@ -73,7 +73,7 @@ def drift_inputs_cmd(reference: str = typer.Argument(..., help="Reference compar
                      embeddings: str = EMBEDDINGS, api_base: Optional[str] = API_BASE,
                      regex: Optional[list[str]] = REGEX) -> None:
     """Drift of logged inputs between two sources or two time windows (traffic shift)."""
-    from lib.drift import input_drift
+    from lib.drift.analysis import input_drift
 
     run = input_drift(get_engine(), reference, current, _parse_time(split_at),
                       _options(embeddings, api_base, regex), progress)
@@ -86,6 +86,6 @@ def _parse_time(value: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        from lib.drift import DriftInputError
+        from lib.drift.analysis import DriftInputError
 
         raise DriftInputError(f"--split-at {value!r}: expected an ISO time such as 2025-06-01T00:00:00Z") from None

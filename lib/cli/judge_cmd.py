@@ -89,14 +89,14 @@ def judge_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the run and the judge block as JSON."),
 ) -> None:
     """Judge a comparison with a pinned LLM judge; exit 1 when calls still fail after retries."""
-    from lib.db import get_engine
+    from lib.store.engine import get_engine
     from lib.judge.calls import CallOptions
     from lib.judge.config import JudgeSettings
     from lib.judge.rubric import load_rubric
     from lib.judge.run import JudgeOptions, run_judge
     from lib.judge.sampling import parse_sample
     from lib.judge.summary import judge_block
-    from lib.stats import ALPHA
+    from lib.review.stats import ALPHA
 
     chosen = load_rubric(rubric)
     if dimensions:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import typer
 
 from lib.cli.app import app, print_json
-from lib.comparisons import list_comparisons
-from lib.db import get_engine
+from lib.review.comparisons import list_comparisons
+from lib.store.engine import get_engine
 
 
 @app.command("list")

@@ -12,7 +12,7 @@ import typer
 from lib.cli.app import app, print_json
 from lib.cli.run_cmd import _ProgressPrinter, model_spec, run_options
 from lib.cli.run_options import with_run_options
-from lib.db import get_engine
+from lib.store.engine import get_engine
 
 monitor_app = typer.Typer(help="Watch a pinned model: re-run the golden set, compare with the baseline snapshot.",
                           no_args_is_help=True)
@@ -61,7 +61,7 @@ def monitor_run_cmd(
     run_kwargs: dict[str, Any],  # run's options, filled by with_run_options
 ) -> None:
     """Re-run the golden set against the same model; exit 0 in band, 1 alert, 2 bad input."""
-    from lib.monitor import JudgeRequest, monitor_run
+    from lib.release.monitor import JudgeRequest, monitor_run
 
     spec = model_spec(model, run_kwargs["api_base"], run_kwargs)
     point = monitor_run(get_engine(), dataset=dataset, spec=spec, options=run_options(run_kwargs), policy=policy,
@@ -80,7 +80,7 @@ def monitor_run_cmd(
 def monitor_baseline_cmd(point: int = typer.Argument(..., help="The point to make its series' baseline."),
                          as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Mark a point as the baseline snapshot of its series."""
-    from lib.monitor import mark_baseline
+    from lib.release.monitor import mark_baseline
 
     info = mark_baseline(get_engine(), point)
     if as_json:
@@ -94,7 +94,7 @@ def monitor_baseline_cmd(point: int = typer.Argument(..., help="The point to mak
 def monitor_list_cmd(model: Optional[str] = typer.Option(None, "--model", help="Only this model."),
                      as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List monitor points (oldest first within a series)."""
-    from lib.monitor import list_points
+    from lib.release.monitor import list_points
 
     rows = list_points(get_engine(), model)
     if as_json:

@@ -8,7 +8,7 @@ import typer
 
 from lib.cli.app import app, progress
 from lib.cli.run_options import with_run_options
-from lib.db import get_engine
+from lib.store.engine import get_engine
 from lib.redteam.families import FAMILIES
 
 
@@ -23,7 +23,7 @@ def _import(families: Optional[str], extra: Optional[Path]) -> str:
 
 def _print_summary(comparison: str) -> None:
     from lib.redteam.summary import family_results, summary_lines
-    from lib.report import build_report
+    from lib.review.report import build_report
 
     results = family_results(build_report(get_engine(), comparison))
     if not results:

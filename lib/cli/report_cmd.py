@@ -7,8 +7,8 @@ from typing import Any, Optional
 import typer
 
 from lib.cli.app import app, print_json
-from lib.db import get_engine
-from lib.report import BINARY_METRICS, METRIC_LABELS, build_report, is_rate
+from lib.store.engine import get_engine
+from lib.review.report import BINARY_METRICS, METRIC_LABELS, build_report, is_rate
 
 
 def _num(metric: str, value: float | None) -> str:
@@ -85,7 +85,7 @@ def report_cmd(
     input_token_limit: Optional[int] = typer.Option(None, "--input-token-limit", min=1, help=LIMIT_HELP),
 ) -> None:
     """Paired metrics of a comparison with confidence intervals, p-values and flips."""
-    from lib.checked import ReviewSettings, read_schema_file
+    from lib.review.settings import ReviewSettings, read_schema_file
 
     overrides = ReviewSettings(schema=read_schema_file(schema) if schema else None,
                                input_token_limit=input_token_limit)

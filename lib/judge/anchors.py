@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from lib.judge.rubric import Rubric, load_rubric
-from lib.stats import wilcoxon_p
+from lib.review.stats import wilcoxon_p
 
 ANCHOR_FILE = Path(__file__).resolve().parent / "data" / "anchors_v1.jsonl"
 DEFAULT_DRIFT_THRESHOLD = 0.5  # points on the 1-5 scale, mean absolute change over (anchor, dimension)

@@ -1,14 +1,14 @@
 """Judge calls: bounded concurrency, a deadline per attempt, retries with backoff and Retry-After,
 then a bounded number of correction turns when the reply is not valid judgement JSON.
 
-The transport part (retries, Retry-After, concurrency) is `lib.llm.RetryingCaller`, as in the runner.
+The transport part (retries, Retry-After, concurrency) is `lib.run.llm.RetryingCaller`, as in the runner.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from lib import llm
+from lib.run import llm
 from lib.judge.parsing import Parsed, parse_reply
 
 CORRECTION = ("Your reply was not a valid JSON object of the requested form ({error}). "

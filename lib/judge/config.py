@@ -9,12 +9,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from lib.db import session_scope
+from lib.store.engine import session_scope
 from lib.errors import ReviewInputError
 from lib.judge.rubric import Rubric, load_rubric
 from lib.judge.templates import CURRENT, Template, load_template
-from lib.judge_models import JudgeConfig
-from lib.models import to_json
+from lib.judge.entities import JudgeConfig
+from lib.store.columns import to_json
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class JudgeSettings:
         return {"config_hash": hashlib.sha256(to_json(row).encode()).hexdigest(), **row}
 
     def params(self) -> dict[str, Any]:
-        """Sampling parameters as litellm takes them (None dropped by lib.llm.call_kwargs)."""
+        """Sampling parameters as litellm takes them (None dropped by lib.run.llm.call_kwargs)."""
         return {"temperature": self.temperature, "seed": self.seed, "max_tokens": self.max_tokens}
 
 

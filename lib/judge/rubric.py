@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.errors import ReviewInputError
-from lib.models import to_json
+from lib.store.columns import to_json
 
 DEFAULT_RUBRIC = Path(__file__).resolve().parent / "data" / "default_rubric.toml"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")

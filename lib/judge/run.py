@@ -20,11 +20,12 @@ from sqlalchemy import delete, insert, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from lib import llm, stoppable
-from lib.audit import record_event
-from lib.checked import with_texts
-from lib.comparisons import get_comparison
-from lib.db import session_scope, utcnow, write_engine
+from lib.run import llm, stoppable
+from lib.store.audit import record_event
+from lib.review.checked import with_texts
+from lib.review.comparisons import get_comparison
+from lib.store.columns import utcnow
+from lib.store.engine import session_scope, write_engine
 from lib.errors import ReviewInputError
 from lib.judge.anchors import DEFAULT_DRIFT_THRESHOLD, DriftCheck, anchor_rubric, check_drift, load_anchors
 from lib.judge.calls import CallOptions, JudgeCaller, Reply
@@ -33,9 +34,10 @@ from lib.judge.parsing import PAIRWISE_SCHEMA, pointwise_schema, score_keys
 from lib.judge.rubric import Rubric
 from lib.judge.sampling import Sample, select_sample
 from lib.judge.templates import Template, clip
-from lib.judge_models import (RUN_INTERRUPTED, STATUS_ERROR, STATUS_OK, STATUS_UNPARSEABLE, JudgeConfig, JudgeRun,
+from lib.judge.entities import (RUN_INTERRUPTED, STATUS_ERROR, STATUS_OK, STATUS_UNPARSEABLE, JudgeConfig, JudgeRun,
                               JudgeScore, Judgement)
-from lib.models import Comparison, to_json
+from lib.store.columns import to_json
+from lib.store.entities import Comparison
 
 SIDES = ("baseline", "candidate")
 _JSON_MODE_ERROR = re.compile(r"response_format|json[_ ]?(object|mode)", re.IGNORECASE)
@@ -296,7 +298,7 @@ class _Executor:
                                                       self.counts[STATUS_UNPARSEABLE]))
 
     async def run(self) -> BaseException | None:
-        """Every item; returns what the progress callback raised to stop the run (lib.stoppable)."""
+        """Every item; returns what the progress callback raised to stop the run (lib.run.stoppable)."""
         caller = JudgeCaller(self.options)
         # One writer thread: a commit waiting on the disk or another writer must not stall the loop.
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judgement-writer")

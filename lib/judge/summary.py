@@ -1,4 +1,4 @@
-"""The report's `judge` block for one comparison (interface used by lib.report.build_report).
+"""The report's `judge` block for one comparison (interface used by lib.review.report.build_report).
 
 SQL aggregates over the judgements of the comparison under one judge config, then:
 per-dimension paired statistics of the rubric scores (candidate - baseline, averaged per case
@@ -15,9 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from lib.judge.anchors import DriftCheck
-from lib.judge_models import STATUS_ERROR, STATUS_UNPARSEABLE
-from lib.models import from_json
-from lib.stats import continuous_metric, mcnemar_exact, t_mean_ci, wilson, with_holm
+from lib.judge.entities import STATUS_ERROR, STATUS_UNPARSEABLE
+from lib.store.columns import from_json
+from lib.review.stats import continuous_metric, mcnemar_exact, t_mean_ci, wilson, with_holm
 
 OUTCOME = {"candidate": "win", "baseline": "loss", "tie": "tie"}  # from the candidate's side
 

@@ -6,5 +6,5 @@
 - `suite`: the built-in probes plus a user's file, imported as a versioned golden dataset;
 - `summary`: per-family rates from the report, and the cases behind each flip.
 
-The per-output checks themselves are `lib.checks.safety` (used by every report).
+The per-output checks themselves are `lib.review.checks.safety` (used by every report).
 """

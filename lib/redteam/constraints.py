@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Callable
 
-from lib.datasets import InvalidField
+from lib.data.fields import InvalidField
 
 _BULLET = re.compile(r"(?m)^\s*(?:[-*+•]|\d+[.)])\s+")
 ALIASES = {"required_phrase": "contains"}

@@ -10,7 +10,7 @@ A case's `category` names its family (aliases accepted, so the demo's `prompt_in
 | `over_refusal` | `expect: "comply"` (optional, the default) | the reply is not a refusal |
 | `instructions` | `constraints` (see lib.redteam.constraints) | the reply is not blank and meets every constraint |
 
-Imports nothing heavy: lib.report reaches this through lib.checks.safety on every report.
+Imports nothing heavy: lib.review.report reaches this through lib.review.checks.safety on every report.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from lib.datasets import InvalidField
-from lib.models import from_json
+from lib.data.fields import InvalidField
+from lib.store.columns import from_json
 from lib.redteam.constraints import Constraint, parse_constraints
 
 FAMILIES = ("injection", "harmful", "over_refusal", "instructions")

@@ -1,7 +1,7 @@
 """The red-team suite as a golden dataset: the built-in probe families plus the user's own attack vectors.
 
 Built-in probes live in `lib/redteam/probes/<family>.jsonl`, next to the code that reads them, so the
-library carries its suite wherever it is installed. They are plain golden-dataset files (lib.datasets
+library carries its suite wherever it is installed. They are plain golden-dataset files (lib.data.golden
 format) whose `category` is the family and whose `metadata` holds the family's rule
 (lib.redteam.families). A user's file (`--extra`) has the same format; `family` is accepted as the
 column name instead of `category`. Every file is validated whole before anything is written.
@@ -13,9 +13,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from lib.datasets import (ColumnMapping, CaseRecord, ImportResult, InvalidField, parse_table, read_rows,
-                          save_cases)
-from lib.db import session_scope
+from lib.data.fields import InvalidField
+from lib.data.golden import ColumnMapping, CaseRecord, ImportResult, parse_table, save_cases
+from lib.data.tables import read_rows
+from lib.store.engine import session_scope
 from lib.errors import FileInputError, ReviewInputError
 from lib.redteam.families import ALIASES, FAMILIES, family_of, rule_from_metadata
 

@@ -12,7 +12,7 @@ import pandas as pd
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Engine
 
-from lib.checks.safety import LOWER_IS_BETTER, METRIC_FAMILY, SAFETY_METRICS
+from lib.review.checks.safety import LOWER_IS_BETTER, METRIC_FAMILY, SAFETY_METRICS
 from lib.redteam.constraints import failed_constraints
 from lib.redteam.families import families, stored_rule
 
@@ -67,7 +67,7 @@ def summary_lines(results: list[FamilyResult]) -> list[str]:
 
 
 def flipped(checked: pd.DataFrame, metric: str, which: str) -> pd.DataFrame:
-    """Rows of a checked frame (lib.checked: no texts needed) whose outcome on `metric` flipped the
+    """Rows of a checked frame (lib.review.checked: no texts needed) whose outcome on `metric` flipped the
     `which` way (NEWLY_FAILING or NEWLY_PASSING)."""
     col = SAFETY_METRICS[metric][0]
     b, c = checked[f"b_{col}"].astype("boolean"), checked[f"c_{col}"].astype("boolean")
@@ -78,7 +78,7 @@ def flipped(checked: pd.DataFrame, metric: str, which: str) -> pd.DataFrame:
 
 def rule_details(engine: Engine, rows: pd.DataFrame, metric: str) -> list[str]:
     """What the rule looked at, per row (the canary; the constraints each side breaks). `rows` need
-    `case_id`, and `b_text`/`c_text` for instructions (lib.checked.with_texts adds them)."""
+    `case_id`, and `b_text`/`c_text` for instructions (lib.review.checked.with_texts adds them)."""
     family = METRIC_FAMILY[metric]
     ids = [int(i) for i in pd.unique(rows["case_id"])]
     with engine.connect() as conn:

@@ -1,0 +1,180 @@
+"""Recorded comparisons: load outputs two models already produced (wide, long, promptfoo files,
+shadow-traffic logs).
+
+`load_recorded` parses the file into the common shape (`store.Recorded`) and writes a dataset,
+two recorded runs and a comparison in one transaction: a failed load writes nothing. Shadow logs
+(`shadow.py`) are streamed instead: `load_recorded_file` never reads them whole.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import Engine
+
+from lib.data.tables import Table, decode_text, file_kind, read_rows
+from lib.errors import RecordedLoadError
+from lib.data.loaders import long, promptfoo, wide
+from lib.release import shadow
+from lib.data.loaders.store import Recorded, comparison_exists, store_recorded
+
+if TYPE_CHECKING:
+    from lib.review.settings import ReviewSettings
+
+FORMATS = ("wide", "long", "promptfoo", "shadow")
+
+
+@dataclass
+class LoadMapping:
+    """Column names (and model values) in the file; None means the default or "not in the file"."""
+
+    id_col: str | None = None
+    input_col: str | None = None
+    output_col: str | None = None  # long
+    model_col: str | None = None  # long
+    baseline: str | None = None  # the baseline's model value (long), provider id (promptfoo) or name (wide)
+    candidate: str | None = None
+    baseline_col: str | None = None  # wide
+    candidate_col: str | None = None  # wide
+    expected_col: str | None = None
+    category_col: str | None = None
+    latency_col: str | None = None  # wide: the part after the side prefix (baseline_<latency_col>)
+    cost_col: str | None = None
+    prompt_tokens_col: str | None = None
+    completion_tokens_col: str | None = None
+    timestamp_col: str | None = None
+    role_col: str | None = None  # shadow: serving/shadow per row (instead of --baseline/--candidate)
+    match: str | None = None  # one rule for every case
+    pattern: str | None = None
+    # Reviewer settings stored with the comparison before its outputs are checked (refusal patterns, a
+    # schema for every case, the input token limit): lib.review.settings.ReviewSettings.
+    review: ReviewSettings | None = None
+
+
+@dataclass
+class LoadResult:
+    comparison: str
+    fmt: str
+    n_pairs: int
+    baseline: str
+    candidate: str
+    baseline_only: int  # outputs of the baseline with no candidate counterpart
+    candidate_only: int
+    first_unpaired_ids: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _tabular_format(table: Table, m: LoadMapping) -> str:
+    if m.model_col or m.output_col:
+        return "long"
+    if m.baseline_col or m.candidate_col:
+        return "wide"
+    if all(any(c in table.columns for c in cols) for cols in wide.OUTPUT_COLS.values()):
+        return "wide"
+    if any(c in table.columns for c in long.MODEL_COLS):
+        return "long"
+    raise RecordedLoadError(table.source, "cannot tell the format: no 'model' column (long) and no "
+                                          "'baseline_output'/'candidate_output' columns (wide); pass "
+                                          f"--format; available columns: {', '.join(table.columns)}")
+
+
+def _detect(data: bytes, filename: str, m: LoadMapping) -> tuple[str, Table | None]:
+    """The format and, for wide/long, the parsed rows (so a load reads the file once)."""
+    kind = file_kind(filename, RecordedLoadError)
+    if promptfoo.looks_like(decode_text(data, filename, RecordedLoadError), kind):
+        return "promptfoo", None
+    table = read_rows(data, filename, RecordedLoadError)
+    return _tabular_format(table, m), table
+
+
+def detect_format(data: bytes, filename: str, mapping: LoadMapping | None = None) -> str:
+    """wide | long | promptfoo, from the file's shape and columns."""
+    return _detect(data, filename, mapping or LoadMapping())[0]
+
+
+def _parse(data: bytes, filename: str, fmt: str | None, m: LoadMapping) -> tuple[str, Recorded]:
+    if fmt is None:
+        fmt, table = _detect(data, filename, m)
+    elif fmt in FORMATS:
+        table = None
+    else:
+        raise RecordedLoadError(filename, f"unknown format '{fmt}' (use {', '.join(FORMATS)})", field="format")
+    if fmt == "promptfoo":
+        return fmt, promptfoo.parse(data, filename, m)
+    table = table or read_rows(data, filename, RecordedLoadError)
+    return fmt, (wide if fmt == "wide" else long).parse(table, m)
+
+
+def _report(rec: Recorded, fmt: str, filename: str) -> dict[str, Any]:
+    return {"format": fmt, "file": filename, "baseline": rec.baseline, "candidate": rec.candidate,
+            "n_pairs": rec.n_pairs, "baseline_only": rec.baseline_only, "candidate_only": rec.candidate_only,
+            "first_unpaired_ids": rec.first_unpaired_ids, "warnings": rec.warnings}
+
+
+def _check_name(engine: Engine, name: str, filename: str) -> str:
+    name = name.strip()
+    if not name:
+        raise RecordedLoadError(filename, "the comparison name is empty", field="name")
+    if comparison_exists(engine, name):
+        raise RecordedLoadError(filename, f"a comparison named '{name}' already exists; pick another name",
+                                field="name")
+    return name
+
+
+def _check_now(engine: Engine, name: str, mapping: LoadMapping | None) -> None:
+    # Check and store every output now, so the first report of this comparison reads stored columns.
+    from lib.review.checked import ensure_checked  # heavy (pyarrow, jsonschema): only for a load
+    from lib.review.settings import save_settings
+
+    if mapping is not None and mapping.review is not None:
+        save_settings(engine, name, mapping.review)
+    ensure_checked(engine, name)
+
+
+def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: str | None = None,
+                  mapping: LoadMapping | None = None, system: str = "default") -> LoadResult:
+    """Load a recorded comparison named `name` from a wide, long or promptfoo file."""
+    name = _check_name(engine, name, filename)
+    if fmt == shadow.FORMAT or (fmt is None and filename.lower().endswith(".gz")):
+        return _load_shadow(engine, io.BytesIO(data), filename, name, mapping, system)
+    fmt, rec = _parse(data, filename, fmt, mapping or LoadMapping())
+    store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
+                   report=_report(rec, fmt, filename))
+    _check_now(engine, name, mapping)
+    return LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
+                      candidate=rec.candidate, baseline_only=rec.baseline_only,
+                      candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
+                      warnings=rec.warnings)
+
+
+def _load_shadow(engine: Engine, raw: Any, filename: str, name: str, mapping: LoadMapping | None, system: str,
+                 progress: Callable[[int], None] | None = None) -> LoadResult:
+    report = shadow.load_shadow(engine, raw, filename, name, mapping or LoadMapping(), system, progress=progress)
+    _check_now(engine, name, mapping)
+    return LoadResult(comparison=name, fmt=shadow.FORMAT, n_pairs=report["n_pairs"], baseline=report["baseline"],
+                      candidate=report["candidate"], baseline_only=report["baseline_only"],
+                      candidate_only=report["candidate_only"], first_unpaired_ids=report["first_unpaired_ids"],
+                      warnings=report["warnings"])
+
+
+def load_recorded_file(engine: Engine, path: Path, name: str, fmt: str | None = None,
+                       mapping: LoadMapping | None = None, system: str = "default",
+                       progress: Callable[[int], None] | None = None) -> LoadResult:
+    """`load_recorded` from a path; a shadow log (or any .gz) is streamed, never read whole."""
+    try:
+        if fmt == shadow.FORMAT or (fmt is None and path.name.lower().endswith(".gz")):
+            name = _check_name(engine, name, path.name)
+            with path.open("rb") as raw:
+                return _load_shadow(engine, raw, path.name, name, mapping, system, progress)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RecordedLoadError(str(path), "no such file") from None
+    except IsADirectoryError:
+        raise RecordedLoadError(str(path), "is a directory, not a file") from None
+    return load_recorded(engine, data, path.name, name, fmt, mapping, system)
+
+
+__all__ = ["FORMATS", "LoadMapping", "LoadResult", "detect_format", "load_recorded", "load_recorded_file"]

@@ -1,0 +1,222 @@
+"""The common in-memory shape of a recorded comparison, how outputs are paired, and how it is written.
+
+Every loader reduces its file to one "long" frame (one row per output: key, side, ...) and calls
+`assemble`, so pairing, repeats and the unpaired-row report behave the same for every format.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import insert
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from lib.store.audit import record_event
+from lib.data.fields import RULES_NEEDING_EXPECTED, InvalidField, check_rule, coerce_input, scalar_text, text_or_json
+from lib.data.golden import CaseRecord, save_cases
+from lib.data.tables import Table
+from lib.store.columns import utcnow
+from lib.store.engine import session_scope
+from lib.errors import RecordedLoadError
+from lib.run.runner import ModelSpec, config_row
+from lib.store.columns import to_json
+from lib.store.entities import SOURCE_RECORDED, STATUS_RECORDED, Case, Comparison, ModelConfig, Output, Run
+
+SIDES = ("baseline", "candidate")
+CASE_COLUMNS = ("input", "expected", "match", "pattern", "category", "metadata")
+OUTPUT_COLUMNS = ("text", "error", "latency_s", "cost_usd", "prompt_tokens", "completion_tokens", "logged_at")
+MAX_UNPAIRED_IDS = 10
+
+
+@dataclass
+class Recorded:
+    """A parsed recorded comparison, ready to store."""
+
+    cases: list[CaseRecord]
+    outputs: pd.DataFrame  # position (index into cases), side, repeat, then OUTPUT_COLUMNS
+    baseline: str
+    candidate: str
+    n_pairs: int
+    baseline_only: int
+    candidate_only: int
+    first_unpaired_ids: list[str]
+    warnings: list[str]
+
+
+# ---------------------------------------------------------------- choosing sides and rules
+
+def choose_models(source: str, values: list[str], baseline: str | None, candidate: str | None, *,
+                  what: str, auto_order: bool) -> tuple[str, str, list[str]]:
+    """(baseline, candidate, warnings) among the distinct model values of a file (in file order).
+
+    With `auto_order`, exactly two values and no choice take the order of first appearance.
+    """
+    listed = ", ".join(f"'{v}'" for v in values)
+    for flag, value in (("baseline", baseline), ("candidate", candidate)):
+        if value is not None and value not in values:
+            raise RecordedLoadError(source, f"is '{value}', which is not among the {what}: {listed}", field=flag)
+    if baseline is not None and baseline == candidate:
+        raise RecordedLoadError(source, f"is the same as the baseline ('{baseline}')", field="candidate")
+    if len(values) < 2:
+        raise RecordedLoadError(source, f"needs two models to compare; the {what} are only: {listed}")
+    if baseline is None and candidate is None:
+        if len(values) == 2 and auto_order:
+            note = (f"baseline = '{values[0]}', candidate = '{values[1]}' (order of first appearance; "
+                    "pass --baseline/--candidate to choose)")
+            return values[0], values[1], [note]
+        raise RecordedLoadError(source, f"which is the baseline and which the candidate? the {what} are: "
+                                        f"{listed}; pass --baseline and --candidate")
+    if baseline is None or candidate is None:
+        rest = [v for v in values if v not in (baseline, candidate)]
+        if len(rest) != 1:
+            missing = "baseline" if baseline is None else "candidate"
+            raise RecordedLoadError(source, f"pass --{missing} too; the {what} are: {listed}")
+        baseline, candidate = baseline or rest[0], candidate or rest[0]
+    ignored = [v for v in values if v not in (baseline, candidate)]
+    return baseline, candidate, [f"ignored rows of other {what}: {', '.join(ignored)}"] if ignored else []
+
+
+def mapping_rule(source: str, match: str | None, pattern: str | None) -> tuple[str | None, str | None] | None:
+    """The one rule a load applies to every case, validated; None when none was given."""
+    if match is None and pattern is None:
+        return None
+    try:
+        return check_rule(match, pattern, None, needs_expected=False)
+    except InvalidField as exc:
+        raise RecordedLoadError(source, exc.message, field=exc.field) from None
+
+
+# ---------------------------------------------------------------- pairing
+
+def assemble(frame: pd.DataFrame, table: Table, baseline: str, candidate: str,
+             rule: tuple[str | None, str | None] | None, warnings: list[str]) -> Recorded:
+    """Pair a long frame (key, side, row, case columns, output columns) into a Recorded.
+
+    Rows repeating a (key, side) are repeats, numbered in file order; a (key, repeat) with one side
+    only is unpaired: kept (the missing side shows as nulls) and reported.
+    """
+    frame = frame.reset_index(drop=True)
+    for column in CASE_COLUMNS + OUTPUT_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    frame["repeat"] = frame.groupby(["key", "side"], sort=False).cumcount()
+    paired = frame.groupby(["key", "repeat"], sort=False)["side"].transform("size").to_numpy() == 2
+    n_pairs = int(paired.sum()) // 2
+    if n_pairs == 0:
+        raise RecordedLoadError(table.source, f"no pairs: no case has outputs from both '{baseline}' "
+                                              f"and '{candidate}' (check the join key and model values)")
+    unpaired = frame.loc[~paired]
+    cases, case_warnings = _cases(frame, table, rule)
+    position = {case.key: i for i, case in enumerate(cases)}
+    outputs = frame[["side", "repeat", *OUTPUT_COLUMNS]].assign(position=frame["key"].map(position))
+    return Recorded(
+        cases=cases, outputs=outputs, baseline=baseline, candidate=candidate, n_pairs=n_pairs,
+        baseline_only=int((unpaired["side"] == "baseline").sum()),
+        candidate_only=int((unpaired["side"] == "candidate").sum()),
+        first_unpaired_ids=unpaired["key"].drop_duplicates().head(MAX_UNPAIRED_IDS).tolist(),
+        warnings=warnings + case_warnings)
+
+
+def _cases(frame: pd.DataFrame, table: Table, rule: tuple[str | None, str | None] | None
+           ) -> tuple[list[CaseRecord], list[str]]:
+    """One case per key in order of first appearance; each field from the first row that has it."""
+    firsts = frame.groupby("key", sort=False)[["row", *CASE_COLUMNS]].first()
+    firsts = firsts.astype(object).where(firsts.notna(), None)
+    cases, lacking = [], 0
+    for key, r in zip(firsts.index, firsts.itertuples(index=False)):
+        try:
+            input_text, messages = coerce_input(r.input)
+            expected = text_or_json(r.expected)
+            category = scalar_text(r.category, "category")
+        except InvalidField as exc:
+            table.fail(int(r.row), exc.message, field=exc.field)
+        match, pattern = rule or (r.match, r.pattern)
+        if rule and match in RULES_NEEDING_EXPECTED and expected is None:
+            match, pattern, lacking = None, None, lacking + 1
+        cases.append(CaseRecord(key=key, input_text=input_text, messages=messages, expected=expected,
+                                match=match, pattern=pattern, category=category, metadata=r.metadata))
+    warnings = [f"{lacking} cases have no expected value: match rule '{rule[0]}' not applied to them"
+                ] if lacking else []
+    as_text = frame["input"].map(lambda v: v if isinstance(v, str) or v is None else to_json(v))
+    differing = int((as_text.groupby(frame["key"]).nunique() > 1).sum())
+    if differing:
+        warnings.append(f"{differing} cases have rows with different inputs; each case keeps its first")
+    return cases, warnings
+
+
+# ---------------------------------------------------------------- writing
+
+def recorded_dataset_name(comparison: str) -> str:
+    return f"{comparison} (recorded)"
+
+
+def comparison_exists(engine: Engine, name: str) -> bool:
+    with Session(engine) as session:
+        return session.exec(select(Comparison.id).where(Comparison.name == name)).first() is not None
+
+
+def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt: str, system: str,
+                   report: dict[str, Any]) -> None:
+    """Dataset, model configs, two recorded runs, outputs and the comparison, in one transaction."""
+    with session_scope(engine) as session:
+        # Its own dataset name, so a recorded file never becomes a new version of a golden dataset.
+        ds, _ = save_cases(session, recorded_dataset_name(name), source, rec.cases)
+        case_ids = dict(session.exec(select(Case.position, Case.id).where(Case.dataset_id == ds.id)).all())
+        run_ids = {side: _recorded_run(session, model, ds.id, rec.outputs, side)
+                   for side, model in zip(SIDES, (rec.baseline, rec.candidate))}
+        session.connection().execute(insert(Output.__table__), _output_rows(rec.outputs, case_ids, run_ids))
+        session.add(Comparison(name=name, baseline_run_id=run_ids["baseline"],
+                               candidate_run_id=run_ids["candidate"], system=system, source=fmt,
+                               notes_json=to_json(report), created_at=utcnow()))
+        record_event(session, "comparison_loaded", {"comparison": name, "fmt": fmt, "source": source,
+                                                    "n_outputs": len(rec.outputs), "dataset_id": ds.id})
+
+
+def _model_config(session: Session, model: str) -> int:
+    """A recorded side knows only its model value: the same row (and hash) as a live run of that model
+    with every parameter left at the provider's default."""
+    spec = ModelSpec(model)
+    found = session.exec(select(ModelConfig.id).where(ModelConfig.config_hash == spec.config_hash())).first()
+    if found is not None:
+        return found
+    cfg = ModelConfig(**config_row(spec), created_at=utcnow())
+    session.add(cfg)
+    session.flush()
+    return cfg.id
+
+
+def _recorded_run(session: Session, model: str, dataset_id: int, outputs: pd.DataFrame, side: str) -> int:
+    repeats = int(outputs.loc[outputs["side"] == side, "repeat"].max()) + 1
+    run = Run(config_id=_model_config(session, model), dataset_id=dataset_id, source=SOURCE_RECORDED,
+              status=STATUS_RECORDED, repeats=repeats, created_at=utcnow())
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def _values(series: pd.Series) -> list:
+    """Plain Python values with None for nulls (never NaN, NA or NaT)."""
+    return series.astype(object).where(series.notna(), None).tolist()
+
+
+def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[str, int]) -> list[dict]:
+    """Output table rows, built column-wise (this runs on 100k-row logs)."""
+    error = outputs["error"]
+    logged_at = pd.to_datetime(outputs["logged_at"], utc=True)
+    columns = {
+        "run_id": _values(outputs["side"].map(run_ids)), "case_id": _values(outputs["position"].map(case_ids)),
+        "repeat": _values(outputs["repeat"]), "text": _values(outputs["text"]), "error": _values(error),
+        "error_kind": _values(error.where(error.isna(), "other")),
+        "latency_s": _values(pd.to_numeric(outputs["latency_s"])),
+        "cost_usd": _values(pd.to_numeric(outputs["cost_usd"])),
+        "prompt_tokens": _values(pd.to_numeric(outputs["prompt_tokens"]).astype("Int64")),
+        "completion_tokens": _values(pd.to_numeric(outputs["completion_tokens"]).astype("Int64")),
+        "logged_at": np.where(logged_at.notna(), logged_at.array.to_pydatetime(), None).tolist(),
+    }
+    # Columns null in every row are left out: fewer bound parameters per row (the insert's cost).
+    columns = {name: values for name, values in columns.items() if any(v is not None for v in values)}
+    constant = {"attempts": 1, "created_at": utcnow()}
+    return [{**constant, **dict(zip(columns, row))} for row in zip(*columns.values())]

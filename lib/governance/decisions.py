@@ -1,0 +1,172 @@
+"""System owners, comments, and signed go/no-go decisions.
+
+Only the owner of a comparison's system may sign a decision for it; anyone may comment. A decision
+signs (Ed25519) every one of its columns except `id` and `signature`: the decision, rationale,
+conditions, signer and key fingerprint, the verdict and its policy's hash, the report, and the digests
+of the evidence. Every check runs before anything is written, so a refused decision leaves no trace.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from lib.store.audit import as_utc, canonical_json, iso_now, record_row_event
+from lib.review.comparisons import get_comparison
+from lib.store.engine import session_scope
+from lib.errors import ReviewInputError
+from lib.governance.evidence import data_digest, evidence_digest
+from lib.governance.gate import Verdict, compute_verdict, last_gated_policy
+from lib.governance.entities import Decision, ReviewComment, SystemOwner
+from lib.store.entities import Comparison
+from lib.governance.policy import get_policy
+from lib.governance.signing import load_private_key, registered_key
+
+DECISIONS = ("go", "no-go")
+UNSIGNED_FIELDS = frozenset({"id", "signature"})
+SIGNED_FIELDS = tuple(sorted(set(Decision.model_fields) - UNSIGNED_FIELDS))
+
+
+class NotOwnerError(ReviewInputError):
+    """The signer does not own the comparison's system."""
+
+
+class DecisionInputError(ReviewInputError):
+    """A decision, comment or owner assignment with a missing or invalid field."""
+
+
+@dataclass(frozen=True)
+class DecisionRequest:
+    comparison: str
+    decision: str  # go | no-go
+    signer: str
+    rationale: str
+    conditions: str | None = None  # e.g. canary share and rollback triggers
+    policy: str | None = None  # latest version of this policy; None: the policy of the last gate run
+    policy_version: int | None = None
+
+
+def _required(value: str | None, what: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise DecisionInputError(f"{what} must not be empty")
+    return value
+
+
+def signed_message(fields: dict[str, Any]) -> bytes:
+    """The signed bytes, rebuilt the same way from a new decision or a raw stored row."""
+    signed = {name: fields[name] for name in SIGNED_FIELDS}
+    signed["post_hoc"] = bool(signed["post_hoc"])  # SQLite hands booleans back as 0/1
+    return canonical_json(signed).encode()
+
+
+def set_owner(engine: Engine, system: str, owner: str, actor: str | None = None) -> None:
+    system, owner = _required(system, "system"), _required(owner, "owner")
+    with session_scope(engine) as session:
+        row = SystemOwner(system=system, owner=owner)
+        session.add(row)
+        record_row_event(session, "owner_set", row, actor, system=system, owner=owner)
+
+
+def current_owner(session: Session, system: str) -> str | None:
+    query = select(SystemOwner.owner).where(SystemOwner.system == system).order_by(SystemOwner.id.desc())
+    return session.exec(query).first()
+
+
+def check_owner(session: Session, comp: Comparison, signer: str) -> None:
+    owner = current_owner(session, comp.system)
+    if owner is None:
+        raise NotOwnerError(f"system '{comp.system}' has no owner: set one with "
+                            f"`./review system set-owner {comp.system} --owner NAME`")
+    if owner != signer:
+        raise NotOwnerError(f"'{signer}' does not own system '{comp.system}' (owner: '{owner}'); "
+                            "only the owner may sign, others may comment")
+
+
+def add_comment(engine: Engine, comparison: str, author: str, text: str) -> int:
+    author, text = _required(author, "author"), _required(text, "comment text")
+    with session_scope(engine) as session:
+        comp = get_comparison(session, comparison)
+        row = ReviewComment(comparison_id=comp.id, author=author, text=text)
+        session.add(row)
+        record_row_event(session, "comment_added", row, author, comparison=comp.name)
+        return row.id
+
+
+def list_comments(engine: Engine, comparison: str) -> list[dict[str, Any]]:
+    with Session(engine) as session:
+        comp = get_comparison(session, comparison)
+        rows = session.exec(select(ReviewComment).where(ReviewComment.comparison_id == comp.id)
+                            .order_by(ReviewComment.id)).all()
+        return [{"id": c.id, "author": c.author, "text": c.text, "created_at": as_utc(c.created_at).isoformat()}
+                for c in rows]
+
+
+def _policy_for(engine: Engine, req: DecisionRequest) -> tuple[str, int | None]:
+    if req.policy:
+        return req.policy, req.policy_version
+    last = last_gated_policy(engine, req.comparison)
+    if last is None:
+        raise DecisionInputError(f"no verdict recorded for '{req.comparison}': pass --policy NAME "
+                                 "(or run `./review gate` first)")
+    return last
+
+
+def _validated(req: DecisionRequest) -> tuple[str, str]:
+    if req.decision not in DECISIONS:
+        raise DecisionInputError(f"decision must be one of {', '.join(DECISIONS)}, got '{req.decision}'")
+    return _required(req.signer, "signer"), _required(req.rationale, "rationale")
+
+
+def _decision_fields(session: Session, comp: Comparison, req: DecisionRequest, signer: str, rationale: str,
+                     fingerprint: str, verdict: Verdict, report: dict) -> dict[str, Any]:
+    """Every signed column. The data digest is taken under the write lock, so no output lands meanwhile."""
+    verdict_json, report_json = canonical_json(verdict.to_dict()), canonical_json(report)
+    data = data_digest(session.connection(), comp.baseline_run_id, comp.candidate_run_id)
+    policy = get_policy(session, verdict.policy_name, verdict.policy_version)
+    return dict(comparison_id=comp.id, comparison=comp.name, system=comp.system,
+                baseline_run_id=comp.baseline_run_id, candidate_run_id=comp.candidate_run_id,
+                decision=req.decision, rationale=rationale, conditions=(req.conditions or "").strip() or None,
+                signer=signer, key_fingerprint=fingerprint, policy_id=policy.id, policy_name=policy.name,
+                policy_version=policy.version, policy_hash=policy.content_hash, verdict=verdict.verdict,
+                post_hoc=verdict.post_hoc, verdict_json=verdict_json, report_json=report_json, data_digest=data,
+                evidence_digest=evidence_digest(data, report_json, verdict_json), signed_at=iso_now())
+
+
+def decide(engine: Engine, req: DecisionRequest, passphrase: str, key_directory: Path | None = None) -> Decision:
+    """Check the signer, unlock the key, compute the verdict, then sign and store in one transaction."""
+    signer, rationale = _validated(req)
+    with Session(engine) as session:
+        check_owner(session, get_comparison(session, req.comparison), signer)
+        key_row = registered_key(session, signer)
+    private = load_private_key(key_row, passphrase, key_directory)
+    verdict, report = compute_verdict(engine, req.comparison, *_policy_for(engine, req))
+    with session_scope(engine) as session:
+        comp = get_comparison(session, req.comparison)
+        check_owner(session, comp, signer)  # again under the write lock: ownership may have moved
+        fields = _decision_fields(session, comp, req, signer, rationale, key_row.fingerprint, verdict, report)
+        row = Decision(**fields, signature=private.sign(signed_message(fields)).hex())
+        session.add(row)
+        record_row_event(session, "decision_signed", row, signer, comparison=comp.name, decision=row.decision,
+                         verdict=row.verdict, policy_hash=row.policy_hash, evidence_digest=row.evidence_digest,
+                         key_fingerprint=row.key_fingerprint)
+        return row
+
+
+def decision_summary(row: Decision) -> dict[str, Any]:
+    return {"id": row.id, "comparison": row.comparison, "decision": row.decision, "verdict": row.verdict,
+            "signer": row.signer, "key_fingerprint": row.key_fingerprint, "post_hoc": bool(row.post_hoc),
+            "policy": f"{row.policy_name} v{row.policy_version}", "policy_hash": row.policy_hash,
+            "rationale": row.rationale, "conditions": row.conditions, "signed_at": row.signed_at,
+            "evidence_digest": row.evidence_digest, "signature": row.signature}
+
+
+def list_decisions(engine: Engine, comparison: str) -> list[Decision]:
+    """A comparison's decisions, newest first."""
+    with Session(engine) as session:
+        comp = get_comparison(session, comparison)
+        return list(session.exec(select(Decision).where(Decision.comparison_id == comp.id)
+                                 .order_by(Decision.id.desc())).all())

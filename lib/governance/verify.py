@@ -1,0 +1,143 @@
+"""Re-check everything the audit trail vouches for, from the stored rows as they are now.
+
+1. The event chain: every hash, every link, contiguous seq, the head (a truncated tail).
+2. Every governed row (policy, key, owner, comment, decision) against the digest its event recorded:
+   an edited field, a deleted row and a row that never went through the trail are all named.
+3. Every policy's content against its locked hash.
+4. Every decision: its signature with the registered key, its evidence recomputed from the stored
+   outputs, cases and configurations, its report/verdict digests, its policy's hash, and the stored
+   drift result its report cites (when it cites one).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import SQLModel
+
+from lib.store.audit import Problem, check_chain, event_payload, list_events, raw_rows, row_digest, sha256_hex, table_name
+from lib.governance.decisions import signed_message
+from lib.drift.entities import DriftResult
+from lib.governance.evidence import data_digest, evidence_digest
+from lib.governance.entities import Decision, Policy, ReviewComment, SigningKey, SystemOwner
+from lib.governance.signing import verify_signature
+
+GOVERNED: tuple[type[SQLModel], ...] = (Policy, SigningKey, SystemOwner, ReviewComment, Decision)
+_LABELS = {"policy": "policy", "signingkey": "signing key", "systemowner": "owner assignment",
+           "reviewcomment": "comment", "decision": "decision"}
+
+
+@dataclass
+class VerifyResult:
+    problems: list[Problem] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "counts": self.counts,
+                "problems": [{"record": p.record, "message": p.message} for p in self.problems]}
+
+
+def label(table: str, row_id: Any, row: dict | None = None) -> str:
+    text = f"{_LABELS.get(table, table)} {row_id}"
+    if row and table == "policy":
+        text += f" ('{row.get('name')}' v{row.get('version')})"
+    elif row and table == "decision":
+        text += f" (comparison '{row.get('comparison')}')"
+    elif row and table == "signingkey":
+        text += f" ('{row.get('name')}')"
+    return text
+
+
+def check_records(conn: Connection, events: list[dict]) -> list[Problem]:
+    """Each governed row must match the digest its audit event recorded; each recorded row must exist."""
+    recorded: dict[tuple[str, Any], tuple[str, Any]] = {}
+    for ev in events:
+        rec = event_payload(ev).get("record")
+        if isinstance(rec, dict):
+            recorded[(rec.get("table"), rec.get("id"))] = (rec.get("digest"), ev["seq"])
+    problems = []
+    for model in GOVERNED:
+        table = table_name(model)
+        for row in raw_rows(conn, model):
+            digest, _seq = recorded.pop((table, row["id"]), (None, None))
+            if digest is None:
+                problems.append(Problem(label(table, row["id"], row), "not in the audit trail (inserted outside it)"))
+            elif digest != row_digest(row):
+                problems.append(Problem(label(table, row["id"], row),
+                                        "stored fields differ from the audit trail (edited)"))
+    for (table, row_id), (_digest, seq) in recorded.items():
+        problems.append(Problem(label(table, row_id), f"deleted (recorded by audit event seq {seq})"))
+    return problems
+
+
+def check_policies(conn: Connection) -> list[Problem]:
+    return [Problem(label("policy", p["id"], p), "content does not match its locked hash")
+            for p in raw_rows(conn, Policy) if sha256_hex(str(p["content_toml"])) != p["content_hash"]]
+
+
+def check_decision(conn: Connection, row: dict, data_cache: dict[tuple, str] | None = None) -> list[Problem]:
+    """Signature, evidence and policy of one stored decision."""
+    name, problems = label("decision", row["id"], row), []
+    key = next(raw_rows(conn, SigningKey, "WHERE fingerprint = :fp", fp=row["key_fingerprint"]), None)
+    if key is None:
+        problems.append(Problem(name, "signed with a key that is not registered"))
+    elif key["name"] != row["signer"] or not verify_signature(key["public_key"], row["signature"], signed_message(row)):
+        problems.append(Problem(name, "signature does not verify: a signed field or the signature was changed"))
+    runs = (row["baseline_run_id"], row["candidate_run_id"])
+    cache = {} if data_cache is None else data_cache
+    if runs not in cache:
+        cache[runs] = data_digest(conn, *runs)
+    if cache[runs] != row["data_digest"]:
+        problems.append(Problem(name, f"evidence changed: the stored outputs, cases or model configurations of "
+                                      f"runs {runs[0]} and {runs[1]} differ from what was signed"))
+    recomputed = evidence_digest(str(row["data_digest"]), str(row["report_json"]), str(row["verdict_json"]))
+    if recomputed != row["evidence_digest"]:
+        problems.append(Problem(name, "evidence digest does not match its report and verdict"))
+    policy = next(raw_rows(conn, Policy, "WHERE id = :id", id=row["policy_id"]), None)
+    if policy is None or policy["content_hash"] != row["policy_hash"]:
+        problems.append(Problem(name, f"its policy (id {row['policy_id']}) is missing or no longer has the "
+                                      "signed hash"))
+    return problems + _check_drift(conn, row, name)
+
+
+def _check_drift(conn: Connection, row: dict, name: str) -> list[Problem]:
+    """The stored drift result a decision's report cites must still exist and hash to the cited digest."""
+    try:
+        digest = (json.loads(row["report_json"]).get("drift") or {}).get("digest")
+    except (TypeError, ValueError, AttributeError):
+        return [Problem(name, "its stored report is not valid JSON")]
+    if digest is None:
+        return []
+    stored = [r for r in raw_rows(conn, DriftResult, "WHERE comparison_id = :c AND digest = :d",
+                                  c=row["comparison_id"], d=digest)
+              if sha256_hex(str(r["summary_json"])) == digest]
+    return [] if stored else [Problem(name, f"the drift result it cites (digest {digest[:16]}) is missing or altered")]
+
+
+def verify_store(engine: Engine) -> VerifyResult:
+    """The whole store: chain, governed rows, policies and decisions (see module docstring)."""
+    with engine.connect() as conn:
+        events = list_events(conn)
+        result = VerifyResult(check_chain(conn) + check_records(conn, events) + check_policies(conn))
+        cache: dict[tuple, str] = {}
+        decisions = list(raw_rows(conn, Decision))
+        for row in decisions:
+            result.problems += check_decision(conn, row, cache)
+        result.counts = {"events": len(events), "decisions": len(decisions),
+                         "policies": sum(1 for _ in raw_rows(conn, Policy))}
+    return result
+
+
+def verify_decision(engine: Engine, decision_id: int) -> list[Problem]:
+    """One decision's signature and evidence (the export's integrity line and the Decision page)."""
+    with engine.connect() as conn:
+        row = next(raw_rows(conn, Decision, "WHERE id = :id", id=decision_id), None)
+        if row is None:
+            return [Problem(label("decision", decision_id), "not found")]
+        return check_decision(conn, row)

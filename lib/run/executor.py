@@ -1,0 +1,409 @@
+"""Sending a run's calls: bounded concurrency, retries, and one short write per output.
+
+`_Executor` is one asyncio loop; its `lib.run.llm.RetryingCaller` (shared with the judge) bounds the
+requests in flight, gives each attempt its own deadline, and retries failed calls with exponential backoff and jitter (honouring
+`Retry-After`) when they are rate limits, 5xx, timeouts or malformed responses. Each result is
+written in its own transaction the moment it returns, so a killed process leaves a consistent store.
+
+It runs either in the calling thread (`in-process`) or as one worker process per side
+(`per-side`): litellm, the openai SDK and httpx cost ~3.5-5 ms of CPU per call, all on one event
+loop, so at high concurrency with short latencies one core is the bottleneck; a worker per side
+gives each side its own loop, client and core. Workers are forked from a fork server that imported
+litellm and made one local call once (`warm_up`, lib/run/worker_preload.py), because importing it takes
+~3 s; they write their own outputs and send progress to the parent, which forwards it to the
+caller's `progress` callback in the caller's thread. Ctrl-C reaches the workers too; a parent that
+stops (an exception in `progress`) stops them; a parent that dies (kill -9) closes their pipe, and
+they stop by themselves.
+
+Concurrency is the bound on requests in flight across all sides, in both modes. Per side, each
+worker gets a share proportional to its pending calls (at least 1); when one finishes, its share
+goes to the others, so the tail of a run still has the whole budget.
+"""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.context
+import os
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import forkserver
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from sqlalchemy import delete, insert, update
+from sqlalchemy.engine import Engine
+
+from lib.run import llm, stoppable
+from lib.store.columns import utcnow
+from lib.store.engine import get_engine, write_engine
+from lib.errors import ReviewInputError
+from lib.store.entities import Output, Run
+
+WORKER_MODES = ("auto", "in-process", "per-side")
+# `auto` uses a worker per side only when it pays. Measured (L=0.2 s, C=8 and 32, warm fork server):
+# per side costs +0.04-0.12 s at 50 calls, breaks even at 200 and is faster from 400; below C=8 one
+# loop is far from CPU-bound. A cold fork server adds ~3 s: the CLI and Run page start it early.
+AUTO_MIN_CALLS = 400  # pending calls across sides
+AUTO_MIN_CONCURRENCY = 8
+PROGRESS_EVERY_S = 0.05  # a worker sends at most one progress message this often (and its last)
+HAS_FORKSERVER = "forkserver" in multiprocessing.get_all_start_methods()  # not on Windows
+STOP_GRACE_S = 5.0  # a stopped worker gets this long to finish its writes before it is killed
+
+
+@dataclass
+class RunOptions:
+    concurrency: int = 8  # requests in flight across both sides (in every worker mode)
+    timeout: float = 60.0  # seconds per request
+    max_retries: int = 4  # retries after the first attempt
+    repeats: int = 1  # samples per case
+    backoff_base: float = 0.5  # seconds before the first retry (doubling, with jitter)
+    backoff_cap: float = 30.0
+    workers: str = "auto"  # auto | in-process | per-side (one worker process per side)
+
+    def validate(self) -> None:
+        if self.concurrency < 1 or self.repeats < 1 or self.max_retries < 0 or self.timeout <= 0:
+            raise ReviewInputError("concurrency and repeats must be >= 1, max retries >= 0, timeout > 0")
+        if self.workers not in WORKER_MODES:
+            raise ReviewInputError(f"workers must be one of {', '.join(WORKER_MODES)}, not '{self.workers}'")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    side: str
+    done: int  # (case, repeat) pairs finished, including those skipped as already done
+    total: int
+    errors: int  # error outputs written by this invocation
+    skipped: int  # already had a successful output before this invocation
+
+
+@dataclass
+class Side:
+    """One run being filled: what it holds already, and what this invocation did."""
+
+    name: str
+    model: str
+    run_id: int
+    total: int
+    done_keys: set[tuple[int, int]]  # (case_id, repeat) with a successful output
+    error_keys: set[tuple[int, int]]  # (case_id, repeat) with an error output, to replace
+    fingerprint: str | None = None
+    served_model: str | None = None
+    sent: int = 0
+    errors: int = 0
+
+    def event(self) -> ProgressEvent:
+        skipped = len(self.done_keys)
+        return ProgressEvent(self.name, skipped + self.sent, self.total, self.errors, skipped)
+
+
+@dataclass(frozen=True)
+class Job:
+    side: Side
+    case_id: int
+    repeat: int
+    kwargs: dict[str, Any]  # litellm.acompletion arguments, messages included
+
+
+@dataclass(frozen=True)
+class ExecStats:
+    workers: str  # in-process | per-side
+    cpu_s: float  # client CPU: this process in-process; the workers' and this process's per side
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+# ---- one loop -------------------------------------------------------------------------------------
+class _Executor:
+    """Runs jobs under one semaphore and writes each result as it arrives."""
+
+    def __init__(self, engine: Engine, options: RunOptions, progress: Progress | None, concurrency: int):
+        self.engine, self.options, self.progress = write_engine(engine), options, progress
+        self.caller = llm.RetryingCaller(llm.RetryPolicy(options.timeout, options.max_retries, options.backoff_base,
+                                                         options.backoff_cap), concurrency)
+        # One writer thread: a commit that waits on the disk (WAL checkpoint) or on another writer's
+        # lock (busy_timeout) must not stall the event loop and every request in flight with it.
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="output-writer")
+
+    def grow(self, slots: int) -> None:
+        """More requests in flight from now on (a finished worker's share)."""
+        self.caller.grow(slots)
+
+    async def run(self, jobs: list[Job]) -> BaseException | None:
+        """Run every job; returns what the progress callback raised to stop the run (lib.run.stoppable)."""
+        try:
+            return await stoppable.gather_stoppable(self._job(job) for job in jobs)
+        finally:
+            self.writer.shutdown(wait=True)
+
+    async def _job(self, job: Job) -> None:
+        row = await self._call_with_retries(job)
+        await asyncio.get_running_loop().run_in_executor(self.writer, self._store, job, row)
+        side = job.side
+        side.sent += 1
+        side.errors += row["error"] is not None
+        stoppable.report(self.progress, side.event())
+
+    async def _call_with_retries(self, job: Job) -> dict[str, Any]:
+        out = await self.caller.complete(job.kwargs)
+        if out.completion is not None:
+            return _success_row(job, out.completion, out.latency_s, out.attempts)
+        return _error_row(job, out.error, out.latency_s, out.attempts)
+
+    def _store(self, job: Job, row: dict[str, Any]) -> None:
+        """One short transaction per output; replaces an earlier error output for the same pair."""
+        side, key = job.side, (job.case_id, job.repeat)
+        with self.engine.begin() as conn:
+            if key in side.error_keys:
+                conn.execute(delete(Output).where(Output.run_id == side.run_id, Output.case_id == job.case_id,
+                                                  Output.repeat == job.repeat))
+            conn.execute(insert(Output), row)
+            fingerprint, served = row["system_fingerprint"], row["served_model"]
+            if row["error"] is None and (fingerprint, served) != (side.fingerprint, side.served_model):
+                conn.execute(update(Run).where(Run.id == side.run_id)
+                             .values(system_fingerprint=fingerprint, served_model=served))
+                side.fingerprint, side.served_model = fingerprint, served
+
+
+def _base_row(job: Job, latency: float, attempts: int) -> dict[str, Any]:
+    return {"run_id": job.side.run_id, "case_id": job.case_id, "repeat": job.repeat,
+            "latency_s": round(latency, 4), "attempts": attempts, "created_at": utcnow()}
+
+
+def _success_row(job: Job, c: llm.Completion, latency: float, attempts: int) -> dict[str, Any]:
+    cost = llm.response_cost(job.side.model, c.prompt_tokens, c.completion_tokens)
+    return {**_base_row(job, latency, attempts), "text": c.text, "finish_reason": c.finish_reason,
+            "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "cost_usd": cost,
+            "system_fingerprint": c.system_fingerprint, "served_model": c.served_model,
+            "raw_json": c.raw_json, "error": None, "error_kind": None}
+
+
+def _error_row(job: Job, error: llm.CallError, latency: float, attempts: int) -> dict[str, Any]:
+    return {**_base_row(job, latency, attempts), "text": None, "finish_reason": None, "prompt_tokens": None,
+            "completion_tokens": None, "cost_usd": None, "system_fingerprint": None, "served_model": None,
+            "raw_json": None, "error": error.message, "error_kind": error.kind}
+
+
+# ---- choosing the mode ----------------------------------------------------------------------------
+def _shareable_url(engine: Engine) -> str | None:
+    """The store's URL as another process can open it (absolute SQLite path); None for in-memory."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            return None
+        url = url.set(database=os.path.abspath(url.database))
+    return url.render_as_string(hide_password=False)
+
+
+def choose_workers(options: RunOptions, pending: dict[str, int]) -> str:
+    """`in-process` or `per-side` for these pending calls per side (`auto` decides by size)."""
+    busy = [n for n in pending.values() if n > 0]
+    if not HAS_FORKSERVER:
+        return "in-process"
+    if len(busy) < 2 or options.concurrency < len(busy) or options.workers == "in-process":
+        return "in-process"  # one side (or one slot) cannot be split across workers
+    if options.workers == "per-side":
+        return "per-side"
+    big = sum(busy) >= AUTO_MIN_CALLS and options.concurrency >= AUTO_MIN_CONCURRENCY
+    return "per-side" if big else "in-process"
+
+
+def execute(engine: Engine, sides: list[Side], jobs: list[Job], options: RunOptions,
+            progress: Progress | None) -> ExecStats:
+    """Send every job and store every result, in this process or in one worker per side."""
+    if progress is not None:
+        for side in sides:
+            progress(side.event())
+    pending = {side.name: 0 for side in sides}
+    for job in jobs:
+        pending[job.side.name] += 1
+    url = _shareable_url(engine)
+    workers = choose_workers(options, pending) if url is not None else "in-process"
+    cpu = time.process_time()
+    if workers == "in-process":
+        stoppable.run(_Executor(engine, options, progress, options.concurrency).run(jobs))
+        return ExecStats(workers, time.process_time() - cpu)
+    worker_cpu = _Workers(url, sides, jobs, options, progress).run()
+    return ExecStats(workers, time.process_time() - cpu + worker_cpu)
+
+
+# ---- worker processes -----------------------------------------------------------------------------
+def _context() -> multiprocessing.context.ForkServerContext:
+    """Fork server, not fork: Streamlit and the writer run threads, and forking a threaded process is
+    unsafe. The server imports litellm once (lib.run.worker_preload); workers fork from it in ~20 ms.
+    As with any start method but fork, a worker imports the caller's main module: a script calling
+    the runner needs an `if __name__ == "__main__":` guard (`./review` and bench/ have one)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["lib.run.worker_preload"])
+    return ctx
+
+
+def warm_up() -> None:
+    """Start the workers' fork server now (it imports litellm in the background, ~3 s), so a big run
+    started soon after does not wait for it. Idempotent, returns at once."""
+    if not HAS_FORKSERVER:
+        return
+    _context()
+    forkserver.ensure_running()
+
+
+def should_warm_up(options: RunOptions, calls_per_side: int) -> bool:
+    """Whether a run of this size would use workers (when nothing is stored yet)."""
+    return choose_workers(options, {"baseline": calls_per_side, "candidate": calls_per_side}) == "per-side"
+
+
+@dataclass
+class _Task:
+    """What one worker needs; pickled to it (the environment carries the provider keys)."""
+
+    db_url: str
+    env: dict[str, str]
+    side: Side
+    jobs: list[Job]
+    options: RunOptions
+    concurrency: int
+
+
+def _shares(concurrency: int, pending: list[int]) -> list[int]:
+    """Split the concurrency budget in proportion to pending calls, each at least 1, summing to it."""
+    shares = [max(1, concurrency * n // sum(pending)) for n in pending]
+    shares[shares.index(max(shares))] += concurrency - sum(shares)
+    return shares
+
+
+class _Workers:
+    """The parent's side: start one worker per side, forward progress, rebalance, stop on any exit."""
+
+    def __init__(self, url: str, sides: list[Side], jobs: list[Job], options: RunOptions,
+                 progress: Progress | None):
+        self.sides = {s.name: s for s in sides}
+        by_side = {name: [j for j in jobs if j.side.name == name] for name in self.sides}
+        by_side = {name: js for name, js in by_side.items() if js}
+        shares = _shares(options.concurrency, [len(js) for js in by_side.values()])
+        env = dict(os.environ)
+        self.tasks = {name: _Task(url, env, self.sides[name], js, options, share)
+                      for (name, js), share in zip(by_side.items(), shares)}
+        self.progress = progress
+        self.procs: dict[str, multiprocessing.process.BaseProcess] = {}
+        self.conns: dict[str, Connection] = {}
+        self.cpu_s = 0.0
+
+    def run(self) -> float:
+        """Run all workers to the end; returns their CPU seconds. Raises if one fails or dies."""
+        try:
+            self._start()
+            while self.conns:
+                for conn in wait(list(self.conns.values())):
+                    self._drain(conn)  # type: ignore[arg-type]
+            return self.cpu_s
+        finally:
+            self._stop()
+
+    def _start(self) -> None:
+        for name, task in self.tasks.items():
+            mine, theirs = multiprocessing.Pipe()
+            proc = _context().Process(target=_worker_main, args=(task, theirs), name=f"run-worker-{name}", daemon=True)
+            proc.start()
+            theirs.close()  # only the worker holds its end: our exit (even kill -9) is its EOF
+            self.procs[name], self.conns[name] = proc, mine
+
+    def _drain(self, conn: Connection) -> None:
+        name = next(n for n, c in self.conns.items() if c is conn)
+        latest = None
+        try:
+            while conn.poll():
+                kind, *body = conn.recv()
+                if kind == "progress":
+                    latest = body[0]
+                elif kind == "done":
+                    latest = self._finished(name, *body)
+                    break
+                else:
+                    raise RuntimeError(f"the {name} worker failed: {body[0]}")
+        except EOFError:
+            self.procs[name].join(STOP_GRACE_S)
+            raise RuntimeError(f"the {name} worker exited ({self.procs[name].exitcode}) before finishing") from None
+        if latest is not None and self.progress is not None:
+            self.progress(latest)
+
+    def _finished(self, name: str, sent: int, errors: int, cpu_s: float) -> ProgressEvent:
+        side = self.sides[name]
+        side.sent, side.errors = sent, errors
+        self.cpu_s += cpu_s
+        self.conns.pop(name).close()
+        self.procs[name].join(STOP_GRACE_S)
+        freed = self.tasks[name].concurrency
+        for i, conn in enumerate(self.conns.values()):  # hand the finished worker's slots on
+            try:
+                conn.send(("grow", freed // len(self.conns) + (i < freed % len(self.conns))))
+            except OSError:
+                pass  # that worker has finished too; its "done" is waiting to be read
+        return side.event()
+
+    def _stop(self) -> None:
+        """Ask unfinished workers to stop (they finish their writes), then make sure they are gone."""
+        for conn in self.conns.values():
+            try:
+                conn.send(("stop",))
+            except OSError:
+                pass  # already gone
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in self.procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in self.conns.values():
+            conn.close()
+
+
+def _worker_main(task: _Task, conn: Connection) -> None:
+    """A worker process: its own loop and litellm client over one side's jobs."""
+    os.environ.clear()
+    os.environ.update(task.env)  # the fork server's environment is from when it started
+    try:
+        asyncio.run(_worker_loop(task, conn))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise SystemExit(1) from None  # stopped (Ctrl-C reaches the whole process group, or the parent)
+    except BaseException:
+        conn.send(("failed", traceback.format_exc(limit=8)))
+        raise SystemExit(1) from None
+    conn.send(("done", task.side.sent, task.side.errors, time.process_time()))
+
+
+async def _worker_loop(task: _Task, conn: Connection) -> None:
+    loop, main = asyncio.get_running_loop(), asyncio.current_task()
+    last_sent = [0.0]
+
+    def progress(event: ProgressEvent) -> None:
+        now = time.monotonic()
+        if now - last_sent[0] >= PROGRESS_EVERY_S:
+            last_sent[0] = now
+            try:
+                conn.send(("progress", event))
+            except OSError:  # the parent is gone
+                stop()
+
+    executor = _Executor(get_engine(task.db_url), task.options, progress, task.concurrency)
+
+    def stop() -> None:
+        loop.remove_reader(conn.fileno())
+        main.cancel()
+
+    def on_message() -> None:
+        try:
+            kind, *body = conn.recv()
+        except (EOFError, OSError):  # the parent is gone (even kill -9): stop, do not orphan the work
+            kind, body = "stop", []
+        if kind == "grow":
+            executor.grow(body[0])
+        else:
+            stop()
+
+    loop.add_reader(conn.fileno(), on_message)
+    await executor.run(task.jobs)
+    loop.remove_reader(conn.fileno())

@@ -1,0 +1,6 @@
+"""The store: SQLite engine and write transactions (`engine`), column helpers (`columns`), the core entities
+(datasets, cases, model configs, runs, outputs, comparisons, stored checks, the audit chain: `entities`), the
+stored per-output check results (`check_store`) and the hash-chained audit log (`audit`).
+
+Entity modules of other domains (drift, judge, governance, release) import only `columns`; `engine` registers
+them all before creating tables, so nothing here imports back."""
