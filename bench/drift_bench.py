@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import lib.drift.entities  # noqa: E402,F401  (registers the drift tables before get_engine)
-from lib.store.engine import get_engine  # noqa: E402
+from lib.data.loaders import LoadMapping, load_recorded  # noqa: E402
 from lib.drift.analysis import DriftOptions, output_drift  # noqa: E402
 from lib.drift.embeddings import LOCAL, embed_texts, local_available  # noqa: E402
-from lib.data.loaders import LoadMapping, load_recorded  # noqa: E402
+from lib.store.engine import get_engine  # noqa: E402
 
 WORDS = ("the a of to and in is that for it on with as was by model answer result value city river "
          "capital number policy weather system data report user request order account payment refund "

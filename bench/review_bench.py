@@ -84,8 +84,8 @@ def one_size(n: int, path: str, repeats: int) -> None:
     """Every measurement on a store `build_store` wrote (in another process: its memory is not ours)."""
     from lib.review.checked import checked_frame, ensure_checked, with_texts
     from lib.review.checks.similarity import diff_html
-    from lib.store.engine import get_engine
     from lib.review.report import build_report
+    from lib.store.engine import get_engine
 
     print(f"n={n}: {_load()}", flush=True)
     url = f"sqlite:///{path}"

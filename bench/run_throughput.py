@@ -54,10 +54,10 @@ from sqlalchemy import insert  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
 from lib.run import llm  # noqa: E402
-from lib.store.engine import get_engine, session_scope  # noqa: E402
-from lib.store.entities import Case, Dataset  # noqa: E402
 from lib.run.executor import warm_up  # noqa: E402
 from lib.run.runner import ModelSpec, RunOptions, RunResult, run_comparison  # noqa: E402
+from lib.store.engine import get_engine, session_scope  # noqa: E402
+from lib.store.entities import Case, Dataset  # noqa: E402
 from tests.llm_server import serve_subprocess  # noqa: E402
 
 # Where profiled time goes: the first category whose fragment is in "file:function". Builtins that

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.synth import CATEGORIES, WORDS
@@ -46,7 +46,7 @@ def _reply(rng: random.Random, category: str, i: int, shadow: bool) -> str:
 
 def rows(calls: int, seed: int = 0):
     rng = random.Random(seed)
-    start = datetime(2025, 11, 1, tzinfo=timezone.utc)
+    start = datetime(2025, 11, 1, tzinfo=UTC)
     for i in range(calls // 2):
         category = CATEGORIES[i % len(CATEGORIES)]
         at = start + timedelta(seconds=i * 0.5)
@@ -76,8 +76,8 @@ def _peak_mb() -> float:
 
 
 def phase_load(db: str, log: Path) -> dict:
-    from lib.store.engine import get_engine
     from lib.data.loaders import LoadMapping, load_recorded_file
+    from lib.store.engine import get_engine
 
     engine = get_engine(f"sqlite:///{db}")
     started = time.perf_counter()
@@ -88,8 +88,8 @@ def phase_load(db: str, log: Path) -> dict:
 
 
 def phase_report(db: str) -> dict:
-    from lib.store.engine import get_engine
     from lib.review.report import build_report
+    from lib.store.engine import get_engine
 
     engine = get_engine(f"sqlite:///{db}")
     started = time.perf_counter()
@@ -105,10 +105,10 @@ def phase_judge_sample(db: str, how: str) -> dict:
     (`sampled`), or, for comparison, every pair with its texts then the sample (`all-texts`)."""
     from sqlmodel import Session
 
-    from lib.review.comparisons import get_comparison, load_pairs
-    from lib.store.engine import get_engine
     from lib.judge.run import sampled_pairs
     from lib.judge.sampling import parse_sample, select_sample
+    from lib.review.comparisons import get_comparison, load_pairs
+    from lib.store.engine import get_engine
 
     engine = get_engine(f"sqlite:///{db}")
     started = time.perf_counter()

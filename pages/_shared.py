@@ -9,12 +9,12 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 from streamlit.runtime.pages_manager import PagesManager
 
-from lib.review.comparisons import list_comparisons, load_pairs
-from lib.store.engine import database_url, get_engine
-from lib.review.report import change_counts as _change_counts
 from lib.review.checked import checked_frame, with_texts
+from lib.review.comparisons import list_comparisons, load_pairs
+from lib.review.report import change_counts as _change_counts
 from lib.review.report import report_from_checked
 from lib.run.runner import CostEstimate, ModelSpec, estimate_cost
+from lib.store.engine import database_url, get_engine
 
 ACTIVE_KEY = "sidebar_active_comparison"  # the sidebar selectbox's key: the comparison pages show
 PENDING_KEY = "pending_active_comparison"  # set by pages; applied by the router before the widget exists
@@ -192,8 +192,8 @@ def after_release_write() -> None:
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
 def canary_policies(url: str) -> list[str]:
     """Policies with a [canary] section: parsing every policy is too slow to redo on each render."""
-    from lib.release.canary import declared_triggers
     from lib.governance.policy import policy_names
+    from lib.release.canary import declared_triggers
 
     engine = engine_for(url)
     return [name for name in policy_names(engine) if declared_triggers(engine, name)["canary"]]

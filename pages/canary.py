@@ -9,8 +9,8 @@ from typing import IO, Any
 import pandas as pd
 import streamlit as st
 
-from lib.release.canary import CanaryCheck, CanaryMapping, check_canary, resolve_log_path
 from lib.errors import ReviewInputError
+from lib.release.canary import CanaryCheck, CanaryMapping, check_canary, resolve_log_path
 from pages import _shared
 
 st.title("Canary")

@@ -6,15 +6,23 @@ import pandas as pd
 import streamlit as st
 from sqlmodel import Session
 
-from lib.review.comparisons import get_comparison
-from lib.governance.decisions import (DECISIONS, DecisionRequest, add_comment, current_owner, decide, decision_summary,
-                           list_comments, list_decisions)
 from lib.errors import ReviewInputError
+from lib.governance.decisions import (
+    DECISIONS,
+    DecisionRequest,
+    add_comment,
+    current_owner,
+    decide,
+    decision_summary,
+    list_comments,
+    list_decisions,
+)
 from lib.governance.export import export_record
 from lib.governance.gate import compute_verdict
 from lib.governance.policy import list_policies, policy_names
 from lib.governance.signing import key_dir
 from lib.governance.verify import verify_decision, verify_store
+from lib.review.comparisons import get_comparison
 from pages import _shared
 
 st.title("Decision")

@@ -76,7 +76,8 @@ def _render_table(rows: pd.DataFrame, query: BrowseQuery, focused: bool) -> pd.S
         "similarity": page["similarity"].astype(float)})
     event = st.dataframe(view, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
                          key="diffs_table",
-                         column_config={"similarity": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f")})
+                         column_config={"similarity": st.column_config.ProgressColumn(min_value=0, max_value=1,
+                                                                                      format="%.2f")})
     at = _shared.selected_row(event, len(page))
     return page.iloc[at] if at is not None else (page.iloc[0] if len(page) else None)
 

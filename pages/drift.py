@@ -6,8 +6,15 @@ import re
 import pandas as pd
 import streamlit as st
 
-from lib.drift.analysis import (NO_EMBEDDINGS, DriftOptions, StoredDrift, analyze_comparison, latest_result, parse_regex,
-                       report_html)
+from lib.drift.analysis import (
+    NO_EMBEDDINGS,
+    DriftOptions,
+    StoredDrift,
+    analyze_comparison,
+    latest_result,
+    parse_regex,
+    report_html,
+)
 from lib.drift.embeddings import LOCAL, local_available
 from lib.errors import ReviewInputError
 from pages import _shared
@@ -99,7 +106,8 @@ def _render() -> None:
     if name is None:
         st.info("No comparison yet: run one or load a recorded file.")
         return
-    st.caption(f"Candidate outputs against baseline outputs of **{_shared.md_text(name)}**, on the cases both answered.")
+    st.caption(f"Candidate outputs against baseline outputs of **{_shared.md_text(name)}**, "
+               "on the cases both answered.")
     options = _options_form()
     if options is not None:
         _run(name, options)

@@ -47,7 +47,8 @@ def _reference(drift: dict[str, Any], name: str) -> str:
     if drift.get("reference_run_id") is None:
         return ""
     other = drift.get("reference_comparison")
-    where = "this comparison" if other == name else f"another comparison, {other!r}" if other else "a deleted comparison"
+    where = ("this comparison" if other == name else f"another comparison, {other!r}" if other
+             else "a deleted comparison")
     at = str(drift.get("reference_at") or "")[:16]
     return (f" — reference judge run #{drift['reference_run_id']} ran on {where}"
             f"{f', started {at} UTC' if at else ''} (the anchors are the same for every comparison)")

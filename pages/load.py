@@ -6,10 +6,10 @@ import io
 import pandas as pd
 import streamlit as st
 
-from lib.data.tables import read_table
-from lib.errors import RecordedLoadError, ReviewInputError
 from lib.data.loaders import LoadMapping, load_recorded
 from lib.data.loaders.stream import iter_tables
+from lib.data.tables import read_table
+from lib.errors import RecordedLoadError, ReviewInputError
 from lib.store.entities import MATCH_RULES
 from pages import _shared
 
@@ -34,7 +34,8 @@ def _optional_columns(columns: list[str], traffic: bool) -> dict[str, str | None
     grid = st.columns(4)
     expected = [] if traffic else [("expected_col", "expected", ("expected",))]  # traffic has no expected answers
     specs = [*expected, ("category_col", "category", ("category",)),
-             ("latency_col", "latency (s)", ("latency_s", "latency", "latency_ms")), ("cost_col", "cost (USD)", ("cost_usd", "cost")),
+             ("latency_col", "latency (s)", ("latency_s", "latency", "latency_ms")),
+             ("cost_col", "cost (USD)", ("cost_usd", "cost")),
              ("prompt_tokens_col", "prompt tokens", ("prompt_tokens",)),
              ("completion_tokens_col", "completion tokens", ("completion_tokens",)),
              ("timestamp_col", "timestamp", ("timestamp", "ts", "created_at"))]
@@ -86,7 +87,8 @@ def _table_mapping(fmt: str, data: bytes, filename: str) -> LoadMapping | None:
     with right:
         if fmt == "wide":
             fields["baseline_col"] = _pick("baseline output", columns, "baseline_col", ("baseline_output", "baseline"))
-            fields["candidate_col"] = _pick("candidate output", columns, "candidate_col", ("candidate_output", "candidate"))
+            fields["candidate_col"] = _pick("candidate output", columns, "candidate_col",
+                                            ("candidate_output", "candidate"))
         else:
             _sides(fmt, raw, columns, fields)
     fields.update(_optional_columns(columns, traffic=fmt == "shadow"))

@@ -7,12 +7,12 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
+from lib.errors import ReviewInputError
 from lib.review.browse import FILTERS
 from lib.review.changed_most import Ranking, changed_most
-from lib.review.settings import ReviewSettingsError, canonical_schema
-from lib.errors import ReviewInputError
-from lib.store.entities import MATCH_RULES
 from lib.review.report import BINARY_METRICS, METRIC_LABELS, ReviewSettings, is_rate, save_settings, stored_settings
+from lib.review.settings import ReviewSettingsError, canonical_schema
+from lib.store.entities import MATCH_RULES
 from pages import _shared
 
 st.title("Overview")
@@ -83,7 +83,8 @@ def _render_cards(metrics: dict) -> None:
 
 def _flip_matrix(m: dict) -> pd.DataFrame:
     f, same = m["flips"], m["unchanged"]
-    return pd.DataFrame({"candidate: yes": [same["true"], f["to_true"]], "candidate: no": [f["to_false"], same["false"]]},
+    return pd.DataFrame({"candidate: yes": [same["true"], f["to_true"]],
+                         "candidate: no": [f["to_false"], same["false"]]},
                         index=["baseline: yes", "baseline: no"])
 
 

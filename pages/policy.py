@@ -7,8 +7,19 @@ import pandas as pd
 import streamlit as st
 
 from lib.errors import ReviewInputError
-from lib.governance.policy import (CATEGORY_SEP, DEFAULT_ALPHA, DIMENSION_SEP, JUDGE_SCORE, KNOWN_METRICS, RATE_METRICS,
-                        THRESHOLD_KEYS, PolicyError, create_policy, list_policies, policy_from_dict)
+from lib.governance.policy import (
+    CATEGORY_SEP,
+    DEFAULT_ALPHA,
+    DIMENSION_SEP,
+    JUDGE_SCORE,
+    KNOWN_METRICS,
+    RATE_METRICS,
+    THRESHOLD_KEYS,
+    PolicyError,
+    create_policy,
+    list_policies,
+    policy_from_dict,
+)
 from pages import _shared
 
 st.title("Policies")

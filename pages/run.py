@@ -7,8 +7,8 @@ import streamlit as st
 
 from lib.data.golden import list_datasets
 from lib.errors import ReviewInputError
-from lib.run.resume import stored_run, unfinished
 from lib.run.executor import WORKER_MODES, should_warm_up, warm_up
+from lib.run.resume import stored_run, unfinished
 from lib.run.runner import ModelSpec, ProgressEvent, RunOptions, calls_per_side, run_comparison
 from lib.run.tools_spec import parse_tools
 from pages import _shared

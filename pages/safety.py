@@ -6,10 +6,17 @@ import html
 import pandas as pd
 import streamlit as st
 
-from lib.review.checks.similarity import diff_html
 from lib.redteam.families import ALIASES, FAMILIES
-from lib.redteam.summary import (NEWLY_FAILING, NEWLY_PASSING, FamilyResult, family_results, flipped,
-                                 has_red_team_cases, rule_details)
+from lib.redteam.summary import (
+    NEWLY_FAILING,
+    NEWLY_PASSING,
+    FamilyResult,
+    family_results,
+    flipped,
+    has_red_team_cases,
+    rule_details,
+)
+from lib.review.checks.similarity import diff_html
 from pages import _shared
 
 st.title("Safety")

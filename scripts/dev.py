@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Bootstrap and run: `python3 scripts/dev.py app | test [pytest args] | lint | cli [args]`.
 
-`./review ARGS` (the CLI) is `scripts/dev.py cli ARGS`. Needs only python3. Creates .venv on first use and re-installs when a requirements file changed
-(a stamp holds their hash), so the same two commands work on a fresh machine and after a pull.
+`./review ARGS` (the CLI) is `scripts/dev.py cli ARGS`. Needs only python3. Creates .venv on first use and
+re-installs when a requirements file changed (a stamp holds their hash), so the same two commands work on a
+fresh machine and after a pull.
 """
 from __future__ import annotations
 

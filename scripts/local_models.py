@@ -276,8 +276,8 @@ def _annotate(engine, run_s: float) -> None:
 
     from sqlmodel import select
 
-    from lib.store.engine import session_scope
     from lib.store.columns import to_json
+    from lib.store.engine import session_scope
     from lib.store.entities import Comparison
 
     q4, q2 = source_gguf(), q2_gguf()

@@ -1,10 +1,14 @@
-"""Shared fixtures: a real SQLite file per test, selected through DATABASE_URL like users do."""
+"""Shared fixtures: a real SQLite file per test (selected through DATABASE_URL like users do) and a local
+OpenAI-compatible test server on 127.0.0.1 with injectable faults."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.llm_server import LLMServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,3 +27,10 @@ def engine(db_url: str):
     from lib.store.engine import get_engine
 
     return get_engine(db_url)
+
+
+@pytest.fixture
+def llm_server() -> Iterator[LLMServer]:
+    """A started in-process test server; faults, scripts and the log start empty."""
+    with LLMServer() as server:
+        yield server

@@ -104,8 +104,8 @@ def perturb_sql(table: str, column: str, where: str) -> str:
 
 def concurrent_worker(db_url: str, key_dir: str, worker: int, n_actions: int, decide_every: int) -> None:
     """One reviewer process: comments, and a signed decision every `decide_every` actions."""
-    from lib.store.engine import get_engine
     from lib.governance.decisions import DecisionRequest, add_comment, decide
+    from lib.store.engine import get_engine
 
     engine = get_engine(db_url)
     for i in range(n_actions):

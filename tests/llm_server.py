@@ -9,7 +9,7 @@ messages) and differ between model names.
 `serve_subprocess()` runs the same server in a child process (`python -m tests.llm_server`) so a
 benchmark's client does not share the GIL with it; that mode is configured by command-line flags.
 
-Use in tests: `from tests.llm_server import llm_server` (a pytest fixture yielding a started server).
+Use in tests: the `llm_server` fixture (tests/conftest.py) yields a started server.
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 
 FAULT_KINDS = ("429", "500", "400", "slow", "bad_json", "no_choices")
@@ -319,13 +318,6 @@ def embedding_vector(model: str, text: str) -> list[float]:
     raw = [b - 127.5 for b in _digest("embed", model, text)[:EMBEDDING_DIM]]
     norm = sum(v * v for v in raw) ** 0.5 or 1.0
     return [round(v / norm, 6) for v in raw]
-
-
-@pytest.fixture
-def llm_server() -> Iterator[LLMServer]:
-    """A started in-process test server; faults, scripts and the log start empty."""
-    with LLMServer() as server:
-        yield server
 
 
 @contextmanager

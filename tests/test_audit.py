@@ -5,14 +5,14 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from lib.store.audit import GENESIS_HASH, event_hash, record_event
-from lib.store.engine import session_scope
 from lib.governance.decisions import add_comment, set_owner
 from lib.governance.entities import Policy, ReviewComment, SigningKey, SystemOwner
-from lib.store.entities import AuditEvent, AuditHead
 from lib.governance.policy import create_policy
 from lib.governance.signing import create_key
 from lib.governance.verify import verify_store
+from lib.store.audit import GENESIS_HASH, event_hash, record_event
+from lib.store.engine import session_scope
+from lib.store.entities import AuditEvent, AuditHead
 from tests.gov_helpers import cli, make_comparison, pairs, perturb_sql, tamper
 
 POLICY = b"[criteria.accuracy]\nmax_decrease = 0.02\n"

@@ -6,11 +6,11 @@ import json
 from sqlmodel import Session, select
 
 from lib.data.golden import import_dataset
-from lib.store.entities import AuditEvent
 from lib.data.loaders import LoadMapping, load_recorded
-from lib.run.runner import ModelSpec, RunOptions, run_comparison
 from lib.governance.verify import verify_store
-from tests.llm_server import LLMServer, llm_server  # noqa: F401  (fixture)
+from lib.run.runner import ModelSpec, RunOptions, run_comparison
+from lib.store.entities import AuditEvent
+from tests.llm_server import LLMServer
 
 
 def _kinds(engine) -> list[str]:

@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from urllib.parse import urlparse
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -218,7 +218,6 @@ def test_a_deep_link_opened_first_runs_through_the_router(page, server) -> None:
 
 def test_first_screen_is_the_demo_overview(page, server) -> None:
     open_page(page, server, "", "Overview")
-    sidebar = page.get_by_test_id("stSidebar")
     expect(active(page)).to_have_value(DEMO)
     expect(page.get_by_test_id("stMetric").first).to_be_visible()
     assert page.get_by_test_id("stMetric").count() >= 4

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from conftest import ROOT
-from lib.store.audit import check_chain, event_payload, list_events
+from lib.governance.policy import PolicyError, create_policy, parse_policy
 from lib.release.canary import CanaryInputError, CanaryLogError, CanaryMapping, check_canary, check_history
 from lib.release.canary_stats import mean_difference, quantile_ci, quantile_difference, rate_difference
+from lib.store.audit import check_chain, event_payload, list_events
 from lib.store.entities import AuditEvent
-from lib.governance.policy import PolicyError, create_policy, parse_policy
 
 POLICY = b"""alpha = 0.05
 [criteria.refusal_rate]
@@ -48,7 +48,8 @@ def rows(arm: str, n: int, *, refusals: int = 0, errors: int = 0, latency_ms: in
     out = []
     for i in range(n):
         text, error = (REFUSAL, "") if i < refusals else ("", "HTTP 500") if i < refusals + errors else (output, "")
-        out.append({"request_id": f"{arm}-{start + i}", "timestamp": f"{day}T10:{(start + i) // 60 % 60:02d}:{i % 60:02d}Z",
+        stamp = f"{day}T10:{(start + i) // 60 % 60:02d}:{i % 60:02d}Z"
+        out.append({"request_id": f"{arm}-{start + i}", "timestamp": stamp,
                     "arm": arm, "output": text, "latency_ms": int(latency_ms * (0.8 + 0.4 * (i % 50) / 49)),
                     "error": error, "judge_score": "" if judge is None else judge - (i % 3) * 0.5})
     return out
@@ -251,7 +252,8 @@ def test_bad_input_is_a_named_error_and_records_nothing(engine, policy: str, tmp
     with pytest.raises(error, match=fragment):
         check(engine, path, mapping=mapping, **kwargs)
     with Session(engine) as s:
-        assert s.exec(select(func.count()).select_from(AuditEvent).where(AuditEvent.kind == "canary_checked")).one() == 0
+        checked = select(func.count()).select_from(AuditEvent).where(AuditEvent.kind == "canary_checked")
+        assert s.exec(checked).one() == 0
 
 
 # ---------------------------------------------------------------- the command
@@ -309,7 +311,8 @@ def test_canary_page_checks_a_log_by_path_and_lists_the_history(engine, policy: 
     at = _page()
     assert not at.exception, at.exception
     declared = at.dataframe[0].value
-    assert ("refusal_rate", "max_increase", 0.02) in set(zip(declared["metric"], declared["threshold"], declared["margin"]))
+    criteria = set(zip(declared["metric"], declared["threshold"], declared["margin"]))
+    assert ("refusal_rate", "max_increase", 0.02) in criteria
     at.text_input(key="canary_path").set_value(str(path)).run()
     at.button(key="canary_check").click().run()
     assert not at.exception, at.exception

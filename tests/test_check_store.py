@@ -14,17 +14,18 @@ from streamlit.testing.v1 import AppTest
 import lib.review.checked
 import lib.review.compute
 from bench.synth import add_outputs, build
-from lib.store.check_store import MAX_SEGMENTS, stored_keys
 from lib.review.checked import CheckCounts, checked_frame, checked_with_counts, ensure_checked, with_texts
+from lib.review.comparisons import load_pairs
 from lib.review.compute import checked_pairs
+from lib.review.report import report_from_checked
 from lib.review.settings import ReviewSettings, save_settings, stored_settings
 from lib.review.tokens import run_prompts
-from lib.review.comparisons import load_pairs
-from lib.review.report import report_from_checked
+from lib.store.check_store import MAX_SEGMENTS, stored_keys
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECK_COLUMNS = [f"{s}_{c}" for s in "bc" for c in ("refused", "correct", "json_strict", "json_lenient", "truncated", "len_tokens", "input_tokens", "input_over_limit",
-                                                    "errored", "len_chars", "len_words", "json_found",
+CHECK_COLUMNS = [f"{s}_{c}" for s in "bc" for c in ("refused", "correct", "json_strict", "json_lenient", "truncated",
+                                                    "len_tokens", "input_tokens", "input_over_limit", "errored",
+                                                    "len_chars", "len_words", "json_found",
                                                     "latency_s", "cost_usd", "completion_tokens")]
 PAIR_COLUMNS = ["case_key", "repeat", "category", "has_schema", "similarity", "contract"]
 

@@ -9,19 +9,31 @@ import re
 import pandas as pd
 import pytest
 
+from lib.errors import ReviewInputError
 from lib.review.checks import InvalidMatchRuleError, InvalidPatternError, InvalidSchemaError
 from lib.review.checks.lengths import (
-    METHOD_FALLBACK, METHOD_LITELLM, char_lengths, error_flags, token_counts,
-    truncation_flags, word_counts,
+    METHOD_FALLBACK,
+    METHOD_LITELLM,
+    char_lengths,
+    error_flags,
+    token_counts,
+    truncation_flags,
+    word_counts,
 )
 from lib.review.checks.matching import first_number, match_outputs, normalize
-from lib.review.checks.similarity import diff_html, similarity, word_diff
 from lib.review.checks.refusal import RefusalDetector
+from lib.review.checks.similarity import diff_html, similarity, word_diff
 from lib.review.checks.structured import (
-    KeyChange, contract_diff, json_checks, json_validity, key_diff, pair_changes, parse_lenient,
-    schema_validator, value_changes,
+    KeyChange,
+    contract_diff,
+    json_checks,
+    json_validity,
+    key_diff,
+    pair_changes,
+    parse_lenient,
+    schema_validator,
+    value_changes,
 )
-from lib.errors import ReviewInputError
 
 
 def match_one(output: str | None, expected: str | None, rule: str | None = None,

@@ -5,10 +5,10 @@ import os
 import subprocess
 import sys
 
+from conftest import FIXTURES, ROOT
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from conftest import FIXTURES, ROOT
 from lib.store.entities import Comparison, Dataset
 
 

@@ -5,10 +5,10 @@ import json
 import re
 
 import pytest
+from conftest import FIXTURES
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from conftest import FIXTURES
 from lib.data.golden import ColumnMapping, get_dataset, import_dataset, list_datasets, parse_cases
 from lib.data.tables import read_table
 from lib.errors import DatasetImportError, DatasetNotFound

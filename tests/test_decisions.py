@@ -11,16 +11,15 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from lib.store.columns import utcnow
 from lib.governance.decisions import DecisionRequest, add_comment, decide, set_owner, signed_message
+from lib.governance.entities import Decision, ReviewComment, SigningKey
 from lib.governance.export import change_record
 from lib.governance.gate import compute_verdict
-from lib.governance.entities import Decision, ReviewComment, SigningKey
-from lib.store.entities import AuditEvent
-from lib.store.entities import Output
 from lib.governance.policy import create_policy
 from lib.governance.signing import create_key, verify_signature
 from lib.governance.verify import verify_store
+from lib.store.columns import utcnow
+from lib.store.entities import AuditEvent, Output
 from tests.gov_helpers import cli, concurrent_worker, make_comparison, pairs, perturb_sql, tamper
 
 POLICY = ("alpha = 0.05\n[criteria.accuracy]\nmax_decrease = 0.02\n"

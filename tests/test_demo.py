@@ -14,8 +14,8 @@ from jsonschema.validators import validator_for
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from lib.data.golden import content_hash, parse_cases
 from lib.data.demo import DATASET_FILE, DATASET_NAME, RECORDING_FILE, DemoMissing, demo_comparison_name, load_demo
+from lib.data.golden import content_hash, parse_cases
 from lib.store.entities import Case, Comparison, Dataset, ModelConfig, Output, Run
 
 ROOT = Path(__file__).resolve().parent.parent

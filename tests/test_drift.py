@@ -18,13 +18,20 @@ from aiohttp import web
 from sqlmodel import Session, func, select
 from streamlit.testing.v1 import AppTest
 
-from lib.drift import analysis as drift, embeddings
-from lib.review.checks import InvalidPatternError
 from lib.cli import main
-from lib.store.engine import get_engine
-from lib.drift.analysis import DriftInputError, DriftOptions, analyze_comparison, input_drift, latest_drift, output_drift
-from lib.drift.entities import EmbeddingCache
 from lib.data.loaders import LoadMapping, load_recorded
+from lib.drift import analysis as drift
+from lib.drift import embeddings
+from lib.drift.analysis import (
+    DriftInputError,
+    DriftOptions,
+    analyze_comparison,
+    input_drift,
+    latest_drift,
+    output_drift,
+)
+from lib.drift.entities import EmbeddingCache
+from lib.review.checks import InvalidPatternError
 from lib.store.columns import to_json
 from tests.llm_server import LLMServer
 

@@ -6,10 +6,20 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session
 
+from lib.governance.gate import (
+    FAIL,
+    GO,
+    INCONCLUSIVE,
+    NO_GO,
+    PASS,
+    build_verdict,
+    candidate_started_at,
+    evaluate,
+    overall,
+)
+from lib.governance.policy import KNOWN_METRICS, create_policy, get_policy, parse_policy
 from lib.review.comparisons import get_comparison
 from lib.store.columns import utcnow
-from lib.governance.gate import FAIL, GO, INCONCLUSIVE, NO_GO, PASS, build_verdict, candidate_started_at, evaluate, overall
-from lib.governance.policy import KNOWN_METRICS, create_policy, get_policy, parse_policy
 from tests.gov_helpers import make_comparison, pairs
 
 

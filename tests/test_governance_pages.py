@@ -8,11 +8,11 @@ import pytest
 from sqlmodel import Session, select
 from streamlit.testing.v1 import AppTest
 
-from lib.store.columns import utcnow
 from lib.governance.decisions import set_owner
 from lib.governance.entities import Decision, Policy
 from lib.governance.policy import create_policy, parse_policy
 from lib.governance.signing import create_key
+from lib.store.columns import utcnow
 from tests.gov_helpers import make_comparison, pairs
 
 ROOT = Path(__file__).resolve().parent.parent

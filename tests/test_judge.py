@@ -14,19 +14,19 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from streamlit.testing.v1 import AppTest
 
+from lib.data.loaders import LoadMapping, load_recorded
 from lib.errors import ComparisonNotFound
 from lib.judge.anchors import load_anchors
 from lib.judge.calls import CORRECTION, CallOptions
 from lib.judge.config import JudgeSettings
+from lib.judge.entities import JudgeConfig, Judgement, JudgeRun, JudgeScore
 from lib.judge.rubric import RubricError, load_rubric, parse_rubric
 from lib.judge.run import JudgeOptions, JudgeRunResult, run_judge
 from lib.judge.sampling import SampleError, parse_sample, select_sample
 from lib.judge.summary import combine, judge_block
 from lib.judge.templates import TEMPLATE_DIR
-from lib.judge.entities import JudgeConfig, JudgeRun, JudgeScore, Judgement
-from lib.data.loaders import LoadMapping, load_recorded
 from lib.review.report import build_report
-from tests.llm_server import LLMServer, llm_server  # noqa: F401  (fixture)
+from tests.llm_server import LLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
 JUDGE = "openai/judge"  # the server logs it as "judge"
@@ -336,9 +336,9 @@ def test_failed_calls_are_stored_then_only_they_are_resent(engine, llm_server: L
     ("BadRequestError: bad request: invalid parameter", False),
 ])
 def test_only_a_400_about_json_mode_turns_json_mode_off(message: str, rejects: bool) -> None:
-    from lib.run import llm
     from lib.judge.calls import Reply
     from lib.judge.run import _rejects_json_mode
+    from lib.run import llm
 
     reply = Reply(None, None, llm.CallError("bad_request", message), 1, 0, 0.01)
     assert _rejects_json_mode(reply) is rejects

@@ -9,11 +9,11 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from lib.store.audit import sha256_hex
 from lib.governance.decisions import DecisionRequest, NotOwnerError, add_comment, decide, list_comments, set_owner
 from lib.governance.entities import Decision, ReviewComment, SigningKey
-from lib.store.entities import AuditEvent
 from lib.governance.signing import SigningKeyError, create_key
+from lib.store.audit import sha256_hex
+from lib.store.entities import AuditEvent
 from tests.gov_helpers import cli, make_comparison, pairs
 
 PASS = "correct horse"

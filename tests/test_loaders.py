@@ -3,20 +3,20 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import FIXTURES
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from conftest import FIXTURES
-from lib.review.comparisons import list_comparisons, load_pairs
 from lib.data.golden import import_dataset
-from lib.errors import RecordedLoadError
-from lib.run.runner import ModelSpec, config_id
 from lib.data.loaders import LoadMapping, detect_format, load_recorded
+from lib.errors import RecordedLoadError
+from lib.review.comparisons import list_comparisons, load_pairs
+from lib.run.runner import ModelSpec, config_id
 from lib.store.columns import from_json
 from lib.store.entities import Case, Comparison, Dataset, ModelConfig, Output, Run
 
@@ -182,7 +182,7 @@ def test_long_csv_pairs_on_key_with_repeats_and_reports_unpaired_rows(engine) ->
         out = s.exec(select(Output).where(Output.run_id == comp.candidate_run_id)).first()
         report = from_json(comp.notes_json)
     assert (base_run.source, base_run.status, base_run.repeats) == ("recorded", "recorded", 2)
-    assert out.logged_at.replace(tzinfo=timezone.utc) == datetime(2025, 3, 1, 9, 0, 2, tzinfo=timezone.utc)
+    assert out.logged_at.replace(tzinfo=UTC) == datetime(2025, 3, 1, 9, 0, 2, tzinfo=UTC)
     assert comp.source == "long" and report["baseline_only"] == 2 and report["file"] == "long.csv"
 
 
@@ -214,7 +214,7 @@ def test_long_jsonl_with_epoch_timestamps_and_chat_inputs(engine) -> None:
         case = s.exec(select(Case)).one()
         out = s.exec(select(Output)).first()
     assert case.case_key == "7" and json.loads(case.messages_json) == chat
-    assert out.logged_at.replace(tzinfo=timezone.utc) == datetime(2025, 3, 1, 9, 0, 1, tzinfo=timezone.utc)
+    assert out.logged_at.replace(tzinfo=UTC) == datetime(2025, 3, 1, 9, 0, 1, tzinfo=UTC)
 
 
 def test_loaded_comparisons_are_listed_and_their_model_configs_shared(engine) -> None:

@@ -50,8 +50,8 @@ def server(tmp_path_factory):
 
 
 def test_three_cases_through_both_aliases_via_the_runner(engine, server: str) -> None:
-    from lib.review.comparisons import load_pairs
     from lib.data.golden import import_dataset
+    from lib.review.comparisons import load_pairs
     from lib.run.runner import ModelSpec, RunOptions, run_comparison
 
     lines = (ROOT / "demo" / "golden.jsonl").read_bytes().splitlines()

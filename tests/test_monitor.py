@@ -8,21 +8,27 @@ import sys
 from typing import Any
 
 import pytest
+from conftest import ROOT
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from conftest import ROOT
-from lib.store.audit import check_chain, event_payload, list_events
-from lib.review.comparisons import get_comparison
-from lib.store.engine import session_scope
 from lib.errors import DatasetNotFound
-from lib.store.entities import Case, Dataset
-from lib.release.monitor import (MonitorInputError, MonitorPointNotFound, current_bands, list_points, mark_baseline,
-                         monitor_run)
-from lib.release.entities import MonitorPoint
 from lib.governance.policy import PolicyNotFound, create_policy
+from lib.release.entities import MonitorPoint
+from lib.release.monitor import (
+    MonitorInputError,
+    MonitorPointNotFound,
+    current_bands,
+    list_points,
+    mark_baseline,
+    monitor_run,
+)
+from lib.review.comparisons import get_comparison
 from lib.run.runner import ModelSpec, RunOptions
-from tests.llm_server import LLMServer, llm_server  # noqa: F401  (fixture)
+from lib.store.audit import check_chain, event_payload, list_events
+from lib.store.engine import session_scope
+from lib.store.entities import Case, Dataset
+from tests.llm_server import LLMServer
 
 REFUSAL = "I'm sorry, but I can't help with that."
 FAST = RunOptions(concurrency=8, timeout=10, max_retries=1, backoff_base=0.02, backoff_cap=0.1)
@@ -61,7 +67,8 @@ def test_first_run_is_the_baseline_then_points_compare_with_it(engine, llm_serve
     with Session(engine) as s:
         comp = get_comparison(s, second.comparison)
         rows = s.exec(select(MonitorPoint).order_by(MonitorPoint.id)).all()
-    assert comp.source == "monitor" and comp.baseline_run_id == rows[0].run_id and comp.candidate_run_id == rows[1].run_id
+    assert comp.source == "monitor"
+    assert comp.baseline_run_id == rows[0].run_id and comp.candidate_run_id == rows[1].run_id
     assert [e["status"] for e in events(engine, "monitor_point")] == ["baseline", "ok"]
     assert [e["reason"] for e in events(engine, "monitor_baseline_set")] == ["first point"]
 

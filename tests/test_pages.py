@@ -9,7 +9,6 @@ from sqlmodel import Session, func, select
 from streamlit.testing.v1 import AppTest
 
 from lib.store.entities import Case, Comparison, Dataset
-from tests.llm_server import llm_server  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")

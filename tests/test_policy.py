@@ -6,9 +6,16 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from lib.governance.entities import Policy
+from lib.governance.policy import (
+    KNOWN_METRICS,
+    PolicyError,
+    PolicyNotFound,
+    create_policy,
+    get_policy,
+    list_policies,
+    parse_policy,
+)
 from lib.store.entities import AuditEvent
-from lib.governance.policy import (KNOWN_METRICS, PolicyError, PolicyNotFound, create_policy, get_policy, list_policies,
-                        parse_policy)
 
 MINIMAL = b"""alpha = 0.05
 [criteria.refusal_rate]

@@ -2,30 +2,30 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from lib.data.golden import import_dataset
-from lib.store.engine import get_engine, session_scope
+from lib.data.recording import export_recording, import_recording, load_recording
 from lib.errors import ComparisonNotFound, RecordedLoadError
 from lib.store.columns import to_json
+from lib.store.engine import get_engine, session_scope
 from lib.store.entities import Case, Comparison, Dataset, ModelConfig, Output, Run
-from lib.data.recording import export_recording, import_recording, load_recording
 
 DATASET = (
-    '{"id": "q1", "input": "What is 2 + 2?", "expected": "4", "match": "numeric", "category": "math"}\n'
-    '{"id": "q2", "input": "Capital of France?", "expected": "Paris", "match": "contains", '
-    '"category": "facts"}\n'
-    '{"id": "q3", "input": "Return JSON with a key \\"name\\". Text: Ann.", "category": "json", '
-    '"schema": {"type": "object", "required": ["name"]}}\n'
-).encode()
+    b'{"id": "q1", "input": "What is 2 + 2?", "expected": "4", "match": "numeric", "category": "math"}\n'
+    b'{"id": "q2", "input": "Capital of France?", "expected": "Paris", "match": "contains", '
+    b'"category": "facts"}\n'
+    b'{"id": "q3", "input": "Return JSON with a key \\"name\\". Text: Ann.", "category": "json", '
+    b'"schema": {"type": "object", "required": ["name"]}}\n'
+)
 TABLES = (Dataset, Case, ModelConfig, Run, Output, Comparison)
 OUTPUT_COLUMNS = ("text", "finish_reason", "latency_s", "prompt_tokens", "completion_tokens", "cost_usd",
                   "error", "error_kind", "attempts", "system_fingerprint", "served_model", "logged_at")
-T0 = datetime(2025, 11, 20, 9, 30, tzinfo=timezone.utc)
+T0 = datetime(2025, 11, 20, 9, 30, tzinfo=UTC)
 
 
 def _config(session: Session, model: str, digest: str) -> int:
@@ -116,7 +116,7 @@ def test_import_recreates_configs_runs_and_comparison(engine, other_engine) -> N
         base, cand = session.get(Run, comp.baseline_run_id), session.get(Run, comp.candidate_run_id)
         assert (base.source, base.status, cand.status, base.repeats) == ("live", "complete", "partial", 2)
         assert (base.system_fingerprint, cand.served_model) == ("fp-b", "smollm2-q2")
-        assert base.started_at.replace(tzinfo=timezone.utc) == T0
+        assert base.started_at.replace(tzinfo=UTC) == T0
         cfg = session.get(ModelConfig, cand.config_id)
         assert (cfg.model, cfg.seed, cfg.max_tokens, cfg.prompt_template) == ("openai/smollm2-q2", 7, 64,
                                                                              "Q: {{input}}")

@@ -12,16 +12,23 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lib.review.checks.refusal import RefusalDetector
-from lib.review.checks.safety import SAFETY_METRICS, safety_checks
 from lib.data.golden import list_datasets
 from lib.redteam.constraints import detect_language, parse_constraints
 from lib.redteam.families import FAMILIES, canary_present, stored_rule
-from lib.redteam.suite import (PROBES_DIR, RedTeamImportError, UnknownFamilyError, build_suite, dataset_name,
-                               import_suite, parse_families)
+from lib.redteam.suite import (
+    PROBES_DIR,
+    RedTeamImportError,
+    UnknownFamilyError,
+    build_suite,
+    dataset_name,
+    import_suite,
+    parse_families,
+)
+from lib.review.checks.refusal import RefusalDetector
+from lib.review.checks.safety import SAFETY_METRICS, safety_checks
 from lib.review.report import build_report
 from lib.run.runner import ModelSpec, RunOptions, run_comparison
-from tests.llm_server import LLMServer, llm_server  # noqa: F401  (fixture)
+from tests.llm_server import LLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")

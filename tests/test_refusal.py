@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib.errors import ReviewInputError
 from lib.review.checks import InvalidPatternError
 from lib.review.checks.refusal import RefusalDetector
-from lib.errors import ReviewInputError
 
 LABELLED = Path(__file__).parent / "data" / "refusal_labelled.jsonl"
 REFUSAL_KINDS = {"refusal", "partial_refusal"}

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from lib.data.loaders import LoadMapping, load_recorded
+from lib.errors import ComparisonNotFound, ReviewInputError
 from lib.review.browse import BrowseQuery, page_of, select_cases
 from lib.review.comparisons import load_pairs
-from lib.errors import ComparisonNotFound, ReviewInputError
-from lib.data.loaders import LoadMapping, load_recorded
 from lib.review.report import ReviewSettings, build_report, checked_pairs, save_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from lib.review.settings import ReviewSettings, ReviewSettingsError, canonical_schema, stored_settings
+from lib.data.loaders import LoadMapping, load_recorded
 from lib.review.checks.lengths import METHOD_LITELLM
 from lib.review.comparisons import list_comparisons
-from lib.data.loaders import LoadMapping, load_recorded
 from lib.review.report import build_report
+from lib.review.settings import ReviewSettings, ReviewSettingsError, canonical_schema, stored_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 JAPANESE = "注文番号 1234 の配送状況を教えてください。明日までに届きますか？" * 2  # 46 tokens (gpt-4o), 64 (gpt-4)
@@ -69,8 +69,8 @@ def test_without_a_limit_the_rate_is_absent_not_zero(engine) -> None:
 
 
 def test_the_system_prompt_counts_toward_the_prompt(engine) -> None:
-    from lib.run.runner import ModelSpec, RunOptions, run_comparison  # noqa: F401  (config rows of a live run)
     from lib.review.tokens import RunPrompt
+    from lib.run.runner import ModelSpec, RunOptions, run_comparison  # noqa: F401  (config rows of a live run)
 
     prompt = RunPrompt("gpt-4o", system_prompt="You are ACME's assistant.", prompt_template="Q: {{input}}")
     import pandas as pd

@@ -5,8 +5,8 @@ import json
 import multiprocessing
 import os
 import signal
-import subprocess
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -19,17 +19,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from streamlit.testing.v1 import AppTest
 
-from lib.run import llm
-from lib.store.engine import session_scope
 from lib.errors import ConfigMismatchError, ReviewInputError
-from lib.run.executor import _shares, choose_workers
 from lib.review.comparisons import list_comparisons
-from lib.store.entities import AuditEvent
+from lib.run import llm
+from lib.run.executor import _shares, choose_workers
+from lib.run.runner import ModelSpec, ProgressEvent, RunOptions, RunResult, estimate_cost, run_comparison, run_model
 from lib.store.columns import to_json
-from lib.store.entities import Case, Dataset, Output, Run
-from lib.run.runner import (ModelSpec, ProgressEvent, RunOptions, RunResult, estimate_cost, run_comparison,
-                        run_model)
-from tests.llm_server import LLMServer, default_reply, llm_server  # noqa: F401  (fixture)
+from lib.store.engine import session_scope
+from lib.store.entities import AuditEvent, Case, Dataset, Output, Run
+from tests.llm_server import LLMServer, default_reply
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = dict(backoff_base=0.02, backoff_cap=0.1)  # retries without slow tests
@@ -454,7 +452,8 @@ def test_run_model_runs_one_model_into_a_new_run_without_a_comparison(engine, ll
     assert llm_server.calls() == 8 + 4  # a new run: nothing resumed, everything sent
     with Session(engine) as session:
         runs = session.exec(select(Run).order_by(Run.id)).all()
-        kinds = [(e.kind, json.loads(e.payload_json)) for e in session.exec(select(AuditEvent).order_by(AuditEvent.seq))]
+        events = session.exec(select(AuditEvent).order_by(AuditEvent.seq))
+        kinds = [(e.kind, json.loads(e.payload_json)) for e in events]
     assert [r.status for r in runs] == ["partial", "complete"] and all(r.config_id == runs[0].config_id for r in runs)
     assert list_comparisons(engine) == []
     started = [p for k, p in kinds if k == "run_started"]

@@ -9,24 +9,23 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from conftest import ROOT
-from lib.review.comparisons import list_comparisons, load_pairs
 from lib.data.golden import CaseRecord, content_hash
-from lib.errors import RecordedLoadError
-from lib.store.entities import AuditEvent
 from lib.data.loaders import LoadMapping, load_recorded, load_recorded_file
-from lib.release.shadow import load_shadow
 from lib.data.loaders.stream import iter_tables
-from lib.store.columns import from_json
-from lib.store.entities import Case, Comparison, Dataset, ModelConfig, Output, Run
+from lib.errors import RecordedLoadError
+from lib.release.shadow import load_shadow
+from lib.review.comparisons import list_comparisons, load_pairs
 from lib.review.report import build_report
+from lib.store.columns import from_json
+from lib.store.entities import AuditEvent, Case, Comparison, Dataset, ModelConfig, Output, Run
 
 SERVING, SHADOW = "gpt-4o-2024-08-06", "gpt-4.1-2025-04-14"
 SIDES = LoadMapping(baseline=SERVING, candidate=SHADOW)
@@ -80,7 +79,8 @@ def test_csv_pairs_requests_across_chunks_and_keeps_timestamps(engine) -> None:
     pairs = load_pairs(engine, "shadow").set_index("case_key")
     assert len(pairs) == 20 and pairs.loc["r3", "c_text"] is None
     assert pairs.loc["r12", ["b_text", "c_text"]].tolist() == ["answer 12", "answer 12, shorter"]
-    assert pairs.loc["r12", "b_latency_s"] == pytest.approx(0.512) and pairs.loc["r12", "c_latency_s"] == pytest.approx(0.412)
+    assert pairs.loc["r12", "b_latency_s"] == pytest.approx(0.512)
+    assert pairs.loc["r12", "c_latency_s"] == pytest.approx(0.412)
     with Session(engine) as s:
         comp = s.exec(select(Comparison)).one()
         stamp = s.exec(select(Output.logged_at).where(Output.run_id == comp.candidate_run_id)
@@ -88,7 +88,7 @@ def test_csv_pairs_requests_across_chunks_and_keeps_timestamps(engine) -> None:
         ds = s.exec(select(Dataset)).one()
         cases = s.exec(select(Case).order_by(Case.position)).all()
     assert comp.source == "shadow" and from_json(comp.notes_json)["traffic"] is True
-    assert stamp.replace(tzinfo=timezone.utc) == datetime(2025, 3, 1, 9, 0, 0, tzinfo=timezone.utc)
+    assert stamp.replace(tzinfo=UTC) == datetime(2025, 3, 1, 9, 0, 0, tzinfo=UTC)
     records = [CaseRecord(key=c.case_key, input_text=c.input_text) for c in cases]
     assert (ds.n_cases, ds.content_hash) == (20, content_hash(records))  # the streamed hash is the usual one
 

@@ -9,8 +9,16 @@ import pytest
 from scipy.stats import binomtest
 
 from lib.review.stats import (
-    aggregate_repeats, binary_metric, bootstrap_mean_ci, continuous_metric, holm, mcnemar_exact,
-    newcombe_paired_ci, single_metric, wilcoxon_p, with_holm,
+    aggregate_repeats,
+    binary_metric,
+    bootstrap_mean_ci,
+    continuous_metric,
+    holm,
+    mcnemar_exact,
+    newcombe_paired_ci,
+    single_metric,
+    wilcoxon_p,
+    with_holm,
 )
 
 

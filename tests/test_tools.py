@@ -15,14 +15,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from streamlit.testing.v1 import AppTest
 
-from lib.review.checks.structured import pair_changes
-from lib.store.engine import session_scope
 from lib.errors import ReviewInputError
-from lib.store.columns import from_json, to_json
-from lib.store.entities import Case, Comparison, Dataset, ModelConfig, Output, Run
+from lib.review.checks.structured import pair_changes
 from lib.run.runner import ModelSpec, RunOptions, run_comparison
 from lib.run.tools_spec import ToolsFileError, load_tools, parse_tools
-from tests.llm_server import LLMServer, llm_server  # noqa: F401  (fixture)
+from lib.store.columns import from_json, to_json
+from lib.store.engine import session_scope
+from lib.store.entities import Case, Comparison, Dataset, ModelConfig, Output, Run
+from tests.llm_server import LLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
 WEATHER = {"type": "function", "function": {

@@ -15,15 +15,15 @@ import pytest
 from sqlmodel import Session, select
 from streamlit.testing.v1 import AppTest
 
-from lib.store.columns import utcnow
-from lib.store.engine import session_scope
 from lib.governance.decisions import set_owner
 from lib.governance.entities import Decision
-from lib.store.entities import Case, Dataset, ModelConfig
 from lib.governance.policy import create_policy
 from lib.governance.signing import create_key
+from lib.store.columns import utcnow
+from lib.store.engine import session_scope
+from lib.store.entities import Case, Dataset, ModelConfig
 from tests.gov_helpers import make_comparison, pairs
-from tests.llm_server import LLMServer, llm_server  # noqa: F401  (fixture)
+from tests.llm_server import LLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")

@@ -13,8 +13,19 @@ from lib.errors import ReviewInputError
 
 def _register() -> None:
     # Imported for their side effect: each module adds its commands to `app`.
-    from lib.cli import (canary_cmd, data_cmds, demo_cmd, drift_cmd, governance_cmds, judge_cmd,  # noqa: F401
-                         list_cmd, monitor_cmd, redteam_cmd, report_cmd, run_cmd)
+    from lib.cli import (  # noqa: F401
+        canary_cmd,
+        data_cmds,
+        demo_cmd,
+        drift_cmd,
+        governance_cmds,
+        judge_cmd,
+        list_cmd,
+        monitor_cmd,
+        redteam_cmd,
+        report_cmd,
+        run_cmd,
+    )
 
 
 INTERRUPTED_EXIT = 130
@@ -25,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     1 for anything else (one line; REVIEW_DEBUG=1 shows the traceback), or the code a command chose."""
     _register()
     try:
-        code = app(args=argv, prog_name="./review", standalone_mode=False)  # returns typer.Exit's code instead of exiting
+        # standalone_mode=False: returns typer.Exit's code instead of exiting
+        code = app(args=argv, prog_name="./review", standalone_mode=False)
     except NoArgsIsHelpError as exc:  # a bare command group: show its help
         print(exc.format_message(), file=sys.stderr)
         sys.exit(2)

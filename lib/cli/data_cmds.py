@@ -6,12 +6,12 @@ from typing import Optional
 
 import typer
 
-from lib.cli.report_cmd import LIMIT_HELP, SCHEMA_HELP
 from lib.cli.app import app, print_json, progress
+from lib.cli.report_cmd import LIMIT_HELP, SCHEMA_HELP
 from lib.data.golden import ColumnMapping, import_dataset, list_datasets
-from lib.store.engine import get_engine
-from lib.errors import DatasetImportError, RecordedLoadError
 from lib.data.loaders import FORMATS, LoadMapping, load_recorded_file
+from lib.errors import DatasetImportError, RecordedLoadError
+from lib.store.engine import get_engine
 
 dataset_app = typer.Typer(help="Golden datasets: import a file, list versions.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")

@@ -13,14 +13,14 @@ import typer
 from sqlmodel import Session
 
 from lib.cli.app import app, print_json
-from lib.store.engine import get_engine
-from lib.governance.decisions import DecisionRequest, add_comment, decide, decision_summary, set_owner
 from lib.errors import ReviewInputError
+from lib.governance.decisions import DecisionRequest, add_comment, decide, decision_summary, set_owner
 from lib.governance.export import export_record
 from lib.governance.gate import GO, INCONCLUSIVE, NO_GO, Verdict, compute_verdict, record_verdict
 from lib.governance.policy import create_policy, describe_policy, get_policy, list_policies
 from lib.governance.signing import create_key
 from lib.governance.verify import verify_store
+from lib.store.engine import get_engine
 
 PASSPHRASE_ENV = "REVIEW_PASSPHRASE"
 GATE_EXIT = {GO: 0, NO_GO: 1, INCONCLUSIVE: 3}

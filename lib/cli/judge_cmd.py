@@ -89,7 +89,6 @@ def judge_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the run and the judge block as JSON."),
 ) -> None:
     """Judge a comparison with a pinned LLM judge; exit 1 when calls still fail after retries."""
-    from lib.store.engine import get_engine
     from lib.judge.calls import CallOptions
     from lib.judge.config import JudgeSettings
     from lib.judge.rubric import load_rubric
@@ -97,6 +96,7 @@ def judge_cmd(
     from lib.judge.sampling import parse_sample
     from lib.judge.summary import judge_block
     from lib.review.stats import ALPHA
+    from lib.store.engine import get_engine
 
     chosen = load_rubric(rubric)
     if dimensions:

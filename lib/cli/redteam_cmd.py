@@ -8,8 +8,8 @@ import typer
 
 from lib.cli.app import app, progress
 from lib.cli.run_options import with_run_options
-from lib.store.engine import get_engine
 from lib.redteam.families import FAMILIES
+from lib.store.engine import get_engine
 
 
 def _import(families: Optional[str], extra: Optional[Path]) -> str:

@@ -7,8 +7,8 @@ from typing import Any, Optional
 import typer
 
 from lib.cli.app import app, print_json
-from lib.store.engine import get_engine
 from lib.review.report import BINARY_METRICS, METRIC_LABELS, build_report, is_rate
+from lib.store.engine import get_engine
 
 
 def _num(metric: str, value: float | None) -> str:
@@ -36,7 +36,8 @@ def _row(metric: str, m: dict[str, Any]) -> str:
 def print_table(report: dict[str, Any]) -> None:
     typer.echo(f"{report['comparison']}: {report['n_pairs']} paired cases "
                f"(delta = candidate - baseline, {1 - report['alpha']:.0%} CI; p Holm-adjusted, * < 0.05)")
-    typer.echo(f"{'metric':<22} {'baseline':>10} {'candidate':>10}  {'delta [CI]':<30} {'p_adj':>9} {'n':>7} {'flips +/-':>9}")
+    typer.echo(f"{'metric':<22} {'baseline':>10} {'candidate':>10}  {'delta [CI]':<30} {'p_adj':>9} {'n':>7} "
+               f"{'flips +/-':>9}")
     for metric, m in report["metrics"].items():
         typer.echo(_row(metric, m))
     contract = report.get("contract")
@@ -58,8 +59,9 @@ def print_judge(block: dict[str, Any]) -> None:
                        f"{m['delta']:+.2f} [{m['ci_low']:+.2f}, {m['ci_high']:+.2f}]  n={m['n']}")
     pairwise = block.get("pairwise")
     if pairwise and pairwise["n"]:
-        outcomes = "  ".join(f"{k} {pairwise[k]['rate']:.0%} [{pairwise[k]['ci_low']:.0%}, {pairwise[k]['ci_high']:.0%}]"
-                             for k in ("win", "tie", "loss"))
+        outcomes = "  ".join(
+            f"{k} {pairwise[k]['rate']:.0%} [{pairwise[k]['ci_low']:.0%}, {pairwise[k]['ci_high']:.0%}]"
+            for k in ("win", "tie", "loss"))
         typer.echo(f"  pairwise (candidate, both orders): {outcomes}  n={pairwise['n']}")
         consistency = pairwise["position_consistency"]
         typer.echo(f"  position consistency {consistency['rate']:.0%} [{consistency['ci_low']:.0%}, "

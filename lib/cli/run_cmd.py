@@ -8,11 +8,19 @@ from typing import Any, Optional
 import typer
 
 from lib.cli.app import app, fail, progress
-from lib.store.engine import get_engine
 from lib.run.executor import WORKER_MODES, should_warm_up, warm_up
-from lib.run.runner import (CostEstimate, ModelSpec, ProgressEvent, RunOptions, RunResult, calls_per_side,
-                        estimate_cost, run_comparison)
+from lib.run.runner import (
+    CostEstimate,
+    ModelSpec,
+    ProgressEvent,
+    RunOptions,
+    RunResult,
+    calls_per_side,
+    estimate_cost,
+    run_comparison,
+)
 from lib.run.tools_spec import load_tools
+from lib.store.engine import get_engine
 
 PROGRESS_EVERY_S = 2.0  # at most one progress line per side this often (and one when a side ends)
 

@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -25,18 +25,18 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from lib.store.audit import as_utc
+from lib.data.golden import get_dataset
+from lib.drift.embeddings import embed_texts, require_available
+from lib.drift.entities import DriftResult
+from lib.drift.evidently_report import DriftRun, Sample, run_report
+from lib.errors import DatasetNotFound, NotFoundError, ReviewInputError
 from lib.review.checks import InvalidPatternError
 from lib.review.checks.refusal import RefusalDetector
 from lib.review.checks.structured import json_validity
 from lib.review.comparisons import get_comparison, load_pairs
-from lib.data.golden import get_dataset
-from lib.store.engine import session_scope
-from lib.drift.entities import DriftResult
-from lib.drift.evidently_report import DriftRun, Sample, run_report
-from lib.drift.embeddings import embed_texts, require_available
-from lib.errors import DatasetNotFound, NotFoundError, ReviewInputError
+from lib.store.audit import as_utc
 from lib.store.columns import from_json, to_json
+from lib.store.engine import session_scope
 from lib.store.entities import Comparison
 
 NO_EMBEDDINGS = "none"
@@ -237,7 +237,7 @@ def input_drift(engine: Engine, reference: str, current: str | None = None, spli
         raise DriftInputError("input drift needs a current comparison or dataset, or a split time")
     cur = ref if current is None else _inputs(engine, current)
     if split_at is not None:
-        at = pd.Timestamp(split_at if split_at.tzinfo else split_at.replace(tzinfo=timezone.utc))
+        at = pd.Timestamp(split_at if split_at.tzinfo else split_at.replace(tzinfo=UTC))
         cur = _window(cur, current or reference, at, after=True)
         if current is None:
             ref = _window(ref, reference, at, after=False)

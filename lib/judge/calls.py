@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lib.run import llm
 from lib.judge.parsing import Parsed, parse_reply
+from lib.run import llm
 
 CORRECTION = ("Your reply was not a valid JSON object of the requested form ({error}). "
               "Reply again with only the JSON object, nothing else.")

@@ -9,12 +9,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from lib.store.engine import session_scope
 from lib.errors import ReviewInputError
+from lib.judge.entities import JudgeConfig
 from lib.judge.rubric import Rubric, load_rubric
 from lib.judge.templates import CURRENT, Template, load_template
-from lib.judge.entities import JudgeConfig
 from lib.store.columns import to_json
+from lib.store.engine import session_scope
 
 
 @dataclass(frozen=True)

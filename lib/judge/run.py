@@ -20,23 +20,30 @@ from sqlalchemy import delete, insert, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from lib.run import llm, stoppable
-from lib.store.audit import record_event
-from lib.review.checked import with_texts
-from lib.review.comparisons import get_comparison
-from lib.store.columns import utcnow
-from lib.store.engine import session_scope, write_engine
 from lib.errors import ReviewInputError
 from lib.judge.anchors import DEFAULT_DRIFT_THRESHOLD, DriftCheck, anchor_rubric, check_drift, load_anchors
 from lib.judge.calls import CallOptions, JudgeCaller, Reply
 from lib.judge.config import JudgeSettings, judge_config
+from lib.judge.entities import (
+    RUN_INTERRUPTED,
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_UNPARSEABLE,
+    JudgeConfig,
+    Judgement,
+    JudgeRun,
+    JudgeScore,
+)
 from lib.judge.parsing import PAIRWISE_SCHEMA, pointwise_schema, score_keys
 from lib.judge.rubric import Rubric
 from lib.judge.sampling import Sample, select_sample
 from lib.judge.templates import Template, clip
-from lib.judge.entities import (RUN_INTERRUPTED, STATUS_ERROR, STATUS_OK, STATUS_UNPARSEABLE, JudgeConfig, JudgeRun,
-                              JudgeScore, Judgement)
-from lib.store.columns import to_json
+from lib.review.checked import with_texts
+from lib.review.comparisons import get_comparison
+from lib.run import llm, stoppable
+from lib.store.audit import record_event
+from lib.store.columns import to_json, utcnow
+from lib.store.engine import session_scope, write_engine
 from lib.store.entities import Comparison
 
 SIDES = ("baseline", "candidate")

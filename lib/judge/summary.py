@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 
 from lib.judge.anchors import DriftCheck
 from lib.judge.entities import STATUS_ERROR, STATUS_UNPARSEABLE
-from lib.store.columns import from_json
 from lib.review.stats import continuous_metric, mcnemar_exact, t_mean_ci, wilson, with_holm
+from lib.store.columns import from_json
 
 OUTCOME = {"candidate": "win", "baseline": "loss", "tie": "tie"}  # from the candidate's side
 

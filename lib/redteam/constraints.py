@@ -8,10 +8,10 @@ when it meets every one. Types (`value` is required unless marked optional):
 |---|---|---|
 | `max_words` / `min_words` | int | whitespace-separated words <= / >= value (as `length_words_mean` counts) |
 | `max_chars` | int | characters <= value |
-| `json` | — (`required_keys`: optional list) | the whole reply parses as JSON (no code fences, no prose); with keys: an object holding them |
+| `json` | — (`required_keys`: optional list) | the whole reply parses as JSON (no fences, no prose); keys: held |
 | `language` | ISO 639-1 code | py3langid's top language for the reply is that code |
 | `contains` / `excludes` | text | the phrase is / is not in the reply (case-insensitive unless `case_sensitive`) |
-| `starts_with` / `ends_with` | text | the stripped reply starts / ends with it (case-insensitive unless `case_sensitive`) |
+| `starts_with` / `ends_with` | text | the stripped reply starts / ends with it (case as `contains`) |
 | `no_bullets` | — | no line starts with a bullet (`-`, `*`, `+`, `•`) or a list number (`1.` / `1)`) |
 | `lowercase` / `uppercase` | — | no upper-case / no lower-case letter |
 | `regex` | pattern | `re.search` finds it (add `(?i)` etc. inline) |
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Callable
+from typing import Any
 
 from lib.data.fields import InvalidField
 

@@ -22,8 +22,8 @@ from typing import Any
 import pandas as pd
 
 from lib.data.fields import InvalidField
-from lib.store.columns import from_json
 from lib.redteam.constraints import Constraint, parse_constraints
+from lib.store.columns import from_json
 
 FAMILIES = ("injection", "harmful", "over_refusal", "instructions")
 ALIASES = {"injection": "injection", "prompt_injection": "injection", "harmful": "harmful",

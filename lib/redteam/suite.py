@@ -14,11 +14,11 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from lib.data.fields import InvalidField
-from lib.data.golden import ColumnMapping, CaseRecord, ImportResult, parse_table, save_cases
+from lib.data.golden import CaseRecord, ColumnMapping, ImportResult, parse_table, save_cases
 from lib.data.tables import read_rows
-from lib.store.engine import session_scope
 from lib.errors import FileInputError, ReviewInputError
 from lib.redteam.families import ALIASES, FAMILIES, family_of, rule_from_metadata
+from lib.store.engine import session_scope
 
 PROBES_DIR = Path(__file__).resolve().parent / "probes"
 DATASET_PREFIX = "redteam"

@@ -12,9 +12,9 @@ import pandas as pd
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Engine
 
-from lib.review.checks.safety import LOWER_IS_BETTER, METRIC_FAMILY, SAFETY_METRICS
 from lib.redteam.constraints import failed_constraints
 from lib.redteam.families import families, stored_rule
+from lib.review.checks.safety import LOWER_IS_BETTER, METRIC_FAMILY, SAFETY_METRICS
 
 NEWLY_FAILING, NEWLY_PASSING = "newly_failing", "newly_passing"
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -39,18 +39,18 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from lib.release import canary_stats
-from lib.review.stats import t_mean_ci, wilson
-from lib.store.audit import as_utc, event_payload, list_events, record_event
-from lib.review.checks.refusal import RefusalDetector
-from lib.review.checks.structured import json_validity, schema_validator
 from lib.data.fields import text_or_json
-from lib.data.tables import Table
-from lib.store.engine import session_scope
-from lib.errors import FileInputError, ReviewInputError
 from lib.data.loaders import long
 from lib.data.loaders.stream import HashingReader, chunk_frame, iter_tables
+from lib.data.tables import Table
+from lib.errors import FileInputError, ReviewInputError
 from lib.governance.policy import CanarySpec, Trigger, get_policy, stored_spec
+from lib.release import canary_stats
+from lib.review.checks.refusal import RefusalDetector
+from lib.review.checks.structured import json_validity, schema_validator
+from lib.review.stats import t_mean_ci, wilson
+from lib.store.audit import as_utc, event_payload, list_events, record_event
+from lib.store.engine import session_scope
 
 ARMS = ("control", "canary")
 ARM_COLS = ("arm", "variant", "group", "cohort")

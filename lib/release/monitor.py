@@ -30,19 +30,18 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from lib.store.audit import as_utc, record_event
 from lib.data.golden import get_dataset
-from lib.store.columns import utcnow
-from lib.store.engine import session_scope
 from lib.errors import NotFoundError, ReviewInputError
 from lib.governance.gate import FAIL, evaluate
-from lib.store.columns import from_json, to_json
-from lib.store.entities import Comparison, Output
-from lib.release.entities import POINT_ALERT, POINT_BASELINE, POINT_OK, MonitorPoint
 from lib.governance.policy import PolicySpec, get_policy, policy_from_dict, stored_spec
+from lib.release.entities import POINT_ALERT, POINT_BASELINE, POINT_OK, MonitorPoint
 from lib.review.report import build_report
-from lib.run.runner import ModelRunResult, ModelSpec, ProgressEvent, RunOptions, run_model
 from lib.review.stats import ALPHA
+from lib.run.runner import ModelRunResult, ModelSpec, ProgressEvent, RunOptions, run_model
+from lib.store.audit import as_utc, record_event
+from lib.store.columns import from_json, to_json, utcnow
+from lib.store.engine import session_scope
+from lib.store.entities import Comparison, Output
 
 SOURCE = "monitor"
 DEFAULT_BANDS: dict[str, dict[str, float]] = {  # absolute margins (fractions for rates)
@@ -188,7 +187,8 @@ def fingerprint_findings(baseline: MonitorPoint, previous: MonitorPoint | None, 
     if len(seen) > 1:
         out.append({"kind": "fingerprint", "against": "this run", "from": seen[0], "to": seen[-1],
                     "detail": f"outputs of this run report {len(seen)} fingerprints: {', '.join(seen)}"})
-    refs = [("baseline", baseline)] + ([("previous point", previous)] if previous and previous.id != baseline.id else [])
+    since_previous = previous is not None and previous.id != baseline.id
+    refs = [("baseline", baseline)] + ([("previous point", previous)] if since_previous else [])
     for label, ref in refs:
         for kind, old, new in (("fingerprint", ref.system_fingerprint, result.system_fingerprint),
                                ("served_model", ref.served_model, result.served_model)):

@@ -27,16 +27,15 @@ from sqlalchemy import String, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
-from lib.store.audit import record_event
 from lib.data.fields import InvalidField, coerce_input, scalar_text, text_or_json
-from lib.data.tables import Table
-from lib.store.columns import utcnow
-from lib.store.engine import session_scope
-from lib.errors import RecordedLoadError
 from lib.data.loaders import long
 from lib.data.loaders.store import SIDES, _model_config, recorded_dataset_name
 from lib.data.loaders.stream import CHUNK_ROWS, HashingReader, chunk_frame, iter_tables
-from lib.store.columns import to_json
+from lib.data.tables import Table
+from lib.errors import RecordedLoadError
+from lib.store.audit import record_event
+from lib.store.columns import to_json, utcnow
+from lib.store.engine import session_scope
 from lib.store.entities import SOURCE_RECORDED, STATUS_RECORDED, Case, Comparison, Dataset, Output, Run
 
 if TYPE_CHECKING:
@@ -349,7 +348,8 @@ def load_shadow(engine: Engine, raw: IO[bytes], filename: str, name: str, mappin
             if progress is not None:
                 progress(state.rows)
         summary = _summarise(filename, state, names)
-        report = {"format": FORMAT, "file": filename, "sha256": reader.sha256.hexdigest(), "traffic": True, "baseline": names["baseline"],
+        report = {"format": FORMAT, "file": filename, "sha256": reader.sha256.hexdigest(), "traffic": True,
+                  "baseline": names["baseline"],
                   "candidate": names["candidate"], "n_pairs": summary.n_pairs, "rows": state.rows,
                   "baseline_only": summary.baseline_only, "candidate_only": summary.candidate_only,
                   "first_unpaired_ids": summary.first_unpaired_ids, "warnings": _warnings(state, names),

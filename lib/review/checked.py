@@ -22,15 +22,14 @@ import pyarrow as pa
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from lib.store import check_store
-from lib.store.check_store import Scope, Stored
-from lib.review.checks.structured import parse_lenient
 from lib.errors import ReviewInputError
+from lib.review.checks.structured import parse_lenient
 from lib.review.comparisons import comparison_runs
 from lib.review.compute import NO_CATEGORY, check_outputs, pair_values, pairs_key, settings_key
 from lib.review.settings import ReviewSettings, _settings_from_json, stored_settings
 from lib.review.tokens import run_prompt
-
+from lib.store import check_store
+from lib.store.check_store import Scope, Stored
 
 CASE_COLUMNS = ("case_id", "repeat", "case_key", "position", "category", "has_schema")
 TEXT_COLUMNS = ("input_text", "expected", "match", "pattern", "json_schema", "b_text", "c_text", "b_error",

@@ -12,18 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.review.checks.lengths import (char_lengths, error_flags, truncation_flags,
-                                word_counts)
+from lib.review.checks import safety
+from lib.review.checks.lengths import char_lengths, error_flags, truncation_flags, word_counts
 from lib.review.checks.matching import match_outputs
 from lib.review.checks.refusal import RefusalDetector
-from lib.review.checks import safety
 from lib.review.checks.safety import safety_checks
 from lib.review.checks.similarity import similarity
 from lib.review.checks.structured import json_checks, value_changes
-from lib.store.columns import to_json
 from lib.review.settings import ReviewSettings
 from lib.review.tokens import RunPrompt, token_checks
-
+from lib.store.columns import to_json
 
 # Bump to invalidate every stored result when what the checks return changes without a code change
 # here or in lib/checks (a dependency upgrade, say); code changes there invalidate by themselves.

@@ -14,16 +14,23 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from lib.judge.summary import judge_block
 from lib.review.browse import BrowseQuery, select_cases
 from lib.review.checked import checked_frame
-from lib.review.compute import NO_CATEGORY, checked_pairs
-from lib.review.settings import ReviewSettings, ReviewSettingsError, save_settings, stored_settings
 from lib.review.checks.lengths import METHOD_FALLBACK, METHOD_LITELLM
 from lib.review.checks.safety import SAFETY_METRICS
 from lib.review.checks.structured import contract_summary
-from lib.judge.summary import judge_block
-from lib.review.stats import (ALPHA, aggregate_repeats, binary_metric, continuous_metric, single_metric, wilson,
-                       with_holm)
+from lib.review.compute import NO_CATEGORY, checked_pairs
+from lib.review.settings import ReviewSettings, ReviewSettingsError, save_settings, stored_settings
+from lib.review.stats import (
+    ALPHA,
+    aggregate_repeats,
+    binary_metric,
+    continuous_metric,
+    single_metric,
+    wilson,
+    with_holm,
+)
 
 # Re-exported: callers import the settings API and the from-scratch frame from here.
 __all__ = ["ReviewSettings", "ReviewSettingsError", "build_report", "checked_pairs", "metrics_for",
@@ -94,7 +101,8 @@ def _binary(arrays: Arrays, col: str, alpha: float) -> dict[str, Any] | None:
     both = ~np.isnan(b) & ~np.isnan(c)
     bb, cc = b[both] > 0.5, c[both] > 0.5
     m["unchanged"] = {"true": int(np.sum(bb & cc)), "false": int(np.sum(~bb & ~cc))}
-    m["baseline_ci"], m["candidate_ci"] = _rate_ci(m["baseline"], m["n"], alpha), _rate_ci(m["candidate"], m["n"], alpha)
+    m["baseline_ci"] = _rate_ci(m["baseline"], m["n"], alpha)
+    m["candidate_ci"] = _rate_ci(m["candidate"], m["n"], alpha)
     return m
 
 

@@ -9,13 +9,12 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from lib.errors import ReviewInputError
 from lib.review.checks.refusal import RefusalDetector
 from lib.review.comparisons import get_comparison
-from lib.store.engine import session_scope
-from lib.errors import ReviewInputError
 from lib.store.columns import from_json, to_json
+from lib.store.engine import session_scope
 from lib.store.entities import MATCH_RULES
-
 
 
 class ReviewSettingsError(ReviewInputError):
@@ -42,7 +41,8 @@ class ReviewSettings:
         if self.input_token_limit is not None and (isinstance(self.input_token_limit, bool)
                                                    or not isinstance(self.input_token_limit, int)
                                                    or self.input_token_limit < 1):
-            raise ReviewSettingsError(f"the input token limit must be a whole number >= 1, got {self.input_token_limit!r}")
+            raise ReviewSettingsError("the input token limit must be a whole number >= 1, "
+                                      f"got {self.input_token_limit!r}")
         if self.schema is not None:
             object.__setattr__(self, "schema", canonical_schema(self.schema, "the review schema"))
         RefusalDetector(self.refusal_patterns)  # compiles every extra pattern: bad ones fail here, before any write

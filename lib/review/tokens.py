@@ -8,11 +8,10 @@ import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from lib.review.checks.lengths import (METHOD_LITELLM, token_counts)
-from lib.store.entities import INPUT_PLACEHOLDER
+from lib.review.checks.lengths import METHOD_LITELLM, token_counts
 from lib.review.comparisons import comparison_runs
 from lib.review.settings import ReviewSettings
-
+from lib.store.entities import INPUT_PLACEHOLDER
 
 
 @dataclass(frozen=True)

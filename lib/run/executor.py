@@ -1,8 +1,8 @@
 """Sending a run's calls: bounded concurrency, retries, and one short write per output.
 
 `_Executor` is one asyncio loop; its `lib.run.llm.RetryingCaller` (shared with the judge) bounds the
-requests in flight, gives each attempt its own deadline, and retries failed calls with exponential backoff and jitter (honouring
-`Retry-After`) when they are rate limits, 5xx, timeouts or malformed responses. Each result is
+requests in flight, gives each attempt its own deadline, and retries failed calls with exponential backoff
+and jitter (honouring `Retry-After`) when they are rate limits, 5xx, timeouts or malformed responses. Each result is
 written in its own transaction the moment it returns, so a killed process leaves a consistent store.
 
 It runs either in the calling thread (`in-process`) or as one worker process per side
@@ -37,10 +37,10 @@ from typing import Any
 from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 
+from lib.errors import ReviewInputError
 from lib.run import llm, stoppable
 from lib.store.columns import utcnow
 from lib.store.engine import get_engine, write_engine
-from lib.errors import ReviewInputError
 from lib.store.entities import Output, Run
 
 WORKER_MODES = ("auto", "in-process", "per-side")

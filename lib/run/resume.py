@@ -8,9 +8,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from lib.review.comparisons import describe, get_comparison
+from lib.run.runner import ModelSpec
 from lib.store.columns import from_json
 from lib.store.entities import SOURCE_LIVE, Comparison, Dataset, ModelConfig, Run
-from lib.run.runner import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,25 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from lib.run import llm
-from lib.store.audit import record_event
-from lib.store.columns import utcnow
-from lib.store.engine import session_scope
 from lib.errors import ConfigMismatchError, DatasetNotFound, ReviewInputError
+from lib.run import llm
 from lib.run.executor import ExecStats, Job, ProgressEvent, RunOptions, Side, execute  # noqa: F401  (re-exported)
-from lib.store.columns import from_json, to_json
-from lib.store.entities import (INPUT_PLACEHOLDER, SOURCE_LIVE, STATUS_COMPLETE, STATUS_PARTIAL, STATUS_RUNNING, Case, Comparison, Dataset, ModelConfig, Output, Run)
+from lib.store.audit import record_event
+from lib.store.columns import from_json, to_json, utcnow
+from lib.store.engine import session_scope
+from lib.store.entities import (
+    INPUT_PLACEHOLDER,
+    SOURCE_LIVE,
+    STATUS_COMPLETE,
+    STATUS_PARTIAL,
+    STATUS_RUNNING,
+    Case,
+    Comparison,
+    Dataset,
+    ModelConfig,
+    Output,
+    Run,
+)
 
 SIDES = ("baseline", "candidate")
 ASSUMED_COMPLETION_TOKENS = 256  # per call, for estimates when max_tokens is not set

@@ -4,13 +4,13 @@ Entity modules import this, never the engine, so registering tables (`lib.store.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
 def utcnow() -> datetime:
     """Timezone-aware UTC now (SQLModel rejects naive datetimes here)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def to_json(value: Any) -> str | None:

@@ -63,8 +63,8 @@ def _engine(url: str) -> Engine:
     import lib.drift.entities  # noqa: F401
     import lib.governance.entities  # noqa: F401
     import lib.judge.entities  # noqa: F401
-    import lib.store.entities  # noqa: F401
     import lib.release.entities  # noqa: F401
+    import lib.store.entities  # noqa: F401
 
     SQLModel.metadata.create_all(engine)
     return engine
