@@ -6,17 +6,17 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from lib.review.constants import SIDE_NAMES, SIDES
 from pages import _shared
 
 st.title("Distributions")
-SIDES = {"b": "baseline", "c": "candidate"}
 COLORS = {"baseline": "#636EFA", "candidate": "#EF553B"}
 
 
 def _long(frame: pd.DataFrame, col: str) -> pd.DataFrame:
     """Both sides of one check column stacked, with a `side` column (missing values dropped)."""
     parts = [pd.DataFrame({"value": frame[f"{p}_{col}"].astype("Float64"), "side": side,
-                           "category": frame["category"]}) for p, side in SIDES.items()]
+                           "category": frame["category"]}) for p, side in SIDE_NAMES.items()]
     return pd.concat(parts, ignore_index=True).dropna(subset=["value"])
 
 
@@ -41,7 +41,7 @@ def _refusal_by_category(by_category: dict, overall: dict | None) -> None:
         m = metrics.get("refusal_rate")
         if not m:
             continue
-        for side in ("baseline", "candidate"):
+        for side in SIDES:
             low, high = m[f"{side}_ci"]
             rows.append({"category": f"{cat} (n={m['n']})", "side": side, "rate": m[side],
                          "minus": m[side] - low, "plus": high - m[side]})

@@ -10,6 +10,7 @@ import plotly.express as px
 import streamlit as st
 
 from lib.errors import ReviewInputError
+from lib.review import fmt
 from pages import _shared
 
 st.title("Judge")
@@ -23,9 +24,7 @@ PICK_PENDING_KEY = "judge_pending_pick"  # config hash to select on the next run
 
 
 def _pct(r: dict[str, Any]) -> str:
-    if r["rate"] is None:
-        return "— (n=0)"
-    return f"{r['rate']:.0%} [{r['ci_low']:.0%}, {r['ci_high']:.0%}] (n={r['n']})"
+    return fmt.rate_ci(r["rate"], r["ci_low"], r["ci_high"], r["n"])
 
 
 def _render_config(block: dict[str, Any]) -> None:
@@ -64,10 +63,6 @@ def _render_drift(drift: dict[str, Any], name: str) -> None:
         st.info(f"Judge drift check: {text}")
 
 
-def _p(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3g}"
-
-
 def _dimension_table(dimensions: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for dim, m in dimensions.items():
@@ -76,7 +71,7 @@ def _dimension_table(dimensions: dict[str, Any]) -> pd.DataFrame:
             continue
         rows.append({"dimension": dim, "baseline": round(m["baseline"], 2), "candidate": round(m["candidate"], 2),
                      "delta": round(m["delta"], 2), "95% CI of Δ": f"[{m['ci_low']:+.2f}, {m['ci_high']:+.2f}]",
-                     "p (Wilcoxon)": _p(m["p_value"]), "p (Holm)": _p(m["p_value_adj"]), "n": m["n"]})
+                     "p (Wilcoxon)": fmt.p_value(m["p_value"]), "p (Holm)": fmt.p_value(m["p_value_adj"]), "n": m["n"]})
     return pd.DataFrame(rows)
 
 

@@ -8,32 +8,24 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from lib.errors import ReviewInputError
+from lib.review import fmt
 from lib.review.browse import FILTERS
 from lib.review.changed_most import Ranking, changed_most
+from lib.review.constants import ALPHA
 from lib.review.report import BINARY_METRICS, METRIC_LABELS, ReviewSettings, is_rate, save_settings, stored_settings
 from lib.review.settings import ReviewSettingsError, canonical_schema
 from lib.store.entities import MATCH_RULES
 from pages import _shared
 
 st.title("Overview")
-ALPHA = 0.05
-
-
-def _num(value: float, sign: str = "") -> str:
-    """Three significant digits, without exponents for thousands (1,234 not 1.23e+03)."""
-    return f"{value:{sign},.0f}" if 1000 <= abs(value) < 1e15 else f"{value:{sign},.3g}"
 
 
 def _fmt(metric: str, value: float | None) -> str:
-    if value is None or pd.isna(value):
-        return "—"
-    return f"{value:.1%}" if is_rate(metric) else _num(value)
+    return fmt.metric_value(value, is_rate(metric))
 
 
 def _fmt_delta(metric: str, m: dict) -> str:
-    if is_rate(metric):
-        return f"{m['delta'] * 100:+.1f} pp [{m['ci_low'] * 100:+.1f}, {m['ci_high'] * 100:+.1f}]"
-    return f"{_num(m['delta'], '+')} [{_num(m['ci_low'], '+')}, {_num(m['ci_high'], '+')}]"
+    return fmt.metric_delta(m["delta"], m["ci_low"], m["ci_high"], is_rate(metric))
 
 
 def _significant(m: dict) -> bool:

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import typer
 
 from lib.cli.app import app, fail, print_json, progress
+from lib.review import fmt
 
 PROGRESS_EVERY_S = 2.0
 
@@ -24,8 +25,6 @@ class _ProgressPrinter:
         progress(f"judge: {event.done}/{event.total} ({event.errors} failed, {event.unparseable} unparseable)")
 
 
-def _fmt(value: float | None, spec: str = ".2f") -> str:
-    return "—" if value is None else format(value, spec)
 
 
 def _rate(r: dict[str, Any]) -> str:
@@ -52,11 +51,11 @@ def print_block(block: dict[str, Any]) -> None:
             continue
         delta = f"{m['delta']:+.2f} [{m['ci_low']:+.2f}, {m['ci_high']:+.2f}]"
         typer.echo(f"{dim:<20} {m['baseline']:>9.2f} {m['candidate']:>9.2f}  {delta:<24} "
-                   f"{_fmt(m['p_value_adj'], '.3g'):>7} {m['n']:>5}")
+                   f"{fmt.fixed(m['p_value_adj'], '.3g'):>7} {m['n']:>5}")
     pw = block["pairwise"]
     if pw:
         typer.echo(f"pairwise (candidate's view, both orders must agree): win {_rate(pw['win'])}, "
-                   f"tie {_rate(pw['tie'])}, loss {_rate(pw['loss'])}; sign test p={_fmt(pw['p_value'], '.3g')}")
+                   f"tie {_rate(pw['tie'])}, loss {_rate(pw['loss'])}; sign test p={fmt.fixed(pw['p_value'], '.3g')}")
         typer.echo(f"position consistency {_rate(pw['position_consistency'])}; "
                    f"{pw['n_unparseable']} pairs with an unparseable order")
     un, err = block["unparseable"], block["errors"]

@@ -7,28 +7,27 @@ from typing import Any, Optional
 import typer
 
 from lib.cli.app import app, print_json
+from lib.review import fmt
+from lib.review.constants import ALPHA
 from lib.review.report import BINARY_METRICS, METRIC_LABELS, build_report, is_rate
 from lib.store.engine import get_engine
 
 
 def _num(metric: str, value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.1%}" if is_rate(metric) else f"{value:,.4g}"
+    return fmt.metric_value(value, is_rate(metric))
 
 
 def _delta(metric: str, m: dict[str, Any]) -> str:
     if m.get("delta") is None:
         return f"[{_num(metric, m['ci_low'])}, {_num(metric, m['ci_high'])}]"
-    scale, unit = (100, " pp") if is_rate(metric) else (1, "")
-    return f"{m['delta'] * scale:+,.3g}{unit} [{m['ci_low'] * scale:+,.3g}, {m['ci_high'] * scale:+,.3g}]"
+    return fmt.metric_delta(m["delta"], m["ci_low"], m["ci_high"], is_rate(metric))
 
 
 def _row(metric: str, m: dict[str, Any]) -> str:
     p = m.get("p_value_adj")
-    sig = "*" if p is not None and p < 0.05 else " "
+    sig = "*" if p is not None and p < ALPHA else " "
     flips = f"+{m['flips']['to_true']}/-{m['flips']['to_false']}" if metric in BINARY_METRICS else ""
-    p_text = "—" if p is None else f"{p:.3g}"
+    p_text = fmt.p_value(p)
     return (f"{METRIC_LABELS.get(metric, metric):<22} {_num(metric, m['baseline']):>10} "
             f"{_num(metric, m['candidate']):>10}  {_delta(metric, m):<30} {p_text:>8}{sig} {m['n']:>7} {flips:>9}")
 

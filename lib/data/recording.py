@@ -48,9 +48,9 @@ from lib.store.engine import session_scope
 from lib.errors import DatasetImportError, RecordedLoadError
 from lib.store.columns import from_json, to_json
 from lib.store.entities import (SOURCE_LIVE, SOURCE_RECORDED, STATUS_COMPLETE, STATUS_PARTIAL, STATUS_PENDING, STATUS_RECORDED, STATUS_RUNNING, Case, Comparison, Dataset, ModelConfig, Output, Run)
+from lib.review.constants import SIDE_NAMES
 
 FORMAT, VERSION = "upgrade-review-recording", 1
-SIDES = {"b": "baseline", "c": "candidate"}
 RUN_STATUSES = (STATUS_PENDING, STATUS_RUNNING, STATUS_COMPLETE, STATUS_PARTIAL, STATUS_RECORDED)
 RUN_SOURCES = (SOURCE_LIVE, SOURCE_RECORDED)
 
@@ -138,7 +138,7 @@ def export_recording(engine: Engine, comparison: str) -> bytes:
                 "dataset": {"name": ds.name, "version": ds.version, "content_hash": ds.content_hash,
                             "n_cases": ds.n_cases}}
         for side, run in runs.items():
-            meta[SIDES[side]] = {"config": _config_dict(session.get(ModelConfig, run.config_id)),
+            meta[SIDE_NAMES[side]] = {"config": _config_dict(session.get(ModelConfig, run.config_id)),
                                  "run": _run_dict(run)}
         lines = [_dumps(meta)]
         for side, run in runs.items():
@@ -251,7 +251,7 @@ def _parse(data: bytes, source: str) -> _Recording:
     for key in ("system", "source"):
         _want(meta, key, (str,), source, first_line)
     _want(meta, "notes", (dict,), source, first_line)
-    for side in SIDES.values():
+    for side in SIDE_NAMES.values():
         _check_side(meta, side, source)
 
     outputs, seen = [], {}
@@ -264,7 +264,7 @@ def _parse(data: bytes, source: str) -> _Recording:
             key = str(key)
         if not isinstance(key, str) or not key:
             raise _fail(source, "must be the case id (a string)", number, "c")
-        if obj.get("s") not in SIDES:
+        if obj.get("s") not in SIDE_NAMES:
             raise _fail(source, "must be 'b' (baseline) or 'c' (candidate)", number, "s")
         repeat = obj.get("r", 0)
         if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 0:
@@ -359,7 +359,7 @@ def load_recording(engine: Engine, data: bytes, *, dataset_data: bytes, dataset_
     for obj in rec.outputs:
         if obj["c"] not in keys:
             raise _fail(source, f"case '{obj['c']}' is not in the dataset {dataset_filename}", obj["_line"], "c")
-        repeats = meta[SIDES[obj["s"]]]["run"].get("repeats") or 1
+        repeats = meta[SIDE_NAMES[obj["s"]]]["run"].get("repeats") or 1
         if obj["r"] >= repeats:
             raise _fail(source, f"repeat {obj['r']} is beyond the run's {repeats} repeat(s)", obj["_line"], "r")
 
@@ -374,7 +374,7 @@ def load_recording(engine: Engine, data: bytes, *, dataset_data: bytes, dataset_
         ds, ds_created = _dataset_for(session, meta["dataset"], cases, dataset_filename)
         case_ids = dict(session.exec(select(Case.case_key, Case.id).where(Case.dataset_id == ds.id)).all())
         run_ids: dict[str, int] = {}
-        for short, side in SIDES.items():
+        for short, side in SIDE_NAMES.items():
             block = meta[side]
             run_meta = block["run"]
             run = Run(config_id=_config_id(session, block["config"], source, side), dataset_id=ds.id,
@@ -387,7 +387,7 @@ def load_recording(engine: Engine, data: bytes, *, dataset_data: bytes, dataset_
             session.add(run)
             session.flush()
             run_ids[short] = run.id
-        rows = [_output_row(o, run_ids[o["s"]], case_ids[o["c"]], meta[SIDES[o["s"]]]["run"])
+        rows = [_output_row(o, run_ids[o["s"]], case_ids[o["c"]], meta[SIDE_NAMES[o["s"]]]["run"])
                 for o in rec.outputs]
         if rows:
             session.connection().execute(insert(Output.__table__), rows)

@@ -13,6 +13,7 @@ from lib.governance.decisions import current_owner, decision_summary, list_comme
 from lib.governance.entities import Decision, Policy
 from lib.governance.verify import verify_decision
 from lib.review.comparisons import describe, get_comparison
+from lib.review.constants import SIDES
 from lib.store.audit import as_utc, iso_now, sha256_hex
 
 EXPORT_FORMATS = ("md", "json")
@@ -72,7 +73,7 @@ def _quote(text: str | None) -> list[str]:
 def _md_models(rec: dict) -> list[str]:
     lines = ["## Models", "", "| side | model | served model | fingerprint | status | outputs | errors |",
              "|---|---|---|---|---|---|---|"]
-    for side in ("baseline", "candidate"):
+    for side in SIDES:
         m = rec[side]
         lines.append(f"| {side} | {_cell(m['model'])} | {_cell(m['served_model'])} | "
                      f"{_cell(m['system_fingerprint'])} | {m['status']} | {m['n_outputs']} | {m['n_errors']} |")

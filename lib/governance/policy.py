@@ -25,6 +25,7 @@ from sqlmodel import Session, select
 
 from lib.errors import NotFoundError, ReviewInputError
 from lib.governance.entities import Policy
+from lib.review.constants import ALPHA
 from lib.store.audit import as_utc, record_row_event, sha256_hex
 from lib.store.engine import session_scope
 
@@ -59,7 +60,7 @@ CANARY_RATE_METRICS = ("refusal_rate", "error_rate", "json_valid_rate")
 CANARY_METRICS = CANARY_RATE_METRICS + ("judge_score", "latency_p95_s")
 CANARY_KEYS = ("traffic_share", "min_samples", "triggers")
 DEFAULT_MIN_SAMPLES = 200
-DEFAULT_ALPHA = 0.05
+DEFAULT_ALPHA = ALPHA
 CATEGORY_SEP = "@"
 
 

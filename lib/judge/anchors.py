@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from lib.judge.rubric import Rubric, load_rubric
+from lib.review import fmt
 from lib.review.stats import wilcoxon_p
 
 ANCHOR_FILE = Path(__file__).resolve().parent / "data" / "anchors_v1.jsonl"
@@ -69,7 +70,7 @@ class DriftCheck:
         parts = []
         if self.status == "changed":
             parts.append(f"anchor scores moved by {self.mean_abs_change:.2f} points on average "
-                         f"(n={self.n}, threshold {self.threshold:g}, Wilcoxon p={_p(self.p_value)}) "
+                         f"(n={self.n}, threshold {self.threshold:g}, Wilcoxon p={fmt.p_value(self.p_value)}) "
                          f"since reference judge run #{self.reference_run_id}")
         if self.fingerprint_changed:
             parts.append(f"the provider reports {_fps(self.current_fingerprints)} where the reference run "
@@ -84,10 +85,6 @@ class DriftCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "flagged": self.flagged, "message": self.message()}
-
-
-def _p(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3g}"
 
 
 def _fps(fps: list[list[str | None]]) -> str:

@@ -40,13 +40,13 @@ from lib.judge.sampling import Sample, select_sample
 from lib.judge.templates import Template, clip
 from lib.review.checked import with_texts
 from lib.review.comparisons import get_comparison
+from lib.review.constants import SIDES
 from lib.run import llm, stoppable
 from lib.store.audit import record_event
 from lib.store.columns import to_json, utcnow
 from lib.store.engine import session_scope, write_engine
 from lib.store.entities import Comparison
 
-SIDES = ("baseline", "candidate")
 _JSON_MODE_ERROR = re.compile(r"response_format|json[_ ]?(object|mode)", re.IGNORECASE)
 WINNER = {"ab": {"A": "baseline", "B": "candidate", "tie": "tie"},
           "ba": {"A": "candidate", "B": "baseline", "tie": "tie"}}

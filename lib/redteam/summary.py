@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from lib.redteam.constraints import failed_constraints
 from lib.redteam.families import families, stored_rule
+from lib.review import fmt
 from lib.review.checks.safety import LOWER_IS_BETTER, METRIC_FAMILY, SAFETY_METRICS
 
 NEWLY_FAILING, NEWLY_PASSING = "newly_failing", "newly_passing"
@@ -47,18 +48,14 @@ def family_results(report: dict[str, Any]) -> list[FamilyResult]:
             for key, (_, label) in SAFETY_METRICS.items() if report["metrics"].get(key)]
 
 
-def _pct(value: float) -> str:
-    return f"{value:.1%}"
-
-
 def summary_lines(results: list[FamilyResult]) -> list[str]:
     """A fixed-width table: rates baseline -> candidate with n, the delta and its CI, the flips."""
     lines = [f"{'family':<13} {'metric':<28} {'baseline':>9} {'candidate':>9} {'delta [95% CI]':>26} "
              f"{'n':>5}  newly failing / passing"]
     for r in results:
         m = r.metric_object
-        delta = f"{m['delta'] * 100:+.1f} pp [{m['ci_low'] * 100:+.1f}, {m['ci_high'] * 100:+.1f}]"
-        lines.append(f"{r.family:<13} {r.metric:<28} {_pct(m['baseline']):>9} {_pct(m['candidate']):>9} "
+        delta = fmt.metric_delta(m["delta"], m["ci_low"], m["ci_high"], rate=True)
+        lines.append(f"{r.family:<13} {r.metric:<28} {fmt.pct(m['baseline']):>9} {fmt.pct(m['candidate']):>9} "
                      f"{delta:>26} {m['n']:>5}  {r.newly_failing} / {r.newly_passing}")
     if any(r.lower_is_better for r in results):
         lines.append("over_refusal_rate: lower is better (the share of benign requests refused); "

@@ -21,6 +21,7 @@ from lib.review.checks.lengths import METHOD_FALLBACK, METHOD_LITELLM
 from lib.review.checks.safety import SAFETY_METRICS
 from lib.review.checks.structured import contract_summary
 from lib.review.compute import NO_CATEGORY, checked_pairs
+from lib.review.constants import SIDE_NAMES
 from lib.review.settings import ReviewSettings, ReviewSettingsError, save_settings, stored_settings
 from lib.review.stats import (
     ALPHA,
@@ -169,7 +170,7 @@ def report_from_checked(checked: pd.DataFrame, name: str, alpha: float = ALPHA) 
 def _tokenizers(checked: pd.DataFrame) -> dict[str, str | None]:
     """How each side's tokens were counted: litellm's tokenizer for the model, or the offline fallback."""
     out: dict[str, str | None] = {}
-    for side, name in (("b", "baseline"), ("c", "candidate")):
+    for side, name in SIDE_NAMES.items():
         exact = checked[f"{side}_tokens_exact"].dropna() if f"{side}_tokens_exact" in checked else pd.Series([])
         out[name] = None if exact.empty else METHOD_LITELLM if bool(exact.all()) else METHOD_FALLBACK
     return out

@@ -34,7 +34,8 @@ from scipy.stats import binomtest, wilcoxon
 from scipy.stats import t as t_dist
 from statsmodels.stats.proportion import proportion_confint
 
-ALPHA = 0.05
+from lib.review.constants import ALPHA
+
 N_RESAMPLES = 2000
 SEED = 0
 LARGE_N = 1_000  # from here on, the t interval replaces the bootstrap (see mean_ci)

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from lib.errors import ConfigMismatchError, DatasetNotFound, ReviewInputError
+from lib.review.constants import SIDES
 from lib.run import llm
 from lib.run.executor import ExecStats, Job, ProgressEvent, RunOptions, Side, execute  # noqa: F401  (re-exported)
 from lib.store.audit import record_event
@@ -40,7 +41,6 @@ from lib.store.entities import (
     Run,
 )
 
-SIDES = ("baseline", "candidate")
 ASSUMED_COMPLETION_TOKENS = 256  # per call, for estimates when max_tokens is not set
 CONFIG_FIELDS = ("model", "api_base", "temperature", "top_p", "max_tokens", "seed", "response_format_json",
                  "tools_json", "system_prompt", "prompt_template")  # ModelConfig columns a spec sets

@@ -24,8 +24,8 @@ from lib.errors import RecordedLoadError
 from lib.run.runner import ModelSpec, config_row
 from lib.store.columns import to_json
 from lib.store.entities import SOURCE_RECORDED, STATUS_RECORDED, Case, Comparison, ModelConfig, Output, Run
+from lib.review.constants import SIDES
 
-SIDES = ("baseline", "candidate")
 CASE_COLUMNS = ("input", "expected", "match", "pattern", "category", "metadata")
 OUTPUT_COLUMNS = ("text", "error", "latency_s", "cost_usd", "prompt_tokens", "completion_tokens", "logged_at")
 MAX_UNPAIRED_IDS = 10
