@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from lib.judge.anchors import DriftCheck
 from lib.judge.entities import STATUS_ERROR, STATUS_UNPARSEABLE
-from lib.review.stats import continuous_metric, mcnemar_exact, t_mean_ci, wilson, with_holm
+from lib.review.stats import MetricBlock, continuous_metric, mcnemar_exact, t_mean_ci, wilson, with_holm
 from lib.store.columns import from_json
 
 OUTCOME = {"candidate": "win", "baseline": "loss", "tie": "tie"}  # from the candidate's side
@@ -87,7 +87,7 @@ SELECT COUNT(*) FROM (SELECT DISTINCT case_id, repeat FROM judgement
 """)
 
 
-def dimension_metrics(scores: pd.DataFrame, alpha: float) -> dict[str, dict[str, Any] | None]:
+def dimension_metrics(scores: pd.DataFrame, alpha: float) -> dict[str, MetricBlock | None]:
     """Per dimension: baseline vs candidate mean score, paired delta with CI, Wilcoxon p (Holm-adjusted).
     `scores`: one row per (dimension, case) with the side means over repeats (_SCORES_SQL)."""
     metrics = {dim: _with_candidate_ci(continuous_metric(rows["baseline"], rows["candidate"], alpha), rows, alpha)
@@ -95,13 +95,13 @@ def dimension_metrics(scores: pd.DataFrame, alpha: float) -> dict[str, dict[str,
     return with_holm(metrics)
 
 
-def _with_candidate_ci(m: dict[str, Any] | None, rows: pd.DataFrame, alpha: float) -> dict[str, Any] | None:
+def _with_candidate_ci(m: MetricBlock | None, rows: pd.DataFrame, alpha: float) -> MetricBlock | None:
     """The candidate's mean score with its own t interval (a policy's `min` / `max` on judge_score)."""
     if m is None:
         return None
     both = rows[["baseline", "candidate"]].apply(pd.to_numeric, errors="coerce").dropna()  # the pairs m used
     values = both["candidate"].to_numpy(float)
-    return {**m, "candidate_ci": list(t_mean_ci(values, alpha)) if values.size > 1 else None}
+    return m | {"candidate_ci": list(t_mean_ci(values, alpha)) if values.size > 1 else None}
 
 
 def pairwise_outcomes(wide: pd.DataFrame) -> pd.DataFrame:

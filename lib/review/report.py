@@ -8,7 +8,7 @@ every metric is aggregated per case first.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ from lib.review.constants import SIDE_NAMES
 from lib.review.settings import ReviewSettings, ReviewSettingsError, save_settings, stored_settings
 from lib.review.stats import (
     ALPHA,
+    MetricBlock,
     aggregate_repeats,
     binary_metric,
     continuous_metric,
@@ -94,7 +95,7 @@ def _arrays(frame: pd.DataFrame) -> Arrays:
     return {c: frame[c].astype("Float64").to_numpy(dtype=float, na_value=np.nan) for c in _metric_columns()}
 
 
-def _binary(arrays: Arrays, col: str, alpha: float) -> dict[str, Any] | None:
+def _binary(arrays: Arrays, col: str, alpha: float) -> MetricBlock | None:
     b, c = arrays[f"b_{col}"], arrays[f"c_{col}"]
     m = binary_metric(b, c, alpha)
     if m is None:
@@ -102,31 +103,34 @@ def _binary(arrays: Arrays, col: str, alpha: float) -> dict[str, Any] | None:
     both = ~np.isnan(b) & ~np.isnan(c)
     bb, cc = b[both] > 0.5, c[both] > 0.5
     m["unchanged"] = {"true": int(np.sum(bb & cc)), "false": int(np.sum(~bb & ~cc))}
+    assert m["baseline"] is not None and m["candidate"] is not None  # binary metrics always have both rates
     m["baseline_ci"] = _rate_ci(m["baseline"], m["n"], alpha)
     m["candidate_ci"] = _rate_ci(m["candidate"], m["n"], alpha)
     return m
 
 
-def _continuous(arrays: Arrays, key: str, col: str, alpha: float) -> dict[str, Any] | None:
+def _continuous(arrays: Arrays, key: str, col: str, alpha: float) -> MetricBlock | None:
     m = continuous_metric(arrays[f"b_{col}"], arrays[f"c_{col}"], alpha)
     if m is None or key != "cost_usd_total":
         return m
     # A total, not a mean: scale the mean difference and its CI by the number of pairs.
     n = m["n"]
-    return {**m, "baseline": m["baseline"] * n, "candidate": m["candidate"] * n, "delta": m["delta"] * n,
-            "ci_low": m["ci_low"] * n, "ci_high": m["ci_high"] * n}
+    b, c, d = m["baseline"], m["candidate"], m["delta"]
+    assert b is not None and c is not None and d is not None  # a paired metric always has all three
+    return m | {"baseline": b * n, "candidate": c * n, "delta": d * n, "ci_low": m["ci_low"] * n,
+                "ci_high": m["ci_high"] * n}
 
 
-def _similarity(arrays: Arrays, alpha: float) -> dict[str, Any] | None:
+def _similarity(arrays: Arrays, alpha: float) -> MetricBlock | None:
     m = single_metric(arrays["similarity"], alpha)
     if m is None:
         return None
     # One value per pair: reported as the candidate's value with the CI of the mean, no delta.
-    return {**m, "candidate": m["mean"], "candidate_ci": [m["ci_low"], m["ci_high"]]}
+    return m | {"candidate": m["mean"], "candidate_ci": [m["ci_low"], m["ci_high"]]}
 
 
-def _metrics(arrays: Arrays, alpha: float) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any] | None] = {}
+def _metrics(arrays: Arrays, alpha: float) -> dict[str, MetricBlock]:
+    out: dict[str, MetricBlock | None] = {}
     for key, (col, _) in BINARY_METRICS.items():
         out[key] = _binary(arrays, col, alpha)
     for key, (col, _) in CONTINUOUS_METRICS.items():
@@ -135,12 +139,12 @@ def _metrics(arrays: Arrays, alpha: float) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in with_holm(out).items() if v is not None}
 
 
-def metrics_for(frame: pd.DataFrame, alpha: float = ALPHA) -> dict[str, dict[str, Any]]:
+def metrics_for(frame: pd.DataFrame, alpha: float = ALPHA) -> dict[str, MetricBlock]:
     """Every applicable metric over these (per-case) rows, Holm-adjusted together."""
     return _metrics(_arrays(frame), alpha)
 
 
-def _by_category(paired: pd.DataFrame, arrays: Arrays, alpha: float) -> dict[str, dict[str, Any]]:
+def _by_category(paired: pd.DataFrame, arrays: Arrays, alpha: float) -> dict[str, dict[str, MetricBlock]]:
     if not (paired["category"].nunique() > 1 or (paired["category"] != NO_CATEGORY).any()):
         return {}
     codes, categories = pd.factorize(paired["category"], sort=True)
@@ -189,8 +193,22 @@ def build_report(engine: Engine, comparison: str, *, match: str | None = None, p
     return report
 
 
-def change_counts(checked: pd.DataFrame) -> dict[str, int]:
+class ChangeCounts(TypedDict):
     """How many pairs each "what changed" filter of the case browser holds."""
-    names = ("newly_refused", "refusal_flips", "accuracy_regressions", "accuracy_improvements",
-             "schema_breaks", "errors")
-    return {n: int(len(select_cases(checked, BrowseQuery(filter=n)))) for n in names}
+
+    newly_refused: int
+    refusal_flips: int
+    accuracy_regressions: int
+    accuracy_improvements: int
+    schema_breaks: int
+    errors: int
+
+
+def change_counts(checked: pd.DataFrame) -> ChangeCounts:
+    def count(name: str) -> int:
+        return int(len(select_cases(checked, BrowseQuery(filter=name))))
+
+    return ChangeCounts(newly_refused=count("newly_refused"), refusal_flips=count("refusal_flips"),
+                        accuracy_regressions=count("accuracy_regressions"),
+                        accuracy_improvements=count("accuracy_improvements"), schema_breaks=count("schema_breaks"),
+                        errors=count("errors"))

@@ -25,8 +25,8 @@ missing value on either side is excluded, and `n` counts the pairs used.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,33 @@ from scipy.stats import t as t_dist
 from statsmodels.stats.proportion import proportion_confint
 
 from lib.review.constants import ALPHA
+
+
+class Flips(TypedDict):
+    to_true: int  # pairs whose check went from false (baseline) to true (candidate)
+    to_false: int
+
+
+class MetricBlock(TypedDict):
+    """One metric of the report ("M" in docs/report-json.md): the JSON keys are an interface."""
+
+    baseline: float | None  # None only for single-sample metrics (similarity)
+    candidate: float | None
+    delta: float | None  # candidate - baseline
+    ci_low: float
+    ci_high: float
+    p_value: float | None
+    n: int  # pairs used
+    ci_method: str
+    flips: NotRequired[Flips]  # binary metrics
+    unchanged: NotRequired[dict[str, int]]  # binary metrics in the report: pairs true/false on both sides
+    baseline_ci: NotRequired[list[float]]  # binary metrics in the report: Wilson interval of each rate
+    candidate_ci: NotRequired[list[float] | None]  # None: a judge score with a single pair
+    baseline_median: NotRequired[float]  # continuous metrics
+    candidate_median: NotRequired[float]
+    mean: NotRequired[float]  # single-sample metrics
+    median: NotRequired[float]
+    p_value_adj: NotRequired[float | None]  # after `with_holm`
 
 N_RESAMPLES = 2000
 SEED = 0
@@ -53,7 +80,7 @@ def wilson(k: float, n: int, alpha: float = ALPHA) -> tuple[float, float]:
 def binary_metric(
     baseline: ArrayLike, candidate: ArrayLike, alpha: float = ALPHA, *,
     n_resamples: int = N_RESAMPLES, seed: int = SEED,
-) -> dict[str, Any] | None:
+) -> MetricBlock | None:
     """Rates, delta, CI, McNemar p and flips for a pass/fail metric (0/1, or per-case fractions)."""
     b, c = _paired(baseline, candidate)
     if b.size == 0:
@@ -114,7 +141,7 @@ def mcnemar_exact(to_true: int, to_false: int) -> float:
 def continuous_metric(
     baseline: ArrayLike, candidate: ArrayLike, alpha: float = ALPHA, *,
     n_resamples: int = N_RESAMPLES, seed: int = SEED,
-) -> dict[str, Any] | None:
+) -> MetricBlock | None:
     """Means, medians, mean difference with a paired bootstrap CI, Wilcoxon signed-rank p."""
     b, c = _paired(baseline, candidate)
     if b.size == 0:
@@ -130,7 +157,7 @@ def continuous_metric(
 
 def single_metric(
     values: ArrayLike, alpha: float = ALPHA, *, n_resamples: int = N_RESAMPLES, seed: int = SEED,
-) -> dict[str, Any] | None:
+) -> MetricBlock | None:
     """Mean of a one-value-per-pair metric (similarity) with a bootstrap CI; no delta, no p-value."""
     v = _as_float(values)
     v = v[np.isfinite(v)]
@@ -209,9 +236,9 @@ def holm(pvalues: dict[str, float | None]) -> dict[str, float | None]:
     return adjusted
 
 
-def with_holm(metrics: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any] | None]:
+def with_holm(metrics: Mapping[str, MetricBlock | None]) -> dict[str, MetricBlock | None]:
     """Copies of the metric dicts with "p_value_adj" (Holm across those that have a p-value)."""
-    adjusted = holm({k: (m or {}).get("p_value") for k, m in metrics.items()})
+    adjusted = holm({k: None if m is None else m["p_value"] for k, m in metrics.items()})
     return {k: None if m is None else {**m, "p_value_adj": adjusted[k]} for k, m in metrics.items()}
 
 
