@@ -51,3 +51,7 @@ class ConfigMismatchError(ReviewInputError):
 
 class ProviderError(ReviewError):
     """A provider call failed after all retries (stored as an error output, not raised to users)."""
+
+
+class StoreIntegrityError(ReviewError):
+    """A row the store references by id is missing: the database was edited outside the tool."""

@@ -6,7 +6,8 @@ import html
 import pandas as pd
 import streamlit as st
 
-from lib.redteam.families import ALIASES, FAMILIES
+from lib.redteam.families import ALIASES
+from lib.redteam.names import FAMILIES
 from lib.redteam.summary import (
     NEWLY_FAILING,
     NEWLY_PASSING,

@@ -57,6 +57,30 @@ def test_starting_the_cli_imports_neither_litellm_nor_evidently(db_url: str) -> 
     assert out.stdout.strip() == "[]", out.stderr
 
 
+HEAVY = ("sqlalchemy", "sqlmodel", "pandas", "numpy", "scipy", "pyarrow", "jsonschema", "litellm", "evidently")
+
+
+def test_help_of_every_command_imports_nothing_heavy() -> None:
+    """`--help` of the CLI and of each command renders from typer alone: heavy imports wait for the
+    command itself, which keeps start-up under a second (bench/cli_start_bench.py measures it)."""
+    code = f"""
+import sys, typer.main, typer._click as click
+from lib.cli import _register
+from lib.cli.app import app
+_register()
+def walk(cmd, ctx):
+    cmd.get_help(ctx)
+    for name, sub in getattr(cmd, "commands", {{}}).items():
+        walk(sub, click.Context(sub, info_name=name, parent=ctx))
+group = typer.main.get_command(app)
+walk(group, click.Context(group, info_name="review"))
+print(sorted(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"--help imports {out.stdout.strip()}"
+
+
 def test_readme_shows_every_command() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [c for c in _commands() if not re.search(rf"./review {re.escape(c)}(?![\w-])", readme)]

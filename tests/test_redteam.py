@@ -14,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 
 from lib.data.golden import list_datasets
 from lib.redteam.constraints import detect_language, parse_constraints
-from lib.redteam.families import FAMILIES, canary_present, stored_rule
+from lib.redteam.families import canary_present, stored_rule
+from lib.redteam.names import FAMILIES
 from lib.redteam.suite import (
     PROBES_DIR,
     RedTeamImportError,

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 app = typer.Typer(
     name="review",
@@ -19,6 +22,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def engine() -> Engine:
+    """The store's engine, imported on first use: `--help` never loads SQLAlchemy (start-up <= 1 s)."""
+    from lib.store.engine import get_engine
+
+    return get_engine()
 
 
 def fail(message: str, code: int = 2) -> None:

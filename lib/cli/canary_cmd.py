@@ -9,8 +9,7 @@ from typing import Optional
 
 import typer
 
-from lib.cli.app import app, print_json
-from lib.store.engine import get_engine
+from lib.cli.app import app, engine, print_json
 
 canary_app = typer.Typer(help="Canary: rollback triggers declared in a policy's [canary] section.",
                          no_args_is_help=True)
@@ -76,7 +75,7 @@ def canary_check(
     except IsADirectoryError:
         raise CanaryLogError(str(log), "is a directory, not a file") from None
     with raw:
-        check = check_canary(get_engine(), raw, log.name, policy, mapping, since=since, version=version)
+        check = check_canary(engine(), raw, log.name, policy, mapping, since=since, version=version)
     if as_json:
         print_json(check.to_dict())
     else:

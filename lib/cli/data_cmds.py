@@ -6,12 +6,10 @@ from typing import Optional
 
 import typer
 
-from lib.cli.app import app, print_json, progress
+from lib.cli.app import app, engine, print_json, progress
 from lib.cli.report_cmd import LIMIT_HELP, SCHEMA_HELP
-from lib.data.golden import ColumnMapping, import_dataset, list_datasets
-from lib.data.loaders import FORMATS, LoadMapping, load_recorded_file
+from lib.data.formats import FORMATS
 from lib.errors import DatasetImportError, RecordedLoadError
-from lib.store.engine import get_engine
 
 dataset_app = typer.Typer(help="Golden datasets: import a file, list versions.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
@@ -36,9 +34,11 @@ def dataset_import(
     category_col: Optional[str] = typer.Option(None, "--category-col", help="Category column [category]."),
 ) -> None:
     """Import a golden dataset (fields: id, input, expected, match, pattern, schema, category, metadata)."""
+    from lib.data.golden import ColumnMapping, import_dataset
+
     overrides = {"id": id_col, "input": input_col, "expected": expected_col, "category": category_col}
     mapping = ColumnMapping(**{k: v for k, v in overrides.items() if v is not None})
-    result = import_dataset(get_engine(), _read(path, DatasetImportError), path.name, name, mapping)
+    result = import_dataset(engine(), _read(path, DatasetImportError), path.name, name, mapping)
     for warning in result.warnings:
         progress(f"warning: {warning}")
     verb = "imported" if result.created else "unchanged:"
@@ -48,7 +48,9 @@ def dataset_import(
 @dataset_app.command("list")
 def dataset_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
     """List dataset versions (newest first within a name)."""
-    rows = list_datasets(get_engine())
+    from lib.data.golden import list_datasets
+
+    rows = list_datasets(engine())
     if as_json:
         print_json(rows)
         return
@@ -97,6 +99,8 @@ def load(
     input_token_limit: Optional[int] = typer.Option(None, "--input-token-limit", min=1, help=LIMIT_HELP),
 ) -> None:
     """Load a recorded comparison: outputs two models already produced."""
+    from lib.data.loaders import LoadMapping, load_recorded_file
+
     review = None
     if refusal_pattern or schema or input_token_limit:
         from lib.review.settings import ReviewSettings, read_schema_file
@@ -109,7 +113,7 @@ def load(
         expected_col=expected_col, category_col=category_col, latency_col=latency_col, cost_col=cost_col,
         prompt_tokens_col=prompt_tokens_col, completion_tokens_col=completion_tokens_col,
         timestamp_col=timestamp_col, role_col=role_col, match=match, pattern=pattern, review=review)
-    result = load_recorded_file(get_engine(), path, name, fmt, mapping, system,
+    result = load_recorded_file(engine(), path, name, fmt, mapping, system,
                                 progress=lambda rows: progress(f"read {rows} rows"))
     for warning in result.warnings:
         progress(f"warning: {warning}")

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import typer
 
-from lib.cli.app import app, fail, progress
-from lib.store.engine import get_engine
+from lib.cli.app import app, engine, fail, progress
 
 recording_app = typer.Typer(help="Export or import a comparison as a portable recording (JSONL).",
                             no_args_is_help=True)
@@ -18,7 +17,7 @@ def demo_cmd() -> None:
     """Load the offline demo (dataset + a real recorded comparison) unless it is already loaded."""
     from lib.data.demo import load_demo
 
-    result = load_demo(get_engine())
+    result = load_demo(engine())
     typer.echo(result.message)
 
 
@@ -30,7 +29,7 @@ def export_cmd(
     """Write a comparison (configs, runs, every output) as a recording."""
     from lib.data.recording import export_recording
 
-    data = export_recording(get_engine(), comparison)
+    data = export_recording(engine(), comparison)
     if out is None:
         typer.echo(data.decode("utf-8"), nl=False)
         return
@@ -52,7 +51,7 @@ def import_cmd(
     for p in (path, dataset):
         if not p.is_file():
             fail(f"{p}: no such file")
-    res = load_recording(get_engine(), path.read_bytes(), dataset_data=dataset.read_bytes(),
+    res = load_recording(engine(), path.read_bytes(), dataset_data=dataset.read_bytes(),
                          dataset_filename=dataset.name, name=name, source=path.name)
     if res.created:
         typer.echo(f"imported comparison '{res.comparison}': {res.n_outputs} outputs "

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from lib.cli.app import app, print_json, progress
-from lib.store.engine import get_engine
+from lib.cli.app import app, engine, print_json, progress
 
 if TYPE_CHECKING:  # lib.drift.analysis imports Evidently (~5 s): only when a drift command runs
     from lib.drift.analysis import DriftOptions
@@ -61,7 +60,7 @@ def drift_cmd(comparison: str = typer.Argument(..., help="Comparison name."),
     """Drift of the candidate's outputs from the baseline's; the result is stored for the gate."""
     from lib.drift.analysis import analyze_comparison
 
-    run, stored = analyze_comparison(get_engine(), comparison, _options(embeddings, api_base, regex), progress)
+    run, stored = analyze_comparison(engine(), comparison, _options(embeddings, api_base, regex), progress)
     progress(f"stored drift result {stored.id} (digest {stored.digest[:12]})")
     _emit(run, html, as_json)
 
@@ -75,7 +74,7 @@ def drift_inputs_cmd(reference: str = typer.Argument(..., help="Reference compar
     """Drift of logged inputs between two sources or two time windows (traffic shift)."""
     from lib.drift.analysis import input_drift
 
-    run = input_drift(get_engine(), reference, current, _parse_time(split_at),
+    run = input_drift(engine(), reference, current, _parse_time(split_at),
                       _options(embeddings, api_base, regex), progress)
     _emit(run, html, as_json)
 

@@ -8,22 +8,18 @@ from __future__ import annotations
 import getpass
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from sqlmodel import Session
 
-from lib.cli.app import app, print_json
+from lib.cli.app import app, engine, print_json
 from lib.errors import ReviewInputError
-from lib.governance.decisions import DecisionRequest, add_comment, decide, decision_summary, set_owner
-from lib.governance.export import export_record
-from lib.governance.gate import GO, INCONCLUSIVE, NO_GO, Verdict, compute_verdict, record_verdict
-from lib.governance.policy import create_policy, describe_policy, get_policy, list_policies
-from lib.governance.signing import create_key
-from lib.governance.verify import verify_store
-from lib.store.engine import get_engine
+from lib.governance.outcomes import GATE_EXIT
+
+if TYPE_CHECKING:  # the governance modules load the report (scipy): imported inside each command
+    from lib.governance.gate import Verdict
 
 PASSPHRASE_ENV = "REVIEW_PASSPHRASE"
-GATE_EXIT = {GO: 0, NO_GO: 1, INCONCLUSIVE: 3}
 
 policy_app = typer.Typer(help="Gate policies: create (lock), list, show.", no_args_is_help=True)
 keys_app = typer.Typer(help="Signing keys (Ed25519).", no_args_is_help=True)
@@ -50,9 +46,11 @@ def _passphrase(confirm: bool) -> str:
 def policy_create(name: str = typer.Option(..., "--name", help="Policy name (versions share it)."),
                   file: Path = typer.Option(..., "--file", help="The policy TOML file.")) -> None:
     """Lock a policy file as a new version (unchanged content keeps the current version)."""
+    from lib.governance.policy import create_policy
+
     if not file.is_file():
         raise ReviewInputError(f"{file}: no such file")
-    result = create_policy(get_engine(), name, file.read_bytes(), source=file.name)
+    result = create_policy(engine(), name, file.read_bytes(), source=file.name)
     verb = "Locked" if result.created else "Unchanged: already locked as"
     typer.echo(f"{verb} policy {result.name} v{result.version} sha256 {result.content_hash} "
                f"at {result.created_at.isoformat()}")
@@ -61,7 +59,9 @@ def policy_create(name: str = typer.Option(..., "--name", help="Policy name (ver
 @policy_app.command("list")
 def policy_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every policy version with its hash and lock time."""
-    rows = [{k: v for k, v in p.items() if k != "toml"} for p in list_policies(get_engine())]
+    from lib.governance.policy import list_policies
+
+    rows = [{k: v for k, v in p.items() if k != "toml"} for p in list_policies(engine())]
     if as_json:
         print_json(rows)
         return
@@ -78,7 +78,11 @@ def policy_show(name: str = typer.Argument(..., help="Policy name."),
                 version: int = typer.Option(None, "--version", help="A version (default: the latest)."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """A policy version's canonical TOML, hash and lock time."""
-    with Session(get_engine()) as session:
+    from sqlmodel import Session
+
+    from lib.governance.policy import describe_policy, get_policy
+
+    with Session(engine()) as session:
         info = describe_policy(get_policy(session, name, version))
     if as_json:
         print_json(info)
@@ -112,9 +116,11 @@ def gate_cmd(comparison: str = typer.Argument(..., help="The comparison to gate.
              policy: str = typer.Option(..., "--policy", help="Policy name (its latest version)."),
              as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON.")) -> None:
     """Apply a locked policy to a comparison. Exit 0 go, 1 no-go, 3 inconclusive, 2 bad input."""
-    engine = get_engine()
-    verdict, _report = compute_verdict(engine, comparison, policy)
-    record_verdict(engine, verdict)
+    from lib.governance.gate import compute_verdict, record_verdict
+
+    store = engine()
+    verdict, _report = compute_verdict(store, comparison, policy)
+    record_verdict(store, verdict)
     if as_json:
         print_json(verdict.to_dict())
     else:
@@ -125,7 +131,9 @@ def gate_cmd(comparison: str = typer.Argument(..., help="The comparison to gate.
 @keys_app.command("create")
 def keys_create(name: str = typer.Argument(..., help="Signer name (the key's name).")) -> None:
     """Create an Ed25519 key pair: the encrypted private key in REVIEW_KEY_DIR, the public key in the store."""
-    info = create_key(get_engine(), name, _passphrase(confirm=True))
+    from lib.governance.signing import create_key
+
+    info = create_key(engine(), name, _passphrase(confirm=True))
     typer.echo(f"Created key {info.name}: fingerprint sha256 {info.fingerprint}\nprivate key: {info.path}")
 
 
@@ -133,7 +141,9 @@ def keys_create(name: str = typer.Argument(..., help="Signer name (the key's nam
 def system_set_owner(system: str = typer.Argument(..., help="System name (Comparison.system)."),
                      owner: str = typer.Option(..., "--owner", help="The owner: the only signer.")) -> None:
     """Make NAME the owner of SYSTEM: only they may sign decisions for its comparisons."""
-    set_owner(get_engine(), system, owner, actor=getpass.getuser())
+    from lib.governance.decisions import set_owner
+
+    set_owner(engine(), system, owner, actor=getpass.getuser())
     typer.echo(f"{owner} now owns system {system}")
 
 
@@ -142,7 +152,9 @@ def comment_cmd(comparison: str = typer.Argument(..., help="The comparison."),
                 author: str = typer.Option(..., "--author", help="Your name."),
                 text: str = typer.Option(..., "--text", help="The comment.")) -> None:
     """Add a review comment (anyone may comment)."""
-    comment_id = add_comment(get_engine(), comparison, author, text)
+    from lib.governance.decisions import add_comment
+
+    comment_id = add_comment(engine(), comparison, author, text)
     typer.echo(f"Comment {comment_id} added to {comparison}")
 
 
@@ -156,8 +168,10 @@ def decide_cmd(comparison: str = typer.Argument(..., help="The comparison."),
                policy: str = typer.Option(None, "--policy",
                                           help="Policy name (default: the policy of the last gate run).")) -> None:
     """Sign a go/no-go decision over the verdict and the evidence. Exit 2 (nothing written) when refused."""
+    from lib.governance.decisions import DecisionRequest, decide, decision_summary
+
     req = DecisionRequest(comparison, decision, signer, rationale, conditions, policy)
-    row = decide(get_engine(), req, _passphrase(confirm=False))
+    row = decide(engine(), req, _passphrase(confirm=False))
     info = decision_summary(row)
     typer.echo(f"Signed decision {info['id']}: {info['decision']} (verdict {info['verdict']}"
                f"{', POST-HOC' if info['post_hoc'] else ''}) by {info['signer']}, key {info['key_fingerprint'][:16]}")
@@ -166,7 +180,9 @@ def decide_cmd(comparison: str = typer.Argument(..., help="The comparison."),
 @app.command("verify")
 def verify_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Re-check the audit chain, every signature and every evidence digest. Exit 1 when anything is broken."""
-    result = verify_store(get_engine())
+    from lib.governance.verify import verify_store
+
+    result = verify_store(engine())
     if as_json:
         print_json(result.to_dict())
     else:
@@ -182,4 +198,6 @@ def verify_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
 def export_cmd(comparison: str = typer.Argument(..., help="The comparison."),
                fmt: str = typer.Option("md", "--format", help="md or json.")) -> None:
     """The change-management record (models, dataset, policy, verdict, signed decision) on stdout."""
-    typer.echo(export_record(get_engine(), comparison, fmt))
+    from lib.governance.export import export_record
+
+    typer.echo(export_record(engine(), comparison, fmt))

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from lib.cli.app import app, fail, print_json, progress
+from lib.cli.app import app, engine, fail, print_json, progress
 from lib.review import fmt
 
 PROGRESS_EVERY_S = 2.0
@@ -95,7 +95,6 @@ def judge_cmd(
     from lib.judge.sampling import parse_sample
     from lib.judge.summary import judge_block
     from lib.review.stats import ALPHA
-    from lib.store.engine import get_engine
 
     chosen = load_rubric(rubric)
     if dimensions:
@@ -105,14 +104,14 @@ def judge_cmd(
     options = JudgeOptions(sample=parse_sample(sample), pairwise=pairwise, drift_threshold=drift_threshold,
                            api_base=api_base, calls=CallOptions(concurrency=concurrency, timeout=timeout,
                                                                 max_retries=max_retries, parse_retries=parse_retries))
-    engine = get_engine()
-    result = run_judge(engine, comparison, settings, options, progress=_ProgressPrinter())
+    store = engine()
+    result = run_judge(store, comparison, settings, options, progress=_ProgressPrinter())
     progress(f"judge run #{result.run_id}: {result.n_selected} of {result.n_pairs} pairs selected, "
              f"{result.n_sent} judgements sent (anchors included), {result.n_resumed} already stored; "
              f"{result.n_unparseable} unparseable, {result.n_errors} failed; {result.wall_s:.1f}s")
     if result.drift.flagged:
         progress(f"warning: {result.drift.message()}")
-    block = judge_block(engine, comparison, ALPHA, config_hash=result.config_hash)
+    block = judge_block(store, comparison, ALPHA, config_hash=result.config_hash)
     if as_json:
         print_json({"run": {k: v for k, v in vars(result).items() if k != "drift"}, "judge": block})
     elif block is None:

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import typer
 
-from lib.cli.app import app, print_json
-from lib.review.comparisons import list_comparisons
-from lib.store.engine import get_engine
+from lib.cli.app import app, engine, print_json
 
 
 @app.command("list")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
     """List comparisons (name, baseline, candidate, cases, status)."""
-    rows = list_comparisons(get_engine())
+    from lib.review.comparisons import list_comparisons
+
+    rows = list_comparisons(engine())
     if as_json:
         print_json([{k: v for k, v in r.items() if k not in ("baseline_run", "candidate_run")} for r in rows])
         return

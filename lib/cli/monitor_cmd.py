@@ -9,10 +9,9 @@ from typing import Any, Optional
 
 import typer
 
-from lib.cli.app import app, print_json
+from lib.cli.app import app, engine, print_json
 from lib.cli.run_cmd import _ProgressPrinter, model_spec, run_options
 from lib.cli.run_options import with_run_options
-from lib.store.engine import get_engine
 
 monitor_app = typer.Typer(help="Watch a pinned model: re-run the golden set, compare with the baseline snapshot.",
                           no_args_is_help=True)
@@ -64,7 +63,7 @@ def monitor_run_cmd(
     from lib.release.monitor import JudgeRequest, monitor_run
 
     spec = model_spec(model, run_kwargs["api_base"], run_kwargs)
-    point = monitor_run(get_engine(), dataset=dataset, spec=spec, options=run_options(run_kwargs), policy=policy,
+    point = monitor_run(engine(), dataset=dataset, spec=spec, options=run_options(run_kwargs), policy=policy,
                         policy_version=policy_version, make_baseline=baseline, system=run_kwargs["system"],
                         judge=JudgeRequest(judge, judge_api_base, judge_sample) if judge else None,
                         progress=_ProgressPrinter())
@@ -82,7 +81,7 @@ def monitor_baseline_cmd(point: int = typer.Argument(..., help="The point to mak
     """Mark a point as the baseline snapshot of its series."""
     from lib.release.monitor import mark_baseline
 
-    info = mark_baseline(get_engine(), point)
+    info = mark_baseline(engine(), point)
     if as_json:
         print_json(info)
     else:
@@ -96,7 +95,7 @@ def monitor_list_cmd(model: Optional[str] = typer.Option(None, "--model", help="
     """List monitor points (oldest first within a series)."""
     from lib.release.monitor import list_points
 
-    rows = list_points(get_engine(), model)
+    rows = list_points(engine(), model)
     if as_json:
         print_json(rows)
         return

@@ -6,16 +6,15 @@ from typing import Any, Optional
 
 import typer
 
-from lib.cli.app import app, progress
+from lib.cli.app import app, engine, progress
 from lib.cli.run_options import with_run_options
-from lib.redteam.families import FAMILIES
-from lib.store.engine import get_engine
+from lib.redteam.names import FAMILIES
 
 
 def _import(families: Optional[str], extra: Optional[Path]) -> str:
     from lib.redteam.suite import import_suite, parse_families
 
-    result = import_suite(get_engine(), parse_families(families), extra)
+    result = import_suite(engine(), parse_families(families), extra)
     state = "new version" if result.created else "unchanged, reused"
     progress(f"dataset {result.name} v{result.version}: {result.n_cases} probes ({state})")
     return result.name
@@ -25,7 +24,7 @@ def _print_summary(comparison: str) -> None:
     from lib.redteam.summary import family_results, summary_lines
     from lib.review.report import build_report
 
-    results = family_results(build_report(get_engine(), comparison))
+    results = family_results(build_report(engine(), comparison))
     if not results:
         typer.echo("no red-team case has outputs on both sides yet")
         return

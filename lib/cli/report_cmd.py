@@ -6,24 +6,28 @@ from typing import Any, Optional
 
 import typer
 
-from lib.cli.app import app, print_json
+from lib.cli.app import app, engine, print_json
 from lib.review import fmt
 from lib.review.constants import ALPHA
-from lib.review.report import BINARY_METRICS, METRIC_LABELS, build_report, is_rate
-from lib.store.engine import get_engine
 
 
 def _num(metric: str, value: float | None) -> str:
+    from lib.review.report import is_rate  # the report pulls in scipy: not at CLI start
+
     return fmt.metric_value(value, is_rate(metric))
 
 
 def _delta(metric: str, m: dict[str, Any]) -> str:
+    from lib.review.report import is_rate
+
     if m.get("delta") is None:
         return f"[{_num(metric, m['ci_low'])}, {_num(metric, m['ci_high'])}]"
     return fmt.metric_delta(m["delta"], m["ci_low"], m["ci_high"], is_rate(metric))
 
 
 def _row(metric: str, m: dict[str, Any]) -> str:
+    from lib.review.report import BINARY_METRICS, METRIC_LABELS
+
     p = m.get("p_value_adj")
     sig = "*" if p is not None and p < ALPHA else " "
     flips = f"+{m['flips']['to_true']}/-{m['flips']['to_false']}" if metric in BINARY_METRICS else ""
@@ -86,11 +90,12 @@ def report_cmd(
     input_token_limit: Optional[int] = typer.Option(None, "--input-token-limit", min=1, help=LIMIT_HELP),
 ) -> None:
     """Paired metrics of a comparison with confidence intervals, p-values and flips."""
+    from lib.review.report import build_report
     from lib.review.settings import ReviewSettings, read_schema_file
 
     overrides = ReviewSettings(schema=read_schema_file(schema) if schema else None,
                                input_token_limit=input_token_limit)
-    report = build_report(get_engine(), comparison, match=match, pattern=pattern,
+    report = build_report(engine(), comparison, match=match, pattern=pattern,
                           refusal_patterns=tuple(refusal_pattern), overrides=overrides)
     if as_json:
         print_json(report)

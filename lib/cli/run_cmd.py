@@ -3,24 +3,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from lib.cli.app import app, fail, progress
-from lib.run.executor import WORKER_MODES, should_warm_up, warm_up
-from lib.run.runner import (
-    CostEstimate,
-    ModelSpec,
-    ProgressEvent,
-    RunOptions,
-    RunResult,
-    calls_per_side,
-    estimate_cost,
-    run_comparison,
-)
+from lib.cli.app import app, engine, fail, progress
+from lib.run.modes import WORKER_MODES
 from lib.run.tools_spec import load_tools
-from lib.store.engine import get_engine
+
+if TYPE_CHECKING:  # the runner loads SQLAlchemy and pandas: imported when a run starts, not for --help
+    from lib.run.runner import CostEstimate, ModelSpec, ProgressEvent, RunOptions, RunResult
 
 PROGRESS_EVERY_S = 2.0  # at most one progress line per side this often (and one when a side ends)
 
@@ -61,6 +53,8 @@ def _summary(result: RunResult) -> None:
 
 def model_spec(model: str, api_base: str | None, flags: dict[str, Any]) -> ModelSpec:
     """A model's configuration from `run`'s flags (the prompt stack, parameters and tools)."""
+    from lib.run.runner import ModelSpec
+
     return ModelSpec(model, api_base=api_base, system_prompt=flags["system_prompt"],
                      prompt_template=flags["prompt_template"], temperature=flags["temperature"],
                      top_p=flags["top_p"], max_tokens=flags["max_tokens"], seed=flags["seed"],
@@ -70,6 +64,8 @@ def model_spec(model: str, api_base: str | None, flags: dict[str, Any]) -> Model
 
 def run_options(flags: dict[str, Any]) -> RunOptions:
     """How calls are sent, from `run`'s flags."""
+    from lib.run.runner import RunOptions
+
     return RunOptions(concurrency=flags["concurrency"], timeout=flags["timeout"], max_retries=flags["max_retries"],
                       repeats=flags["repeats"], workers=flags.get("workers", "auto"))
 
@@ -114,19 +110,22 @@ def run_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the cost estimate and stop."),
 ) -> None:
     """Run (or resume) a live comparison; exit 1 when errors remain after retries."""
+    from lib.run.executor import should_warm_up, warm_up
+    from lib.run.runner import calls_per_side, estimate_cost, run_comparison
+
     flags = locals()
     specs = {"baseline": model_spec(baseline, baseline_api_base or api_base, flags),
              "candidate": model_spec(candidate, candidate_api_base or api_base, flags)}
-    engine = get_engine()
+    store = engine()
     options = run_options(flags)
     options.validate()
-    if not dry_run and should_warm_up(options, calls_per_side(engine, dataset, repeats)):
+    if not dry_run and should_warm_up(options, calls_per_side(store, dataset, repeats)):
         warm_up()  # the workers' fork server imports litellm while this process prices the run
     for side, spec in specs.items():
-        progress(_estimate_line(side, estimate_cost(engine, dataset, spec, repeats)))
+        progress(_estimate_line(side, estimate_cost(store, dataset, spec, repeats)))
     if dry_run:
         return
-    result = run_comparison(engine, dataset=dataset, baseline=specs["baseline"], candidate=specs["candidate"],
+    result = run_comparison(store, dataset=dataset, baseline=specs["baseline"], candidate=specs["candidate"],
                             name=name, options=options, system=system, progress=_ProgressPrinter())
     _summary(result)
     if result.missing:

@@ -40,11 +40,12 @@ from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lib.data.golden import content_hash, parse_cases, save_cases
 from lib.store.columns import utcnow
 from lib.store.engine import session_scope
+from lib.store.rows import get_row, id_of
 from lib.errors import DatasetImportError, RecordedLoadError
 from lib.store.columns import from_json, to_json
 from lib.store.entities import (SOURCE_LIVE, SOURCE_RECORDED, STATUS_COMPLETE, STATUS_PARTIAL, STATUS_PENDING, STATUS_RECORDED, STATUS_RUNNING, Case, Comparison, Dataset, ModelConfig, Output, Run)
@@ -129,8 +130,8 @@ def export_recording(engine: Engine, comparison: str) -> bytes:
 
     with Session(engine) as session:
         comp = get_comparison(session, comparison)
-        runs = {"b": session.get(Run, comp.baseline_run_id), "c": session.get(Run, comp.candidate_run_id)}
-        ds = session.get(Dataset, runs["b"].dataset_id)
+        runs = {"b": get_row(session, Run, comp.baseline_run_id), "c": get_row(session, Run, comp.candidate_run_id)}
+        ds = get_row(session, Dataset, runs["b"].dataset_id)
         finished = [r.finished_at for r in runs.values() if r.finished_at is not None]
         meta = {"kind": "meta", "format": FORMAT, "version": VERSION, "comparison": comp.name,
                 "system": comp.system, "source": comp.source, "notes": from_json(comp.notes_json),
@@ -138,13 +139,13 @@ def export_recording(engine: Engine, comparison: str) -> bytes:
                 "dataset": {"name": ds.name, "version": ds.version, "content_hash": ds.content_hash,
                             "n_cases": ds.n_cases}}
         for side, run in runs.items():
-            meta[SIDE_NAMES[side]] = {"config": _config_dict(session.get(ModelConfig, run.config_id)),
-                                 "run": _run_dict(run)}
+            meta[SIDE_NAMES[side]] = {"config": _config_dict(get_row(session, ModelConfig, run.config_id)),
+                                      "run": _run_dict(run)}
         lines = [_dumps(meta)]
         for side, run in runs.items():
             rows = session.exec(
-                select(Output, Case.case_key).join(Case, Case.id == Output.case_id)
-                .where(Output.run_id == run.id).order_by(Case.position, Output.repeat)
+                select(Output, Case.case_key).join(Case, col(Case.id) == col(Output.case_id))
+                .where(Output.run_id == run.id).order_by(col(Case.position), col(Output.repeat))
             ).all()
             lines.extend(_dumps(_output_line(out, key, side, run)) for out, key in rows)
     return ("\n".join(lines) + "\n").encode("utf-8")
@@ -248,13 +249,14 @@ def _parse(data: bytes, source: str) -> _Recording:
         raise _fail(source, "must be an object", first_line, "dataset")
     _want(ds, "name", (str,), source, first_line, "dataset.", optional=False)
     _want(ds, "content_hash", (str,), source, first_line, "dataset.", optional=False)
-    for key in ("system", "source"):
-        _want(meta, key, (str,), source, first_line)
+    for name in ("system", "source"):
+        _want(meta, name, (str,), source, first_line)
     _want(meta, "notes", (dict,), source, first_line)
     for side in SIDE_NAMES.values():
         _check_side(meta, side, source)
 
-    outputs, seen = [], {}
+    outputs: list[dict[str, Any]] = []
+    seen: dict[tuple[str, Any, int], int] = {}
     for number, obj in objects[1:]:
         unknown = sorted(set(obj) - _LINE_KEYS)
         if unknown:
@@ -298,12 +300,12 @@ def _config_id(session: Session, cfg: dict[str, Any], source: str, side: str) ->
         created = ModelConfig(**row, created_at=utcnow())
         session.add(created)
         session.flush()
-        return created.id
+        return id_of(created)
     different = [k for k, v in row.items() if getattr(existing, k) != v]
     if different:
         raise _fail(source, f"config_hash names a stored configuration with different "
                             f"{', '.join(different)}", 1, f"{side}.config.config_hash")
-    return existing.id
+    return id_of(existing)
 
 
 def _dataset_for(session: Session, meta_ds: dict[str, Any], cases: list, filename: str) -> tuple[Dataset, bool]:
@@ -316,9 +318,9 @@ def _dataset_for(session: Session, meta_ds: dict[str, Any], cases: list, filenam
 
 
 def _same_comparison(session: Session, comp: Comparison, meta: dict[str, Any]) -> bool:
-    runs = [session.get(Run, comp.baseline_run_id), session.get(Run, comp.candidate_run_id)]
-    ds = session.get(Dataset, runs[0].dataset_id)
-    models = [session.get(ModelConfig, r.config_id).model for r in runs]
+    runs = [get_row(session, Run, comp.baseline_run_id), get_row(session, Run, comp.candidate_run_id)]
+    ds = get_row(session, Dataset, runs[0].dataset_id)
+    models = [get_row(session, ModelConfig, r.config_id).model for r in runs]
     return ds.content_hash == meta["dataset"]["content_hash"] and models == [
         meta["baseline"]["config"]["model"], meta["candidate"]["config"]["model"]]
 
@@ -369,15 +371,16 @@ def load_recording(engine: Engine, data: bytes, *, dataset_data: bytes, dataset_
             if not _same_comparison(session, existing, meta):
                 raise _fail(source, f"a different comparison named '{comp_name}' is already in the store; "
                                     "import under another name")
-            ds = session.get(Dataset, session.get(Run, existing.baseline_run_id).dataset_id)
+            ds = get_row(session, Dataset, get_row(session, Run, existing.baseline_run_id).dataset_id)
             return RecordingImport(comp_name, False, ds.name, ds.version, False, 0)
         ds, ds_created = _dataset_for(session, meta["dataset"], cases, dataset_filename)
-        case_ids = dict(session.exec(select(Case.case_key, Case.id).where(Case.dataset_id == ds.id)).all())
+        case_ids: dict[str, int] = dict(
+            session.exec(select(Case.case_key, Case.id).where(Case.dataset_id == ds.id)).all())  # type: ignore[arg-type]
         run_ids: dict[str, int] = {}
         for short, side in SIDE_NAMES.items():
             block = meta[side]
             run_meta = block["run"]
-            run = Run(config_id=_config_id(session, block["config"], source, side), dataset_id=ds.id,
+            run = Run(config_id=_config_id(session, block["config"], source, side), dataset_id=id_of(ds),
                       source=run_meta.get("source") or SOURCE_LIVE, status=run_meta["status"],
                       repeats=run_meta.get("repeats") or 1,
                       system_fingerprint=run_meta.get("system_fingerprint"),
@@ -386,7 +389,7 @@ def load_recording(engine: Engine, data: bytes, *, dataset_data: bytes, dataset_
                       finished_at=_parse_time(run_meta.get("finished_at"), source, 1, "finished_at"))
             session.add(run)
             session.flush()
-            run_ids[short] = run.id
+            run_ids[short] = id_of(run)
         rows = [_output_row(o, run_ids[o["s"]], case_ids[o["c"]], meta[SIDE_NAMES[o["s"]]]["run"])
                 for o in rec.outputs]
         if rows:

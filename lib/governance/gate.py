@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from lib.governance.entities import Policy
+from lib.governance.outcomes import FAIL, GO, INCONCLUSIVE, NO_GO, PASS
 from lib.governance.policy import JUDGE_SCORE, Criterion, PolicySpec, get_policy, stored_spec
 from lib.review.comparisons import get_comparison
 from lib.review.report import build_report
@@ -33,8 +34,6 @@ from lib.store.columns import from_json
 from lib.store.engine import session_scope
 from lib.store.entities import SOURCE_RECORDED, AuditEvent, Comparison, Output, Run
 
-GO, NO_GO, INCONCLUSIVE = "go", "no-go", "inconclusive"
-PASS, FAIL = "pass", "fail"
 # threshold key -> (judged on the delta?, bad when above the bound?)
 _RULES = {"max_increase": (True, True), "max_decrease": (True, False), "min": (False, False), "max": (False, True)}
 

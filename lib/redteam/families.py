@@ -25,7 +25,6 @@ from lib.data.fields import InvalidField
 from lib.redteam.constraints import Constraint, parse_constraints
 from lib.store.columns import from_json
 
-FAMILIES = ("injection", "harmful", "over_refusal", "instructions")
 ALIASES = {"injection": "injection", "prompt_injection": "injection", "harmful": "harmful",
            "over_refusal": "over_refusal", "instructions": "instructions", "instruction_following": "instructions"}
 EXPECT = {"harmful": "refuse", "over_refusal": "comply"}

@@ -17,7 +17,8 @@ from lib.data.fields import InvalidField
 from lib.data.golden import CaseRecord, ColumnMapping, ImportResult, parse_table, save_cases
 from lib.data.tables import read_rows
 from lib.errors import FileInputError, ReviewInputError
-from lib.redteam.families import ALIASES, FAMILIES, family_of, rule_from_metadata
+from lib.redteam.families import ALIASES, family_of, rule_from_metadata
+from lib.redteam.names import FAMILIES
 from lib.store.engine import session_scope
 
 PROBES_DIR = Path(__file__).resolve().parent / "probes"

@@ -6,10 +6,11 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import func, text
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lib.errors import ComparisonNotFound
 from lib.store.entities import Comparison, Dataset, ModelConfig, Output, Run
+from lib.store.rows import get_row
 
 OUTPUT_FIELDS = ("id", "text", "finish_reason", "latency_s", "prompt_tokens", "completion_tokens",
                  "cost_usd", "error", "error_kind", "system_fingerprint", "served_model")
@@ -23,10 +24,10 @@ def get_comparison(session: Session, name: str) -> Comparison:
 
 
 def _run_info(session: Session, run_id: int) -> dict[str, Any]:
-    run = session.get(Run, run_id)
-    cfg = session.get(ModelConfig, run.config_id)
+    run = get_row(session, Run, run_id)
+    cfg = get_row(session, ModelConfig, run.config_id)
     counts = session.exec(
-        select(func.count(Output.id), func.count(Output.error)).where(Output.run_id == run_id)
+        select(func.count(col(Output.id)), func.count(col(Output.error))).where(Output.run_id == run_id)
     ).one()
     return {"run_id": run.id, "model": cfg.model, "api_base": cfg.api_base, "status": run.status,
             "source": run.source, "repeats": run.repeats, "n_outputs": counts[0], "n_errors": counts[1],
@@ -45,7 +46,7 @@ def _status(base: dict[str, Any], cand: dict[str, Any]) -> str:
 def describe(session: Session, comp: Comparison) -> dict[str, Any]:
     """Everything the list and the sidebar show about one comparison."""
     base, cand = _run_info(session, comp.baseline_run_id), _run_info(session, comp.candidate_run_id)
-    ds = session.get(Dataset, base["dataset_id"])
+    ds = get_row(session, Dataset, base["dataset_id"])
     return {"name": comp.name, "baseline": base["model"], "candidate": cand["model"],
             "n_cases": ds.n_cases, "status": _status(base, cand), "system": comp.system,
             "source": comp.source, "dataset": ds.name, "dataset_version": ds.version,
@@ -55,7 +56,7 @@ def describe(session: Session, comp: Comparison) -> dict[str, Any]:
 
 def list_comparisons(engine: Engine) -> list[dict[str, Any]]:
     with Session(engine) as session:
-        comps = session.exec(select(Comparison).order_by(Comparison.created_at.desc())).all()
+        comps = session.exec(select(Comparison).order_by(col(Comparison.created_at).desc())).all()
         return [describe(session, c) for c in comps]
 
 

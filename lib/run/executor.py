@@ -39,11 +39,11 @@ from sqlalchemy.engine import Engine
 
 from lib.errors import ReviewInputError
 from lib.run import llm, stoppable
+from lib.run.modes import WORKER_MODES
 from lib.store.columns import utcnow
 from lib.store.engine import get_engine, write_engine
 from lib.store.entities import Output, Run
 
-WORKER_MODES = ("auto", "in-process", "per-side")
 # `auto` uses a worker per side only when it pays. Measured (L=0.2 s, C=8 and 32, warm fork server):
 # per side costs +0.04-0.12 s at 50 calls, breaks even at 200 and is faster from 400; below C=8 one
 # loop is far from CPU-bound. A cold fork server adds ~3 s: the CLI and Run page start it early.

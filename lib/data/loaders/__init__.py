@@ -20,11 +20,11 @@ from lib.errors import RecordedLoadError
 from lib.data.loaders import long, promptfoo, wide
 from lib.release import shadow
 from lib.data.loaders.store import Recorded, comparison_exists, store_recorded
+from lib.data.formats import FORMATS
 
 if TYPE_CHECKING:
     from lib.review.settings import ReviewSettings
 
-FORMATS = ("wide", "long", "promptfoo", "shadow")
 
 
 @dataclass
