@@ -201,3 +201,25 @@ def test_the_cli_reference_is_current() -> None:
 def test_the_readme_is_short() -> None:
     n = len((ROOT / "README.md").read_text().splitlines())
     assert n <= README_MAX_LINES, f"README.md has {n} lines (at most {README_MAX_LINES}): move detail to docs/"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_between_docs_points_at_a_file_and_heading() -> None:
+    broken = []
+    for path in _doc_files():
+        text = path.read_text()
+        for match in re.finditer(r"(?<!!)\[[^\]]+\]\(([^)\s]+)\)", text):
+            target, _, anchor = match.group(1).partition("#")
+            if re.match(r"\w+://", target):
+                continue
+            file = (path.parent / target).resolve() if target else path
+            headings = [] if not file.is_file() or file.suffix != ".md" else [
+                _slug(h) for h in re.findall(r"^#+ (.+)$", file.read_text(), flags=re.M)]
+            if not file.exists() or (anchor and anchor not in headings):
+                line = text[:match.start()].count("\n") + 1
+                broken.append(f"{path.relative_to(ROOT)}:{line}: {match.group(1)}")
+    assert not broken, "broken links:\n" + "\n".join(broken)
