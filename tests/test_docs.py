@@ -119,7 +119,7 @@ def printed_commands() -> list[Printed]:
     commands = []
     for where, text in _texts():
         for match in COMMAND.finditer(text):
-            rest = text[match.end():].split("`", 1)[0]
+            rest = " ".join(text[match.end():].split("`", 1)[0].split())
             commands.append(Printed(where, rest.rstrip(" .,;:)")))
     return commands
 
