@@ -221,7 +221,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- record
 
 def _lib(args: list[str], env: dict[str, str]) -> None:
-    say("$ python -m lib " + " ".join(args))
+    say("$ ./review " + " ".join(args))  # what the user would type; here with its own store
     subprocess.run([sys.executable, "-m", "lib", *args], cwd=ROOT, env=env, check=True)
 
 

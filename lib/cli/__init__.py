@@ -1,4 +1,5 @@
-"""`./review` (`python -m lib`, the `upgrade-review` console script): the CLI over the same library the app uses."""
+"""`./review` (the `lib` package run as a module, or the `upgrade-review` console script): the CLI over the
+same library the app uses."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""The case browser's filters and paging over the checked-pairs frame (lib/checked.checked_frame).
+"""The case browser's filters and paging over the checked-pairs frame (lib.review.checked.checked_frame).
 
 Vectorised pandas only: the Diffs page must stay fast at 100k pairs. Filters read check columns only;
 free-text search also needs the texts (`lib.review.checked.with_texts`), which a page adds only to search.
