@@ -24,7 +24,7 @@ from lib.review.tokens import RunPrompt, token_checks
 from lib.store.columns import to_json
 
 # Bump to invalidate every stored result when what the checks return changes without a code change
-# here or in lib/checks (a dependency upgrade, say); code changes there invalidate by themselves.
+# in CHECK_CODE (a dependency upgrade, say); code changes there invalidate by themselves.
 CHECKS_VERSION = 1
 NO_CATEGORY = "(none)"
 RAW_COLUMNS = ("latency_s", "cost_usd", "completion_tokens")  # output fields the report uses as they are
