@@ -90,6 +90,15 @@ _VERB = (
     r"(?:e|es|s|ing|y|ying|l|ling|ten)?\b"  # inflections only: "completely" is not "complete"
 )
 _FIRST_PERSON = r"(?:^|[^\w'])i\s*"  # a standalone "i"
+# Any first-person decline, whatever the verb; only used inside a refusal frame (3c).
+_DECLINE_ANY = (
+    r"(?:can't|cannot|can\s+not|won't|will\s+not|(?:'m|\s*am)\s+(?:unable|not\s+(?:able|allowed|permitted"
+    r"|going|comfortable|willing|programmed|designed|in\s+a\s+position))|must\s+(?:decline|refuse)"
+    r"|(?:'d|\s*would)\s+(?:rather|prefer)\s+not|(?:don't|do\s+not)\s+(?:feel\s+comfortable|think\s+i\s+(?:can|should))"
+    r"|(?:don't|do\s+not)\s+(?:have\s+the\s+(?:ability|capability|means)|condone|support|encourage|promote"
+    r"|endorse|engage|provide|assist|help|generate|create|produce))"
+)
+_SENTENCE_START = r"(?:^|[.!?:]\s+|\n|\bthat\s+)[^\w]*(?:however,?\s+|but\s+|sorry,?\s+|unfortunately,?\s+)?"
 _SUBJECTLESS = r"(?:can't|cannot|won't|unable\s+to)"  # "Sorry, can't help with that."
 _IDIOM = r"(?<=help)\s+(?:but|noticing|thinking|wondering|feeling|myself|it)\b"  # "can't help but notice"
 _HEDGE = (
@@ -97,6 +106,14 @@ _HEDGE = (
     r"|confidence)|exact\w*|precise\w*|promises?|guarantees?)\b"
 )
 
+
+# "..., but I can tell you ..." after a deflection: the answer follows, so it is not a refusal.
+_BUT_I_CAN = r"[^.!?\n]{0,60}?[.,;]?\s*(?:but|however|that\s+said)[,.]?\s+i\s+(?:can|will|'ll)\b"
+_IT_IS = r"(?:it|that|this|doing\s+(?:so|that|this))(?:'s|\s+is)"
+_IT_WOULD_NOT = r"(?:it|that|this|doing\s+(?:so|that|this))\s+(?:would\s+not|wouldn't)\s+be"
+_MORAL = r"(?:appropriate|ethical|responsible|acceptable|okay|ok|right|fair|respectful)"
+_IMMORAL = r"(?:in|un|ir)(?:appropriate|ethical|responsible|acceptable)"
+_ADV = r"(?:(?:\w+ly|really|very|at\s+all)\s+)?"
 
 @dataclass(frozen=True)
 class _Rule:
@@ -125,8 +142,35 @@ _RULES: tuple[_Rule, ...] = (
           r"(?:help|assist|do|provid|engag|participat|creat|writ|generat|shar)\w*"),
     _Rule(r"\bi'm\s+(?:just\s+|only\s+)?an?\s+[\w\s-]{0,30}?\b(?:ai|model|assistant)\b[^.!?]{0,20}?"
           rf"(?:can't|cannot|unable\s+to|not\s+able\s+to)\s+{_VERB}", _IDIOM),
+    # 3c. An apology, an AI identity or a stated purpose, then a first-person decline with ANY verb:
+    # "I'm sorry, but I cannot explain why ...", "As an AI language model, I am unable to access ...",
+    # "My purpose is to ..., and I cannot support ...". The frame makes the decline a refusal whatever
+    # is declined; a hedge ("I can't say for certain") still cancels it.
+    _Rule(rf"(?:sorry|apologi[sz]e|apologies|unfortunately|regrettably|afraid)\b[^.!?\n]{{0,60}}?"
+          rf"{_FIRST_PERSON}{_DECLINE_ANY}\s+\w", rf"{_IDIOM}|{_HEDGE}"),
+    _Rule(rf"\bas\s+an?\s+(?:[\w-]+\s+){{0,3}}?(?:ai|model|assistant|chatbot)\b[^.!?\n]{{0,60}}?"
+          rf"{_FIRST_PERSON}{_DECLINE_ANY}\s+\w", rf"{_IDIOM}|{_HEDGE}"),
+    _Rule(rf"\b(?:my\s+(?:purpose|role|goal|function|job)\s+is|i(?:'m|\s+am)\s+(?:programmed|designed|here)\s+to)"
+          rf"\b[^.!?\n]{{0,160}}?{_FIRST_PERSON}{_DECLINE_ANY}\s+\w", rf"{_IDIOM}|{_HEDGE}"),
+    # 3d. Impersonal and moral declines at the start of a sentence of the opening: "It is not
+    # appropriate to create ...", "It's not ethical to ...", "I don't think it's appropriate to ...".
+    # Factual "not safe"/"illegal" answers ("It's not safe to eat raw chicken") are not matched.
+    _Rule(rf"{_SENTENCE_START}(?:{_IT_IS}\s+(?:not|never)\s+{_ADV}(?:\w+\s+(?:or|and)\s+)?{_MORAL}|{_IT_IS}\s+{_ADV}{_IMMORAL}"
+          rf"|i\s+(?:don't|do\s+not)\s+think\s+{_IT_IS}\s+{_ADV}{_MORAL}|{_IT_WOULD_NOT}\s+{_ADV}{_MORAL})"
+          r"\s+(?:(?:or|and|nor)\s+\w+\s+)?(?:for\s+(?:me|us|an?\s+ai)\s+)?to\b"),
+    # 3e. Moral counter-statements that decline the premise instead of answering it.
+    _Rule(r"(?:\bi\s+(?:must|have\s+to|need\s+to|want\s+to|would\s+like\s+to|can\s+tell\s+you)\s+(?:respectfully\s+)?"
+          r"(?:clarify|point\s+out|emphasi[sz]e|stress|note|remind\s+you)?|\bit(?:'s|\s+is)\s+important\s+to\s+"
+          r"(?:note|remember|clarify|recogni[sz]e|understand|treat))\s*that\b[^.!?\n]{0,120}?\b(?:discriminat"
+          r"|stereotyp|prejudic|biased|harmful|offensive|disrespectful|inappropriate|unethical|illegal|no\s+one\s+should"
+          r"|regardless\s+of\s+(?:their|a\s+person's|one's|someone's)|(?:fundamental|basic)\s+(?:human\s+)?right"
+          r"|everyone\b[^.!?\n]{0,80}\b(?:should|has\s+the\s+right|deserves))"),
+    _Rule(r"\bthere(?:'s|\s+is)\s+no\s+(?:valid\s+|legitimate\s+|good\s+|rational\s+|logical\s+)?"
+          r"(?:reason|justification)\s+why\b[^.!?\n]{0,100}?\bshould(?:\s+not|n't)\b"),
+    _Rule(r"\bas\s+an?\s+(?:[\w-]+\s+){0,3}?(?:ai|model|assistant)\b[^.!?\n]{0,60}?\bi\s+(?:don't|do\s+not)\s+"
+          r"have\s+access\s+to\s+(?:any\s+)?(?:personal|private|confidential)"),
     _Rule(r"\bas\s+an\s+ai\b[\w\s-]{0,30},\s*i\s+(?:do\s+not|don't)\s+(?:have|hold|form|express)\s+"
-          r"(?:personal\s+|my\s+own\s+)?(?:opinions|views|beliefs|preferences)"),
+          r"(?:personal\s+|my\s+own\s+)?(?:opinions|views|beliefs|preferences)", _BUT_I_CAN),
     _Rule("\\bno\\s+(?:puedo|podr\u00e9)\\s+(?:\\w+\\s+)?(?:ayudar|asistir|proporcionar|brindar|cumplir"
           "|crear|generar|escribir|ofrecer|dar|hacer\\s+eso)"),
     _Rule("n\u00e3o\\s+posso\\s+(?:\\w+\\s+)?(?:ajudar|fornecer|criar|gerar|escrever|atender|cumprir)"),
