@@ -60,6 +60,11 @@ CONTINUOUS_METRICS: dict[str, tuple[str, str]] = {
     "latency_s_mean": ("latency_s", "Latency (s)"),
     "cost_usd_total": ("cost_usd", "Cost (USD, total)"),
 }
+# Near-duplicate measures of one question (how long the answers are): one member of the Holm family
+# (lib/review/stats.py, "The Holm family"; docs/statistics.md).
+NEAR_DUPLICATES: tuple[tuple[str, ...], ...] = (
+    ("length_chars_mean", "length_words_mean", "length_tokens_mean", "completion_tokens_mean"),
+)
 METRIC_LABELS = {k: v[1] for k, v in {**BINARY_METRICS, **CONTINUOUS_METRICS}.items()} | {"similarity": "Similarity"}
 
 
@@ -136,7 +141,7 @@ def _metrics(arrays: Arrays, alpha: float) -> dict[str, MetricBlock]:
     for key, (col, _) in CONTINUOUS_METRICS.items():
         out[key] = _continuous(arrays, key, col, alpha)
     out["similarity"] = _similarity(arrays, alpha)
-    return {k: v for k, v in with_holm(out).items() if v is not None}
+    return {k: v for k, v in with_holm(out, groups=NEAR_DUPLICATES, alpha=alpha).items() if v is not None}
 
 
 def metrics_for(frame: pd.DataFrame, alpha: float = ALPHA) -> dict[str, MetricBlock]:
