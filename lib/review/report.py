@@ -22,6 +22,7 @@ from lib.review.checks.safety import SAFETY_METRICS
 from lib.review.checks.structured import contract_summary
 from lib.review.compute import NO_CATEGORY, checked_pairs
 from lib.review.constants import SIDE_NAMES
+from lib.review.labels import count_labelled
 from lib.review.settings import ReviewSettings, ReviewSettingsError, save_settings, stored_settings
 from lib.review.stats import (
     ALPHA,
@@ -173,7 +174,8 @@ def report_from_checked(checked: pd.DataFrame, name: str, alpha: float = ALPHA) 
     arrays = _arrays(paired)
     return {"comparison": name, "n_pairs": int(len(paired)), "alpha": alpha,
             "metrics": _metrics(arrays, alpha), "by_category": _by_category(paired, arrays, alpha),
-            "contract": _contract(checked), "tokenizers": _tokenizers(checked)}
+            "contract": _contract(checked), "tokenizers": _tokenizers(checked),
+            "labelled_outputs": count_labelled(checked)}
 
 
 def _tokenizers(checked: pd.DataFrame) -> dict[str, str | None]:
