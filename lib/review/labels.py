@@ -17,11 +17,12 @@ from typing import Optional, TypedDict
 import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, SQLModel
 
 from lib.errors import ReviewInputError
 from lib.store.audit import record_event
 from lib.store.columns import utcnow
+from lib.store.engine import session_scope
 from lib.store.entities import Output
 
 SOURCE_RULE, SOURCE_LABEL = "rule", "label"
@@ -47,7 +48,7 @@ def set_label(engine: Engine, output_id: int, refused: bool | None, labelled_by:
     who = (labelled_by or "").strip()
     if not who:
         raise LabelInputError("a label needs the reviewer's name")
-    with Session(engine) as session, session.begin():
+    with session_scope(engine) as session:
         output = session.get(Output, int(output_id))
         if output is None:
             raise LabelInputError(f"no output with id {output_id}")
