@@ -135,3 +135,19 @@ def test_near_duplicate_length_measures_count_once() -> None:
         assert adjusted[key]["p_value_adj"] == pytest.approx(expected)
     ungrouped = with_holm({"accuracy": real, **lengths})
     assert ungrouped["accuracy"]["p_value_adj"] >= adjusted["accuracy"]["p_value_adj"]
+
+
+def test_the_gates_family_is_the_policys_criteria_without_adjustment() -> None:
+    # "go" is an intersection-union test: each threshold is judged on its own unadjusted interval at the
+    # policy's alpha, so adding criteria never changes another criterion's result (docs/statistics.md).
+    from lib.governance.gate import evaluate
+    from lib.governance.policy import parse_policy
+
+    accuracy = binary_metric([1] * 100, [1] * 97 + [0] * 3)
+    refusal = binary_metric([0] * 100, [0] * 100)
+    report = {"alpha": 0.05, "metrics": {"accuracy": accuracy, "refusal_rate": refusal}}
+    alone = evaluate(parse_policy(b"[criteria.accuracy]\nmax_decrease = 0.08\n"), report)
+    many = evaluate(parse_policy(b"[criteria.accuracy]\nmax_decrease = 0.08\n[criteria.refusal_rate]\n"
+                                 b"max_increase = 0.05\nmax = 0.1\n"), report)
+    assert [alone[0].result, alone[0].ci] == [many[0].result, many[0].ci]
+    assert alone[0].ci == (accuracy["ci_low"], accuracy["ci_high"])  # the report's unadjusted interval
