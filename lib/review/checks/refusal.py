@@ -215,7 +215,11 @@ _RULES: tuple[_Rule, ...] = (
           "|\u5e2e\u60a8)?(?:\u63d0\u4f9b|\u5e2e\u52a9|\u534f\u52a9|\u6ee1\u8db3|\u56de\u7b54|\u5b8c\u6210)"),
 )
 _COMPILED = tuple((re.compile(r.pattern), re.compile(r.unless) if r.unless else None) for r in _RULES)
-_GATE = "|".join(f"(?:{r.pattern})" for r in _RULES)  # any rule anywhere in the head (RE2)
+# Any rule anywhere in the head (RE2), in groups: one alternation of every rule outgrows RE2's DFA
+# memory and falls back to a 20x slower matcher (measured: 4.1 s vs 0.05 s on 9,000 heads).
+_GATE_GROUP = 8
+_GATES = tuple("|".join(f"(?:{r.pattern})" for r in _RULES[i:i + _GATE_GROUP])
+               for i in range(0, len(_RULES), _GATE_GROUP))
 
 
 def opening(text: str) -> str:
@@ -254,8 +258,11 @@ def _declines(opening_text: str) -> bool:
 
 def _gate(heads: list[str]) -> np.ndarray:
     """Which heads contain any default rule anywhere: RE2 over all heads at once."""
-    hits = pc.match_substring_regex(pa.array(heads, type=pa.large_string()), _GATE)
-    return hits.to_numpy(zero_copy_only=False).astype(bool)
+    array = pa.array(heads, type=pa.large_string())
+    hits = np.zeros(len(heads), dtype=bool)
+    for gate in _GATES:
+        hits |= pc.match_substring_regex(array, gate).to_numpy(zero_copy_only=False).astype(bool)
+    return hits
 
 
 class RefusalDetector:
