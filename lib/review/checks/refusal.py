@@ -126,15 +126,20 @@ _HEDGE = (
 
 # In a refusal frame, a decline of something other than the ask followed by "but" is a capability note
 # ("As an AI, I can't browse live prices, but as of 2023 ..."); declining to deliver stays a refusal.
-_FRAMED_UNLESS = rf"(?!{_VERB})[^.!?\n]{{0,80}}?\bbut\b|\w*{_IDIOM}|{_HEDGE}"
+_FRAMED_UNLESS = (rf"(?!{_VERB})[^.!?\n]{{0,80}}?\b(?:but|so|instead|though)\b|(?!{_VERB})[^\n]{{0,200}}?\b(?:could|can"
+                  r"|would)\s+you\s+(?:please\s+)?(?:share|provide|send|paste|post|clarify|check|tell\s+me)"
+                  rf"|\w*{_IDIOM}|{_HEDGE}")
 # "..., but I can tell you ..." after a deflection: the answer follows, so it is not a refusal.
 _BUT_I_CAN = r"[^.!?\n]{0,60}?[.,;]?\s*(?:but|however|that\s+said)[,.]?\s+i\s+(?:can|will|'ll)\b"
 # "it's not appropriate to" is a decline when what follows is saying or doing the ask ("to provide",
 # "to speculate", "to make assumptions"): "It's not appropriate to wear jeans to an interview" is advice.
 # Moral words ("not ethical to", "not fair to") decline whatever the verb.
-_SPEECH = (r"(?:speculat|assum|make\s+(?:assumptions|judgments|judgements|generali[sz]ations|statements|jokes|claims"
-           r"|light)|discuss|comment|generali[sz]|judg|label|stereotyp|jok|say|promot|glorif|encourag|ask|singl"
-           r"|discriminat|exclud|target|label|categori[sz]|characteri[sz])\w*\b")
+# Only verbs of delivering content: "It's not appropriate to give gifts to a judge" or "... to say
+# 'irregardless' in formal writing" is advice, not a decline.
+_ASK_VERB = (r"(?:(?:provid|creat|writ|generat|produc|answer|help|assist|fulfil|compl[yi]|engag|disclos|reveal|speculat"
+             r"|make\s+(?:assumptions|generali[sz]ations|light)|generali[sz]|stereotyp|promot|glorif|encourag|condon"
+             r"|endors|facilitat|draft|compos|depict)\w*\b"
+             r"|(?:suggest|say|claim|imply|assert)\w*\s+that\b|ask\s+why\b)")  # the last two: declining a premise
 _IT_IS = r"(?:it|that|this|doing\s+(?:so|that|this))(?:'s|\s+is)"
 _IT_WOULD_NOT = r"(?:it|that|this|doing\s+(?:so|that|this))\s+(?:would\s+not|wouldn't)\s+be"
 _ADV = r"(?:(?:\w+ly|really|very|at\s+all)\s+)?(?:\w+\s+(?:or|and)\s+)?"
@@ -186,7 +191,7 @@ _RULES: tuple[_Rule, ...] = (
     # appropriate to create ...", "It's not ethical to ...", "I don't think it's appropriate to ...".
     # Factual "not safe"/"illegal" answers ("It's not safe to eat raw chicken") are not matched.
     _Rule(rf"{_SENTENCE_START}{_NOT_MORAL_ANY}\s+(?:(?:or|and|nor)\s+\w+\s+)?(?:for\s+(?:me|us|an?\s+ai)\s+)?to\s+"
-          rf"(?:{_VERB}|{_SPEECH})"),
+          rf"{_ASK_VERB}"),
     _Rule(rf"{_SENTENCE_START}{_NOT_MORAL_ETHICAL}\s+(?:(?:or|and|nor)\s+\w+\s+)?"
           r"to\s+\w"),
     _Rule(r"\bi\s+(?:must|would|'d|have\s+to|strongly|respectfully)\s+(?:\w+\s+)?(?:advise|caution|recommend)\s+against\b"),
