@@ -106,3 +106,12 @@ def test_policy_page_shows_it_before_locking(engine) -> None:
     at.number_input(key="policy_row_0_value").set_value(0.02).run()
     assert not at.exception, at.exception
     assert any("can never pass" in w.value and "30 cases" in w.value for w in at.warning)
+
+
+def test_gate_says_which_rate_a_level_threshold_needs() -> None:
+    m = binary_metric(_identical(60, 0.05), _identical(60, 0.05))
+    m["candidate_ci"] = [0.01, 0.14]  # as the report gives it (Wilson)
+    spec = parse_policy(b"[criteria.refusal_rate]\nmax = 0.1\n")
+    result = judge_threshold(spec.criteria[0], "max", m, {"alpha": 0.05})
+    assert result.result == INCONCLUSIVE
+    assert "on 60 cases it passes only if the candidate's rate is at most" in result.reason

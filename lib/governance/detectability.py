@@ -183,9 +183,11 @@ def assess(spec: PolicySpec, counts: CaseCounts, rates: dict[str, float] | None 
 
 def inconclusive_note(crit: Criterion, key: str, n: int | None, baseline_rate: float | None,
                       alpha: float) -> str | None:
-    """The sentence the gate adds to an inconclusive rate-delta criterion: whether its margin could pass
-    at all on this comparison's n and baseline rate, and the cases the margin needs."""
-    if not n or crit.metric not in RATE_METRICS or crit.metric in _NOT_ESTIMATED or key not in ("max_increase",
-                                                                                               "max_decrease"):
+    """The sentence the gate adds to an inconclusive rate criterion: for a delta, whether its margin could
+    pass at all on this comparison's n and baseline rate and the cases the margin needs; for a level, the
+    observed rate that passes at this n."""
+    if not n or crit.metric not in RATE_METRICS or crit.metric in _NOT_ESTIMATED:
         return None
+    if key in ("min", "max"):
+        return f"{crit.name} {key} {crit.thresholds[key]:g}: " + _level_sentence(key, crit.thresholds[key], n, alpha)
     return _rate_delta(crit, key, n, alpha, baseline_rate).sentence
