@@ -9,7 +9,7 @@ import streamlit as st
 
 from lib.review.browse import FILTERS, BrowseQuery, page_of, select_cases
 from lib.review.checks.similarity import diff_html
-from pages import _shared
+from pages import _labels, _shared
 
 st.title("Diffs")
 PAGE_SIZE = 50
@@ -138,3 +138,4 @@ focused = focus is not None and _select_focus(rows, focus)
 selected = _render_table(rows, query, focused=focused)
 if selected is not None:
     _render_pair(selected)
+    _labels.render(name, selected)

@@ -6,7 +6,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from lib.data.golden import list_datasets
 from lib.errors import ReviewInputError
+from lib.governance.detectability import assess, dataset_counts
 from lib.governance.policy import (
     CATEGORY_SEP,
     DEFAULT_ALPHA,
@@ -18,6 +20,7 @@ from lib.governance.policy import (
     PolicyError,
     create_policy,
     list_policies,
+    parse_policy,
     policy_from_dict,
 )
 from pages import _shared
@@ -111,6 +114,27 @@ def _form_policy() -> str | None:
     return policy.canonical_toml()
 
 
+def _render_detectability(content: str | bytes, source: str) -> None:
+    """Before locking: what each criterion can detect on the dataset the policy will gate."""
+    names = sorted({d["name"] for d in list_datasets(_shared.engine())})
+    if not names:
+        st.caption("Import the dataset this policy will gate (Datasets page) to see what its margins can detect.")
+        return
+    dataset = st.selectbox("Dataset it will gate", names, key="policy_detect_dataset")
+    try:
+        items = assess(parse_policy(content, source), dataset_counts(_shared.engine(), dataset))
+    except ReviewInputError as exc:
+        st.caption(f"What it can detect is shown once the policy parses: {_shared.md_text(exc)}")
+        return
+    st.markdown("**What this policy can detect** (identical outputs: the best case a candidate can have)")
+    for item in items:
+        text = _shared.md_text(item.sentence)
+        if item.can_pass is False:
+            st.warning(text)
+        else:
+            st.caption(text)
+
+
 def _render_create() -> None:
     st.subheader("Lock a policy")
     name = st.text_input("Policy name", key="policy_name").strip()
@@ -122,6 +146,8 @@ def _render_create() -> None:
         content, source = _form_policy(), "form"
     if content is not None:
         st.code(content.decode("utf-8", "replace") if isinstance(content, bytes) else content, language="toml")
+    if content is not None:
+        _render_detectability(content, source or "form")
     if st.button("Lock policy", type="primary", key="policy_create", disabled=not (name and content)):
         try:
             result = create_policy(_shared.engine(), name, content, source=source)

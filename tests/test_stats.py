@@ -169,7 +169,7 @@ def test_holm_known_values() -> None:
 
 
 def test_with_holm_adds_adjusted_p_values() -> None:
-    metrics = {"accuracy": binary_metric([1, 1, 1, 0], [0, 0, 0, 0]),
+    metrics = {"accuracy": binary_metric([1] * 8 + [0], [0] * 9),  # 8 discordant: can reach 0.05
                "latency": continuous_metric([1.0, 2.0, 3.0], [2.0, 3.0, 5.0]),
                "similarity": single_metric([0.5, 0.7]), "empty": None}
     adjusted = with_holm(metrics)
@@ -204,7 +204,7 @@ def test_binary_metric_on_repeat_fractions() -> None:
     baseline = [1.0, 2 / 3, 0.0, 0.5, 1 / 3]
     candidate = [1.0, 1 / 3, 2 / 3, 1.0, 0.0]
     m = binary_metric(baseline, candidate)
-    assert m["ci_method"] == "bootstrap" and m["n"] == 5
+    assert m["ci_method"] == "sign-flip" and m["n"] == 5
     assert m["baseline"] == pytest.approx(2.5 / 5) and m["candidate"] == pytest.approx(3 / 5)
     # majorities: case 2 true -> false, case 3 false -> true; case 4 is a baseline tie: left out
     assert m["flips"] == {"to_true": 1, "to_false": 1}

@@ -16,6 +16,7 @@ def _register() -> None:
     # Imported for their side effect: each module adds its commands to `app`.
     from lib.cli import (  # noqa: F401
         canary_cmd,
+        cases_cmd,
         data_cmds,
         demo_cmd,
         drift_cmd,

@@ -42,14 +42,31 @@ def _passphrase(confirm: bool) -> str:
                                                           confirmation_prompt=confirm)
 
 
+DATASET_HELP = ("The dataset the policy will gate: prints, per criterion, the smallest margin that can pass "
+                "on identical outputs and the cases the chosen margin needs.")
+
+
+def _print_detectability(data: bytes, source: str, dataset: str) -> None:
+    from lib.governance.detectability import assess, dataset_counts
+    from lib.governance.policy import parse_policy
+
+    counts = dataset_counts(engine(), dataset)
+    typer.echo(f"What this policy can detect on dataset {dataset} ({counts.n} cases):")
+    for item in assess(parse_policy(data, source), counts):
+        typer.echo(f"  {'CANNOT PASS ' if item.can_pass is False else ''}{item.sentence}")
+
+
 @policy_app.command("create")
 def policy_create(name: str = typer.Option(..., "--name", help="Policy name (versions share it)."),
-                  file: Path = typer.Option(..., "--file", help="The policy TOML file.")) -> None:
+                  file: Path = typer.Option(..., "--file", help="The policy TOML file."),
+                  dataset: str = typer.Option(None, "--dataset", help=DATASET_HELP)) -> None:
     """Lock a policy file as a new version (unchanged content keeps the current version)."""
     from lib.governance.policy import create_policy
 
     if not file.is_file():
         raise ReviewInputError(f"{file}: no such file")
+    if dataset:
+        _print_detectability(file.read_bytes(), file.name, dataset)
     result = create_policy(engine(), name, file.read_bytes(), source=file.name)
     verb = "Locked" if result.created else "Unchanged: already locked as"
     typer.echo(f"{verb} policy {result.name} v{result.version} sha256 {result.content_hash} "

@@ -33,7 +33,8 @@ from lib.errors import DatasetNotFound, NotFoundError, ReviewInputError
 from lib.review.checks import InvalidPatternError
 from lib.review.checks.refusal import RefusalDetector
 from lib.review.checks.structured import json_validity
-from lib.review.comparisons import get_comparison, load_pairs
+from lib.review.comparisons import comparison_runs, get_comparison, load_pairs
+from lib.review.labels import label_overrides
 from lib.store.audit import as_utc
 from lib.store.columns import from_json, to_json
 from lib.store.engine import session_scope
@@ -94,18 +95,21 @@ def output_drift(engine: Engine, comparison: str, options: DriftOptions,
     pairs = pairs[pairs["b_text"].notna() & pairs["c_text"].notna()].reset_index(drop=True)
     _require_rows(len(pairs), f"comparison '{comparison}' has {len(pairs)} cases with outputs on both sides")
     detector = RefusalDetector(settings.get("refusal_patterns") or ())
-    samples = [_sample(pairs[col].astype(str), options.regex, detector, pairs["json_schema"])
-               for col in ("b_text", "c_text")]
+    runs = comparison_runs(engine, comparison)  # reviewer labels override the refusal rule here too
+    samples = [_sample(pairs[f"{side}_text"].astype(str), options.regex, detector, pairs["json_schema"],
+                       label_overrides(engine, runs, pairs[f"{side}_id"]))
+               for side in ("b", "c")]
     _embed(engine, samples, options, progress)
     _say(progress, f"running the drift report on {len(pairs)} pairs")
     return run_report(samples[0], samples[1], categorical=_flag_columns(options))
 
 
 def _sample(texts: pd.Series, regex: dict[str, str], detector: RefusalDetector | None = None,
-            schemas: pd.Series | None = None) -> Sample:
+            schemas: pd.Series | None = None, labels: pd.Series | None = None) -> Sample:
     extra = pd.DataFrame(index=texts.index)
     if detector is not None:
-        extra["refusal"] = detector.flags(texts).astype(int)
+        flags = detector.flags(texts)
+        extra["refusal"] = (flags if labels is None else labels.where(labels.notna(), flags)).astype(int)
         extra["json_valid"] = json_validity(texts, schemas.fillna(ANY_JSON_SCHEMA))["strict"].astype(int)
     for name, pattern in regex.items():
         extra[f"regex_{name}"] = texts.str.contains(pattern, regex=True).astype(int)

@@ -23,6 +23,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from lib.governance.detectability import inconclusive_note
 from lib.governance.entities import Policy
 from lib.governance.outcomes import FAIL, GO, INCONCLUSIVE, NO_GO, PASS
 from lib.governance.policy import JUDGE_SCORE, Criterion, PolicySpec, get_policy, stored_spec
@@ -155,6 +156,10 @@ def judge_threshold(crit: Criterion, key: str, m: dict | None, report: dict | No
     side = {PASS: "wholly on the good side of", FAIL: "wholly on the bad side of",
             INCONCLUSIVE: "straddles"}[base.result]
     base.reason = f"{how} [{base.ci[0]:.4g}, {base.ci[1]:.4g}] {side} {bound:.4g}"
+    if base.result == INCONCLUSIVE:  # say whether this margin could pass at all on this n
+        alpha = (report or {}).get("alpha", REPORT_DEFAULT_ALPHA)
+        note = inconclusive_note(crit, key, base.n, base.baseline if _finite(base.baseline) else None, alpha)
+        base.reason += f". {note}" if note else ""
     return base
 
 

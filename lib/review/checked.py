@@ -26,6 +26,7 @@ from lib.errors import ReviewInputError
 from lib.review.checks.structured import parse_lenient
 from lib.review.comparisons import comparison_runs
 from lib.review.compute import NO_CATEGORY, check_outputs, pair_values, pairs_key, settings_key
+from lib.review.labels import apply_labels, labels_for_runs
 from lib.review.settings import ReviewSettings, _settings_from_json, stored_settings
 from lib.review.tokens import run_prompt
 from lib.store import check_store
@@ -257,6 +258,8 @@ def checked_with_counts(engine: Engine, comparison: str,
     frame = _pair_frame(b.frame, c.frame)
     n_pairs = _attach_pair_values(engine, frame, b_run, c_run, {**b.texts, **c.texts}, {**b.parsed, **c.parsed},
                                   settings)
+    # Reviewer labels override the rule here, so every count built on this frame uses them.
+    frame = apply_labels(frame, labels_for_runs(engine, (b_run, c_run)))
     return frame, CheckCounts(b.n_checked + (c.n_checked if c is not b else 0), n_pairs)
 
 

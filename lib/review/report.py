@@ -22,6 +22,7 @@ from lib.review.checks.safety import SAFETY_METRICS
 from lib.review.checks.structured import contract_summary
 from lib.review.compute import NO_CATEGORY, checked_pairs
 from lib.review.constants import SIDE_NAMES
+from lib.review.labels import count_labelled
 from lib.review.settings import ReviewSettings, ReviewSettingsError, save_settings, stored_settings
 from lib.review.stats import (
     ALPHA,
@@ -60,6 +61,11 @@ CONTINUOUS_METRICS: dict[str, tuple[str, str]] = {
     "latency_s_mean": ("latency_s", "Latency (s)"),
     "cost_usd_total": ("cost_usd", "Cost (USD, total)"),
 }
+# Near-duplicate measures of one question (how long the answers are): one member of the Holm family
+# (lib/review/stats.py, "The Holm family"; docs/statistics.md).
+NEAR_DUPLICATES: tuple[tuple[str, ...], ...] = (
+    ("length_chars_mean", "length_words_mean", "length_tokens_mean", "completion_tokens_mean"),
+)
 METRIC_LABELS = {k: v[1] for k, v in {**BINARY_METRICS, **CONTINUOUS_METRICS}.items()} | {"similarity": "Similarity"}
 
 
@@ -136,7 +142,7 @@ def _metrics(arrays: Arrays, alpha: float) -> dict[str, MetricBlock]:
     for key, (col, _) in CONTINUOUS_METRICS.items():
         out[key] = _continuous(arrays, key, col, alpha)
     out["similarity"] = _similarity(arrays, alpha)
-    return {k: v for k, v in with_holm(out).items() if v is not None}
+    return {k: v for k, v in with_holm(out, groups=NEAR_DUPLICATES, alpha=alpha).items() if v is not None}
 
 
 def metrics_for(frame: pd.DataFrame, alpha: float = ALPHA) -> dict[str, MetricBlock]:
@@ -168,7 +174,8 @@ def report_from_checked(checked: pd.DataFrame, name: str, alpha: float = ALPHA) 
     arrays = _arrays(paired)
     return {"comparison": name, "n_pairs": int(len(paired)), "alpha": alpha,
             "metrics": _metrics(arrays, alpha), "by_category": _by_category(paired, arrays, alpha),
-            "contract": _contract(checked), "tokenizers": _tokenizers(checked)}
+            "contract": _contract(checked), "tokenizers": _tokenizers(checked),
+            "labelled_outputs": count_labelled(checked)}
 
 
 def _tokenizers(checked: pd.DataFrame) -> dict[str, str | None]:

@@ -15,12 +15,29 @@ missing value on either side is excluded, and `n` counts the pairs used.
   is a paired bootstrap of the per-case differences (Newcombe needs 0/1 data); McNemar and the flips
   use the per-case majority (fraction > 0.5), and cases tied at exactly 0.5 on either side are left
   out of the test.
-- Continuous (length, latency, cost): means and medians, paired bootstrap CI of the mean difference
-  (percentile, seeded, resampling case indices in chunks), Wilcoxon signed-rank p (1.0 when every
-  difference is zero).
+- Continuous (length, latency, cost): means and medians, the CI of the mean difference by inverting the
+  paired sign-flip randomization test (`sign_flip_ci`; the t interval from LARGE_N pairs on), and the
+  Wilcoxon signed-rank p on the non-zero differences (exact below EXACT_WILCOXON_MAX of them, with
+  ties; 1.0 when every difference is zero). Unchanged pairs do not move the p-value. Why not the
+  percentile bootstrap: it covered 0 in only ~0.91 of A/A comparisons at n = 30 (bench/coverage_bench.py).
 - Single-sample (similarity: one value per pair, so there is nothing to subtract): `single_metric`
   reports the mean ("candidate" and "baseline" are None, "mean" holds it) with a bootstrap CI and no
   p-value.
+
+The Holm family (`with_holm`; docs/statistics.md). The Overview's adjusted p-values correct for the
+hypotheses that could be significant, once per question:
+- A metric whose test cannot reach alpha is outside the family (Tarone 1990): a binary metric whose
+  discordant pairs k give a smallest attainable exact McNemar p, 2 * 0.5**k, above alpha (no flips at
+  all: p = 1 by construction), and a continuous metric with no non-zero difference. Its p_value_adj is
+  its unadjusted p (it can never be significant).
+- Near-duplicates (`groups`: the length measures in characters, words and tokens) count once: each
+  member is adjusted in the family where the group is represented by that member, and the other
+  metrics in the family where it is represented by the group's first informative member.
+The gate's family is the policy's criteria, and needs no adjustment: "go" requires every blocking
+threshold to pass (an intersection-union test: the chance of a wrong "go" stays at most the policy's
+alpha however many criteria there are, Berger 1982), so the gate uses the unadjusted intervals at the
+policy's alpha. A wrong "no-go" is what more criteria make likelier; the detectability check
+(lib/governance/detectability.py) says, before locking, what the policy can pass.
 """
 from __future__ import annotations
 
@@ -30,7 +47,7 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, wilcoxon
+from scipy.stats import binomtest, rankdata, wilcoxon
 from scipy.stats import t as t_dist
 from statsmodels.stats.proportion import proportion_confint
 
@@ -64,6 +81,7 @@ class MetricBlock(TypedDict):
     p_value_adj: NotRequired[float | None]  # after `with_holm`
 
 N_RESAMPLES = 2000
+EXACT_WILCOXON_MAX = 50  # non-zero differences up to which the signed-rank p is exact (as scipy's "auto")
 SEED = 0
 LARGE_N = 1_000  # from here on, the t interval replaces the bootstrap (see mean_ci)
 _CHUNK_ELEMENTS = 4_000_000  # resampled indices held at once (~32 MB): bounds memory at any n
@@ -92,7 +110,7 @@ def binary_metric(
         ci, method = newcombe_paired_ci(c, b, alpha), "newcombe"
         b_major, c_major = b, c
     else:
-        *ci, method = mean_ci(c - b, alpha, n_resamples, seed)
+        *ci, method = delta_ci(c - b, alpha, n_resamples, seed)
         decided = (b != 0.5) & (c != 0.5)
         b_major, c_major = b[decided] > 0.5, c[decided] > 0.5
     to_true = int(np.sum((b_major == 0) & (c_major == 1)))
@@ -147,7 +165,7 @@ def continuous_metric(
     if b.size == 0:
         return None
     diff = c - b
-    low, high, method = mean_ci(diff, alpha, n_resamples, seed)
+    low, high, method = delta_ci(diff, alpha, n_resamples, seed)
     return {
         "baseline": float(b.mean()), "candidate": float(c.mean()), "delta": float(diff.mean()),
         "ci_low": low, "ci_high": high, "p_value": wilcoxon_p(diff), "n": int(b.size), "ci_method": method,
@@ -183,6 +201,50 @@ def mean_ci(
     return (*t_mean_ci(values, alpha), "t")
 
 
+def delta_ci(
+    differences: np.ndarray, alpha: float = ALPHA, n_resamples: int = N_RESAMPLES, seed: int = SEED,
+) -> tuple[float, float, str]:
+    """CI of a mean paired difference: `sign_flip_ci` below LARGE_N pairs, the t interval from there on
+    (they converge; the t interval is exact enough there and costs nothing). Coverage in A/A
+    simulations at n = 30, 100, 1000: bench/coverage_bench.py."""
+    differences = np.asarray(differences, dtype=float)
+    if differences.size < LARGE_N:
+        return (*sign_flip_ci(differences, alpha, n_resamples, seed), "sign-flip")
+    return (*t_mean_ci(differences, alpha), "t")
+
+
+def sign_flip_ci(
+    differences: np.ndarray, alpha: float = ALPHA, n_resamples: int = N_RESAMPLES, seed: int = SEED,
+) -> tuple[float, float]:
+    """The shifts delta that the paired sign-flip randomization test does not reject at alpha.
+
+    Under "no change" each pair's difference is as likely to have either sign, so the test is exact
+    for any distribution symmetric about delta (an A/A comparison covers 0 in 1 - alpha of runs, heavy
+    tails or not, where the percentile bootstrap and the t interval do not). Inverted in closed form:
+    with random signs s, the flipped statistic mean(s * (d - delta)) reaches mean(d - delta) exactly when
+    delta >= the mean of d over the flipped pairs, so the interval is the alpha/2 and 1 - alpha/2
+    quantiles of the means of random halves (each pair flipped with probability 1/2). Seeded."""
+    d = np.asarray(differences, dtype=float)
+    if d.size == 0:
+        return math.nan, math.nan
+    if d.size == 1 or np.all(d == d[0]):
+        return float(d[0]), float(d[0])
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, _CHUNK_ELEMENTS // d.size)
+    means = np.empty(n_resamples)
+    filled = 0
+    while filled < n_resamples:
+        flipped = rng.random((min(per_chunk, n_resamples - filled), d.size)) < 0.5
+        counts = flipped.sum(axis=1)
+        keep = counts > 0  # flipping no pair says nothing (its mean is undefined)
+        chunk = (flipped[keep] @ d) / counts[keep]
+        take = min(chunk.size, n_resamples - filled)
+        means[filled:filled + take] = chunk[:take]
+        filled += take
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
 def t_mean_ci(values: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:
     """Student's t interval of a mean."""
     values = np.asarray(values, dtype=float)
@@ -208,13 +270,35 @@ def bootstrap_mean_ci(
 
 
 def wilcoxon_p(differences: np.ndarray) -> float | None:
-    """Two-sided Wilcoxon signed-rank p; zero differences are dropped ("wilcox"); all zero -> 1.0."""
+    """Two-sided Wilcoxon signed-rank p on the non-zero differences (zeros are dropped first, so adding
+    unchanged pairs never changes it); all zero -> 1.0.
+
+    Exact (the permutation distribution of the signed-rank sum, with mid-ranks for ties) up to
+    EXACT_WILCOXON_MAX non-zero differences; the normal approximation with the tie correction beyond.
+    """
     d = np.asarray(differences, dtype=float)
     if d.size < 1:
         return None
-    if not np.any(d):
+    d = d[d != 0]
+    if d.size == 0:
         return 1.0
-    return float(wilcoxon(d, zero_method="wilcox").pvalue)
+    if d.size > EXACT_WILCOXON_MAX:
+        return float(wilcoxon(d, zero_method="wilcox", method="approx").pvalue)
+    return _exact_signed_rank_p(d)
+
+
+def _exact_signed_rank_p(d: np.ndarray) -> float:
+    """Exact two-sided p of the signed-rank sum: each rank's sign flips with probability 1/2 under
+    the null. Mid-ranks are halves, so the distribution is built over doubled ranks (integers)."""
+    doubled = np.rint(2 * rankdata(np.abs(d))).astype(int)
+    observed = int(doubled[d > 0].sum())
+    counts = np.zeros(int(doubled.sum()) + 1)
+    counts[0] = 1.0
+    for w in doubled:  # distribution of the sum of a random subset of the weights
+        counts[w:] += counts[:-w].copy()
+    counts /= counts.sum()
+    lower, upper = counts[:observed + 1].sum(), counts[observed:].sum()
+    return float(min(1.0, 2 * min(lower, upper)))
 
 
 def holm(pvalues: dict[str, float | None]) -> dict[str, float | None]:
@@ -236,10 +320,35 @@ def holm(pvalues: dict[str, float | None]) -> dict[str, float | None]:
     return adjusted
 
 
-def with_holm(metrics: Mapping[str, MetricBlock | None]) -> dict[str, MetricBlock | None]:
-    """Copies of the metric dicts with "p_value_adj" (Holm across those that have a p-value)."""
-    adjusted = holm({k: None if m is None else m["p_value"] for k, m in metrics.items()})
-    return {k: None if m is None else {**m, "p_value_adj": adjusted[k]} for k, m in metrics.items()}
+def in_holm_family(m: MetricBlock, alpha: float = ALPHA) -> bool:
+    """Can this metric's test reach alpha at all (module docstring, "The Holm family")?"""
+    if m["p_value"] is None:
+        return False
+    if "flips" in m:
+        discordant = m["flips"]["to_true"] + m["flips"]["to_false"]
+        return discordant > 0 and min(1.0, 2 * 0.5 ** discordant) <= alpha
+    return not (m["ci_low"] == m["ci_high"] == m["delta"] == 0)  # every difference zero
+
+
+def with_holm(
+    metrics: Mapping[str, MetricBlock | None], *, groups: Sequence[Sequence[str]] = (), alpha: float = ALPHA,
+) -> dict[str, MetricBlock | None]:
+    """Copies of the metric dicts with "p_value_adj": Holm over the family (module docstring), with
+    each group of near-duplicate metrics counted once."""
+    family = {k: m["p_value"] for k, m in metrics.items() if m is not None and in_holm_family(m, alpha)}
+    members = [[k for k in g if k in family] for g in groups]
+    grouped = {k for g in members for k in g}
+    core = {k: p for k, p in family.items() if k not in grouped}
+    representatives = {g[0]: family[g[0]] for g in members if g}
+    adjusted: dict[str, float | None] = dict(holm(core | representatives))
+    for group in members:
+        others = {g[0]: family[g[0]] for g in members if g and g is not group}
+        for k in group[1:]:  # each duplicate in the family in place of its group's first member
+            adjusted[k] = holm(core | others | {k: family[k]})[k]
+    out: dict[str, MetricBlock | None] = {}
+    for k, m in metrics.items():
+        out[k] = None if m is None else {**m, "p_value_adj": adjusted.get(k, m["p_value"])}
+    return out
 
 
 def aggregate_repeats(frame: pd.DataFrame, key: str = "case_id") -> pd.DataFrame:
