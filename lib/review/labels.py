@@ -11,32 +11,19 @@ the output is missing).
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Optional, TypedDict
+from typing import TypedDict
 
 import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, SQLModel
 
 from lib.errors import ReviewInputError
+from lib.review.entities import RefusalLabel
 from lib.store.audit import record_event
-from lib.store.columns import utcnow
 from lib.store.engine import session_scope
 from lib.store.entities import Output
 
 SOURCE_RULE, SOURCE_LABEL = "rule", "label"
-
-
-class RefusalLabel(SQLModel, table=True):
-    """One reviewer verdict on one output; the latest per output counts (None: cleared)."""
-
-    __tablename__ = "refusal_label"
-    id: Optional[int] = Field(default=None, primary_key=True)
-    output_id: int = Field(foreign_key="output.id", index=True)
-    refused: Optional[bool] = None
-    labelled_by: str
-    created_at: datetime = Field(default_factory=utcnow)
 
 
 class LabelInputError(ReviewInputError):
