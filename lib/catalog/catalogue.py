@@ -7,6 +7,7 @@ without a leading provider prefix (`openai/gpt-4o` -> `gpt-4o`).
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -23,6 +24,7 @@ _DATED = (re.compile(r"[-@_](20\d{2})-(\d{2})-(\d{2})(?=$|[-:@_])"),
           re.compile(r"[-@_](20\d{2})(\d{2})(\d{2})(?=$|[-:@_])"))
 _YYMM = re.compile(r"-(2[3-9])(0[1-9]|1[0-2])$")
 _MMDD = re.compile(r"-(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$")  # gpt-4-0613: year not in the name
+_RESELLER = re.compile(r"[/:]|\.[a-z]")  # azure/..., ft:..., anthropic.claude (a cloud's copy of a model)
 _SUFFIXES = re.compile(r"-(latest|preview|exp|experimental)$")
 
 
@@ -169,8 +171,14 @@ class Catalogue:
                 and (provider is None or m.provider == provider) and (mode is None or m.mode == mode)]
         query = text.strip().lower()
         hits.sort(key=lambda m: (m.model.lower() != query, not m.model.lower().startswith(query),
-                                 "/" in m.model, m.family, _newest_first(m), m.model))
+                                 bool(_RESELLER.search(m.model)), m.family, _newest_first(m), m.model))
         return hits[:limit] if limit else hits
+
+    def recent(self, limit: int = 40) -> list[ModelInfo]:
+        """The newest dated chat models under their providers' own names (what an empty search shows)."""
+        own = [m for m in self.models.values() if m.mode == CHAT_MODE and m.version_date is not None
+               and not _RESELLER.search(m.model) and not _retired(m)]
+        return sorted(own, key=_newest_first)[:limit]
 
     def providers(self) -> list[str]:
         return sorted({m.provider for m in self.models.values() if m.provider})
@@ -192,7 +200,7 @@ class Catalogue:
             add(info)
         if base.provider:
             same = [m for m in self.models.values() if m.provider == base.provider and m.mode == CHAT_MODE
-                    and m.version_date is not None and m.version_date > after and "/" not in m.model]
+                    and m.version_date is not None and m.version_date > after and not _RESELLER.search(m.model)]
             for info in sorted(same, key=_newest_first):
                 add(info)
         return out[:limit]
@@ -224,7 +232,7 @@ def _bundled_map() -> tuple[dict[str, dict[str, Any]], str | None]:
 
 
 @lru_cache(maxsize=4)
-def _catalogue(overrides_path: str | None) -> Catalogue:
+def _catalogue(overrides_path: str | None, _mtime: float | None = None) -> Catalogue:
     overrides = load_overrides(overrides_path) if overrides_path else Overrides(None, {})
     raw, litellm_version = _bundled_map()
     models = {key: _info(key, entry, overrides) for key, entry in raw.items()}
@@ -235,11 +243,17 @@ def _catalogue(overrides_path: str | None) -> Catalogue:
 
 def catalogue(overrides_path: str | None = None) -> Catalogue:
     """The catalogue with the override file at `overrides_path` (else $REVIEW_MODEL_OVERRIDES) applied.
-    Cached per path; a changed override file is re-read by `reload()`."""
+    Cached per path and modification time."""
     from lib.catalog.overrides import overrides_path as resolve
 
-    return _catalogue(resolve(overrides_path))
+    path = resolve(overrides_path)
+    return _catalogue(path, _mtime(path))
 
 
-def reload() -> None:
-    _catalogue.cache_clear()
+def _mtime(path: str | None) -> float | None:
+    """Part of the cache key: an edited override file is read again."""
+    try:
+        return os.stat(path).st_mtime if path else None
+    except OSError:
+        return None  # load_overrides says what is wrong with it
+
