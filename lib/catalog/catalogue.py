@@ -81,8 +81,8 @@ def version_date(name: str) -> date | None:
                 return date(int(m[1]), int(m[2]), int(m[3]))
             except ValueError:
                 continue
-    m = _YYMM.search(base)
-    return date(2000 + int(m[1]), int(m[2]), 1) if m else None
+    month = _YYMM.search(base)
+    return date(2000 + int(month[1]), int(month[2]), 1) if month else None
 
 
 def family_of(name: str) -> str:

@@ -9,14 +9,24 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lib.catalog.catalogue import Catalogue, catalogue
 from lib.errors import ReviewInputError
 
 BANNER_WITHIN_DAYS = 90  # the Overview warns within this many days
 ROLES = ("baseline", "candidate", "monitored", "judge")
+
+
+_SIDES = text("""
+SELECT cmp.name, 'baseline', cfg.model FROM comparison cmp
+  JOIN run r ON r.id = cmp.baseline_run_id JOIN modelconfig cfg ON cfg.id = r.config_id
+UNION ALL
+SELECT cmp.name, 'candidate', cfg.model FROM comparison cmp
+  JOIN run r ON r.id = cmp.candidate_run_id JOIN modelconfig cfg ON cfg.id = r.config_id
+""")
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,6 @@ def models_in_use(engine: Engine) -> list[InUse]:
     """Every model string the store uses, with its roles and where (sorted by model)."""
     from lib.judge.entities import JudgeConfig, JudgeRun
     from lib.release.entities import MonitorPoint
-    from lib.store.entities import Comparison, ModelConfig, Run
 
     found: dict[str, tuple[set[str], set[str]]] = {}
 
@@ -58,13 +67,11 @@ def models_in_use(engine: Engine) -> list[InUse]:
         used.add(where)
 
     with Session(engine) as session:
-        for comp in session.exec(select(Comparison)).all():
-            for role, run_id in (("baseline", comp.baseline_run_id), ("candidate", comp.candidate_run_id)):
-                run = session.get(Run, run_id)
-                add(session.get(ModelConfig, run.config_id).model, role, comp.name)
+        for name, role, model in session.connection().execute(_SIDES).all():
+            add(model, role, name)
         for model in session.exec(select(MonitorPoint.model).distinct()).all():
             add(model, "monitored", "monitor")
-        judged = select(JudgeConfig.model).join(JudgeRun, JudgeRun.config_id == JudgeConfig.id).distinct()
+        judged = select(JudgeConfig.model).join(JudgeRun, col(JudgeRun.config_id) == col(JudgeConfig.id)).distinct()
         for model in session.exec(judged).all():
             add(model, "judge", "judge")
     return [InUse(m, tuple(r for r in ROLES if r in roles), tuple(sorted(used)))
