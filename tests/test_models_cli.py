@@ -112,3 +112,16 @@ def test_deprecations_within_60_exits_1_as_printed(engine, db_url: str, tmp_path
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "gpt-4o-2024-08-06" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_cost_prints_per_1k_and_the_monthly_projection(capsys, engine, tmp_path: Path) -> None:
+    from test_cost_projection import TOKENS_CSV
+
+    load_long(engine, tmp_path, text=TOKENS_CSV)
+    code, out, _ = run(capsys, "models", "cost", "upgrade", "--requests-per-day", "1000")
+    assert code == 0 and "per 1,000 requests (n=3 cases): $0.858 -> $0.873, +$0.015" in out
+    assert "per month at 1,000 requests/day: $25.8 -> $26.2, +$0.45" in out  # 0.015 x 1 x 30 by hand
+    code, out, _ = run(capsys, "models", "cost", "upgrade", "--json")
+    assert code == 0 and json.loads(out)["delta_per_1k"] == pytest.approx(0.015)
+    code, _, err = run(capsys, "models", "cost", "nope")
+    assert code == 2 and err.startswith("error: no comparison named 'nope'")

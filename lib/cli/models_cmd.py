@@ -187,3 +187,41 @@ def deprecations_cmd(within: Optional[int] = typer.Option(None, "--within", min=
         typer.echo(f"{len(soon)} model(s) in use deprecated within {within} days: "
                    + ", ".join(f"{r.model} ({r.deprecation_date})" for r in soon), err=True)
         raise typer.Exit(1)
+
+
+@models_app.command("cost")
+def cost_cmd(comparison: str = typer.Argument(..., help="A comparison name (see `./review list`)."),
+             requests_per_day: float = typer.Option(10_000, "--requests-per-day", min=0,
+                                                    help="Traffic for the monthly projection (30 days)."),
+             overrides: Optional[str] = _overrides_option(),
+             as_json: bool = typer.Option(False, "--json", help="Print the report's cost_projection as JSON.")) -> None:
+    """The cost of staying vs upgrading: cost per 1,000 requests of each side from the comparison's own token
+    counts, the difference with its bootstrap CI, and a monthly projection."""
+    from lib.catalog.catalogue import catalogue
+    from lib.catalog.cost import cost_projection as project
+    from lib.catalog.cost import monthly
+    from lib.errors import ComparisonNotFound
+    from lib.review import fmt
+    from lib.store.engine import get_engine
+
+    cost = project(get_engine(), comparison, cat=catalogue(overrides))
+    if cost is None:
+        raise ComparisonNotFound(f"no comparison named '{comparison}' (see `./review list`)")
+    if as_json:
+        print_json(cost)
+        return
+    for side in ("baseline", "candidate"):
+        p = cost["prices"][side]
+        typer.echo(f"{side:<9} {p['model']}: in {fmt.usd_per_million(p['input_cost_per_token'])}, "
+                   f"out {fmt.usd_per_million(p['output_cost_per_token'])} ({p['source']})")
+    if cost["delta_per_1k"] is None:
+        typer.echo("cost per 1,000 requests: unknown (a price is unknown or no case has token counts on both sides)")
+        return
+    typer.echo(f"per 1,000 requests (n={cost['n']} cases): {fmt.usd(cost['baseline_per_1k'])} -> "
+               f"{fmt.usd(cost['candidate_per_1k'])}, {fmt.usd(cost['delta_per_1k'], '+')} "
+               f"[{fmt.usd(cost['ci_low'], '+')}, {fmt.usd(cost['ci_high'], '+')}] (95% bootstrap CI)")
+    base, cand = monthly(cost["baseline_per_1k"], requests_per_day), monthly(cost["candidate_per_1k"], requests_per_day)
+    lo, hi = monthly(cost["ci_low"], requests_per_day), monthly(cost["ci_high"], requests_per_day)
+    assert base is not None and cand is not None
+    typer.echo(f"per month at {fmt.num(requests_per_day)} requests/day: {fmt.usd(base)} -> {fmt.usd(cand)}, "
+               f"{fmt.usd(cand - base, '+')} [{fmt.usd(lo, '+')}, {fmt.usd(hi, '+')}]")
