@@ -200,3 +200,30 @@ def test_the_radar_uses_the_override_date_and_names_the_file(engine, tmp_path: P
     path.write_text('["gpt-4o-2024-08-06"]\ndeprecation_date = "2026-12-16"\n')
     rows = {r.model: r for r in deprecations(engine, today=TODAY, cat=catalogue(str(path)))}
     assert rows["gpt-4o-2024-08-06"].days_left == 10 and str(path) in rows["gpt-4o-2024-08-06"].source
+
+
+def test_the_map_read_from_litellms_file_equals_litellm_model_cost_on_every_field_used() -> None:
+    """The catalogue reads litellm's bundled file without importing litellm; it must serve what
+    `litellm.model_cost` serves (same names, same provider, mode, context, prices, dates, successor)."""
+    from lib.catalog.catalogue import _bundled_map
+    from lib.run.llm import litellm_module
+
+    fields = ("litellm_provider", "mode", "max_input_tokens", "input_cost_per_token", "output_cost_per_token",
+              "deprecation_date", "successor_model")
+    ours, _ = _bundled_map()
+    theirs = litellm_module().model_cost
+    assert set(ours) == set(theirs) - {SAMPLE_SPEC}
+    differ = [k for k in ours if any(ours[k].get(f) != theirs[k].get(f) for f in fields)]
+    assert differ == []
+
+
+def test_searching_the_map_does_not_import_litellm() -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys; from lib.catalog.catalogue import catalogue; "
+            "assert catalogue().info('gpt-4o-2024-08-06').deprecation_date; print('litellm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

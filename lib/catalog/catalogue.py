@@ -1,22 +1,29 @@
 """litellm's bundled model map as a searchable catalogue, with the user's overrides applied.
 
-Read offline (lib.run.llm forces the bundled map before importing litellm). `sample_spec` is litellm's
-documentation of the format, not a model. A price is None when the map has none, or only 0.0 for both
-directions (placeholders for paid models): unknown, never free. Names are matched as given, then
-without a leading provider prefix (`openai/gpt-4o` -> `gpt-4o`).
+Read offline from the file litellm itself loads with LITELLM_LOCAL_MODEL_COST_MAP=True, without importing
+litellm (see `_bundled_map`). `sample_spec` is litellm's documentation of the format, not a model. A price
+is None when the map has none, or only 0.0 for both directions (placeholders for paid models): unknown,
+never free. Names are matched as given, then without a leading provider prefix (`openai/gpt-4o` -> `gpt-4o`).
 """
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from lib.catalog.overrides import Overrides, load_overrides, parse_date
+from lib.errors import ReviewError
 
 SAMPLE_SPEC = "sample_spec"
+RESERVED_KEYS = frozenset({SAMPLE_SPEC, "fallback_generalizations"})  # documentation and rules, not models
+BUNDLED_FILE = "model_prices_and_context_window_backup.json"  # what LITELLM_LOCAL_MODEL_COST_MAP=True loads
 CHAT_MODE = "chat"
 BUNDLED_SOURCE = "litellm bundled model map"
 # A version date inside a model name: 2024-08-06, 20240620, or a trailing YYMM (mistral-large-2407).
@@ -219,16 +226,40 @@ def _retired(info: ModelInfo) -> bool:
 
 
 def _bundled_map() -> tuple[dict[str, dict[str, Any]], str | None]:
-    from lib.run.llm import litellm_module  # litellm is imported on first use only (~2.5 s)
-
-    litellm = litellm_module()
+    """litellm's bundled map, read from its package file without importing litellm (~2.5 s, ~200 MB): the
+    Overview's banner and cost card, and `models search`, stay fast. The same file litellm loads offline,
+    with its aliases expanded as litellm expands them (tests/test_catalog.py compares every field used here
+    with `litellm.model_cost`, so a change in litellm's processing fails a test rather than drifting)."""
+    spec = importlib.util.find_spec("litellm")  # finds the package without executing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ReviewError("litellm is not installed: the model map comes from its package")
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_FILE
+    raw = json.loads(path.read_bytes())
     try:
-        from importlib.metadata import version
-
-        litellm_version: str | None = version("litellm")
-    except Exception:  # noqa: BLE001  - the version is a label only
+        litellm_version: str | None = importlib.metadata.version("litellm")
+    except importlib.metadata.PackageNotFoundError:
         litellm_version = None
-    return {k: v for k, v in litellm.model_cost.items() if k != SAMPLE_SPEC and isinstance(v, dict)}, litellm_version
+    return expand_aliases({k: v for k, v in raw.items() if k not in RESERVED_KEYS and isinstance(v, dict)}), \
+        litellm_version
+
+
+def expand_aliases(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Serve a row whose `alias_of` names another row as that row, and add each name of a row's `aliases`
+    list (unless it is a model of its own or already claimed), as litellm does when it loads the map."""
+    pointers = {name: e["alias_of"] for name, e in entries.items() if isinstance(e.get("alias_of"), str)}
+    out = {name: e for name, e in entries.items() if name not in pointers}
+    claimed: set[str] = set()
+    for entry in list(out.values()):
+        aliases = entry.get("aliases")
+        for alias in aliases if isinstance(aliases, list) else ():
+            if alias in out or alias in claimed:
+                continue
+            claimed.add(alias)
+            out[alias] = entry
+    for alias, target in pointers.items():
+        if target in entries and target not in pointers and alias not in claimed:
+            out[alias] = entries[target]
+    return out
 
 
 @lru_cache(maxsize=4)
