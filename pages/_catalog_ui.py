@@ -81,7 +81,7 @@ def cost_card(name: str | None) -> None:
              f"{fmt.usd(cost['ci_high'], '+')}]")
     left.metric(f"Cost per 1,000 requests (n={cost['n']})",
                 f"{fmt.usd(cost['baseline_per_1k'])} → {fmt.usd(cost['candidate_per_1k'])}", delta,
-                delta_color="inverse", help="From this comparison's own token counts per case and each side's "
+                delta_color="off", help="From this comparison's own token counts per case and each side's "
                 "prices; the delta's 95% CI is a bootstrap over cases. Prices: "
                 + cost["prices"]["source"])
     per_day = right.number_input("Requests per day", min_value=0, value=DEFAULT_REQUESTS_PER_DAY, step=1000,

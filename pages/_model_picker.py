@@ -97,7 +97,7 @@ def _summary(model: str, api_base: str | None) -> None:
         if days <= WARN_WITHIN_DAYS:
             when = f"in {days} days" if days >= 0 else f"{-days} days ago"
             st.warning(f"{_shared.md(model)} is deprecated on {info.deprecation_date.isoformat()} ({when}).")
-    (st.caption if keys.present else st.warning)(f"Key: {_shared.md(keys.message)}")
+    (st.caption if keys.present else st.warning)(_shared.md(keys.message[:1].upper() + keys.message[1:]))
 
 
 def model_picker(prefix: str, label: str, *, suggest_for: str | None = None, with_api_base: bool = True) -> Choice:

@@ -49,7 +49,7 @@ def test_picking_from_the_list_fills_the_model_and_shows_prices_deprecation_and_
     text = _texts(at).replace("\\", "")
     assert "$2.50/1M" in text and "$10.00/1M" in text and "128,000 tokens" in text and "2027-01-14" in text
     assert "is deprecated on 2027-01-14" in text  # within 90 days of today
-    assert "key missing: set OPENAI_API_KEY" in text and "sk-" not in text
+    assert "Key missing: set OPENAI_API_KEY" in text and "sk-" not in text
 
 
 def test_the_candidate_list_suggests_newer_versions_once_the_baseline_is_named(engine) -> None:
