@@ -227,3 +227,18 @@ def test_searching_the_map_does_not_import_litellm() -> None:
             "assert catalogue().info('gpt-4o-2024-08-06').deprecation_date; print('litellm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_radar_counts_monitored_models_and_judges(engine, llm_server) -> None:
+    from test_judge import JUDGE, judge, load_comparison, script_defaults
+    from test_monitor import make_dataset, point
+
+    make_dataset(engine, n=3)
+    point(engine, llm_server)  # a monitor series' baseline snapshot of openai/pinned
+    load_comparison(engine, n=2)
+    script_defaults(llm_server)
+    judge(engine, llm_server)
+    used = {u.model: u.roles for u in models_in_use(engine)}
+    assert used["openai/pinned"] == ("monitored",) and used[JUDGE] == ("judge",)
+    rows = {r.model: r for r in deprecations(engine, today=TODAY)}
+    assert rows[JUDGE].used_by == ["judge"] and rows["openai/pinned"].deprecation_date is None
