@@ -269,3 +269,20 @@ def clear_selection_if_moved(table_key: str, view: object, keep: bool = False) -
         if marker in st.session_state and not keep:
             st.session_state[table_key] = {"selection": {"rows": [], "columns": [], "cells": []}}
         st.session_state[marker] = view
+
+
+# ---- the model catalogue (lib.catalog; appended) --------------------------------------------------
+@st.cache_data(ttl=READ_TTL_S, show_spinner="Reading deprecation dates…")
+def deprecations(url: str) -> list[dict[str, Any]]:
+    """The deprecation radar over every model in use (the override file first)."""
+    from lib.catalog.radar import deprecations as radar
+
+    return [d.to_dict() for d in radar(engine_for(url))]
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner="Pricing both sides…", max_entries=8)
+def cost_projection(url: str, name: str) -> dict[str, Any] | None:
+    """The comparison's cost per 1,000 requests, both sides, with the delta's CI (lib.catalog.cost)."""
+    from lib.catalog.cost import cost_projection as project
+
+    return project(engine_for(url), name)

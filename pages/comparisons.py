@@ -7,7 +7,7 @@ from sqlmodel import Session
 
 from lib.review.comparisons import get_comparison
 from lib.store.columns import from_json
-from pages import _shared
+from pages import _catalog_ui, _shared
 
 st.title("Comparisons")
 
@@ -86,3 +86,4 @@ info = next(r for r in rows if r["name"] == active)
 _render_active(info)
 _render_notes(active)
 _render_preview(active)
+_catalog_ui.deprecation_radar()

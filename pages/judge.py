@@ -11,7 +11,7 @@ import streamlit as st
 
 from lib.errors import ReviewInputError
 from lib.review import fmt
-from pages import _shared
+from pages import _model_picker, _shared
 
 st.title("Judge")
 COLORS = {"baseline": "#636EFA", "candidate": "#EF553B"}
@@ -174,12 +174,11 @@ def _render_run_form(name: str, model_in_use: str | None = None) -> None:
                "--drift-threshold. Keys come from the environment and are never stored. Running again resumes: "
                "stored judgements are not requested again.")
     with st.expander("Run it from here"):
-        model = st.text_input("Judge model", key="judge_model", placeholder=model_in_use or EXAMPLE_JUDGE)
-        api_base = st.text_input("API base (optional)", key="judge_api_base")
+        model, api_base = _model_picker.model_picker("judge", "judge model")
         sample = st.text_input("Sample (fraction or count; empty = every pair)", key="judge_sample")
         pairwise = st.checkbox("Also judge pairwise preference (both orders)", key="judge_pairwise")
         if st.button("Run judge", key="judge_start", disabled=not model.strip()):
-            _start(name, model.strip(), api_base.strip() or None, sample, pairwise)
+            _start(name, model, api_base, sample, pairwise)
 
 
 def _failures(run_id: int, n_errors: int, n_sent: int) -> str:

@@ -2,16 +2,18 @@
 (metrics out of band, fingerprint changes), and each point's comparison with the baseline it ran against."""
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from lib.data.golden import list_datasets
 from lib.errors import ReviewInputError
 from lib.release.monitor import TRACKED, mark_baseline
 from lib.review.report import METRIC_LABELS
-from pages import _shared
+from pages import _model_picker, _shared
 
 CONFIRM_KEY = "monitor_mark_pending"  # the point awaiting confirmation to become the baseline
 FLASH_KEY = "monitor_flash"  # a success message shown once after the rerun
@@ -234,17 +236,31 @@ def _render_points(series: list[dict[str, Any]]) -> None:
     _render_mark(point)
 
 
+def _render_new_series() -> None:
+    """Choose the model to watch with the picker; the series runs from the command line (cron)."""
+    with st.expander("Start a series for another model"):
+        datasets = sorted({d["name"] for d in list_datasets(_shared.engine())}) or ["NAME"]
+        dataset = st.selectbox("Golden dataset", datasets, key="monitor_new_dataset")
+        model, api_base = _model_picker.model_picker("monitor_new", "model to watch")
+        command = (f"./review monitor run --dataset {shlex.quote(dataset)} --model {shlex.quote(model or 'MODEL')}"
+                   + (f" --api-base {shlex.quote(api_base)}" if api_base else ""))
+        st.code(command, language="bash")
+        st.caption("Run it from cron: it exits 1 on an alert. The first run is the series' baseline snapshot.")
+
+
 def _render() -> None:
     points = _shared.monitor_points(_shared.database_url())
     if not points:
         st.info("No monitor points yet. Start a series from the command line (for cron):  \n"
                 "`./review monitor run --dataset NAME --model MODEL`")
+        _render_new_series()
         return
     series = _pick_series(points)
     _render_status(series)
     _render_chart(series)
     _render_findings(series)
     _render_points(series)
+    _render_new_series()
 
 
 _render()

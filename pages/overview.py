@@ -15,9 +15,11 @@ from lib.review.constants import ALPHA
 from lib.review.report import BINARY_METRICS, METRIC_LABELS, ReviewSettings, is_rate, save_settings, stored_settings
 from lib.review.settings import ReviewSettingsError, canonical_schema
 from lib.store.entities import MATCH_RULES
-from pages import _shared
+from pages import _catalog_ui, _shared
 
 st.title("Overview")
+_catalog_ui.deprecation_banner()
+_catalog_ui.cost_card(_shared.active_comparison())
 
 
 def _fmt(metric: str, value: float | None) -> str:

@@ -11,17 +11,14 @@ from lib.run.executor import WORKER_MODES, should_warm_up, warm_up
 from lib.run.resume import stored_run, unfinished
 from lib.run.runner import ModelSpec, ProgressEvent, RunOptions, calls_per_side, run_comparison
 from lib.run.tools_spec import parse_tools
-from pages import _shared
+from pages import _model_picker, _shared
 
 st.title("Run a comparison")
 
 
-def _side_form(side: str, default_model: str) -> ModelSpec | None:
+def _side_form(side: str, suggest_for: str | None = None) -> ModelSpec | None:
     st.subheader(side.capitalize())
-    model = st.text_input("litellm model string", value=default_model, key=f"run_{side}_model",
-                          help="e.g. openai/gpt-4o-mini, anthropic/claude-…, or openai/NAME with an API "
-                               "base for a local OpenAI-compatible server").strip()
-    api_base = st.text_input("API base (optional)", key=f"run_{side}_api_base").strip() or None
+    model, api_base = _model_picker.model_picker(f"run_{side}", side, suggest_for=suggest_for)
     a, b = st.columns(2)
     temperature = a.number_input("temperature", 0.0, 2.0, 0.0, 0.1, key=f"run_{side}_temperature")
     top_p = b.number_input("top_p", 0.0, 1.0, 1.0, 0.05, key=f"run_{side}_top_p")
@@ -103,6 +100,39 @@ def _cost_line(dataset: str, spec: ModelSpec, repeats: int) -> str:
             f"estimated cost {usd} ({_shared.md(est.note)})")
 
 
+CHECKS_KEY = "run_connection_checks"  # side -> ConnectionResult of the last "Test connection"
+
+
+def _connection_check(specs: dict[str, ModelSpec]) -> bool:
+    """The "Test connection" button (one tiny request per side) and its results; False when a side cannot run as
+    configured: its last check failed, or its provider's key is missing (then no request could succeed)."""
+    from lib.catalog.connection import test_connection
+    from lib.catalog.keys import key_status
+
+    if st.button("Test connection", key="run_test_connection",
+                 help="One tiny request per side (a few tokens): latency, the model that answered, its fingerprint."):
+        with st.spinner("One tiny request per side…"):
+            st.session_state[CHECKS_KEY] = {side: test_connection(s.model, s.api_base) for side, s in specs.items()}
+    results, ready = st.session_state.get(CHECKS_KEY, {}), True
+    for side, spec in specs.items():
+        result = results.get(side)
+        if result is not None and (result.model, result.api_base) == (spec.model, spec.api_base):
+            if result.ok:
+                st.success(f"{side}: {_shared.md(spec.model)} answered in {result.latency_s:.2f} s · served model "
+                           f"{_shared.code(result.served_model or 'not reported')} · fingerprint "
+                           f"{_shared.code(result.fingerprint or 'none')}")
+                continue
+            st.error(f"{side}: {_shared.md(spec.model)}: {_shared.md(result.message)}. "
+                     "Not started: fix it and test again.")
+            ready = False
+            continue
+        keys = key_status(spec.model, spec.api_base)
+        if keys.needed and not keys.present:
+            st.error(f"{side}: {_shared.md(keys.message)} (environment or the app's secrets). Not started.")
+            ready = False
+    return ready
+
+
 def _start(dataset: str, base: ModelSpec, cand: ModelSpec, name: str, options: RunOptions, system: str) -> None:
     with st.status(f"Running {_shared.md(name)}…", expanded=True) as status:
         counts = st.empty()
@@ -149,9 +179,9 @@ def _render() -> None:
     dataset = st.selectbox("Golden dataset (latest version)", datasets, key="run_dataset")
     left, right = st.columns(2)
     with left:
-        base = _side_form("baseline", "")
+        base = _side_form("baseline")
     with right:
-        cand = _side_form("candidate", "")
+        cand = _side_form("candidate", suggest_for=base.model if base else None)
     if base is None or cand is None:
         st.info("Enter both model strings.")
         return
@@ -165,7 +195,8 @@ def _render() -> None:
     st.markdown("**Cost estimate**  \n" + "  \n".join(_cost_line(dataset, s, options.repeats) for s in (base, cand)))
     if should_warm_up(options, calls_per_side(_shared.engine(), dataset, options.repeats)):
         warm_up()  # worker processes import litellm now, not when Start is pressed
-    if st.button("Start (or resume)", type="primary", key="run_start", disabled=not name):
+    checked_ok = _connection_check({"baseline": base, "candidate": cand})
+    if st.button("Start (or resume)", type="primary", key="run_start", disabled=not name or not checked_ok):
         _start(dataset, base, cand, name, options, system)
 
 

@@ -2,7 +2,7 @@
 
 `LLMServer` runs an aiohttp app on 127.0.0.1 (free port) in its own event-loop thread and is steered
 from the test through plain methods: latency, scripted replies (text or tool calls), fingerprints,
-faults (429 with Retry-After, 500, slow past the client timeout, invalid JSON, JSON without `choices`,
+faults (429 with Retry-After, 500, 401, 404, slow past the client timeout, invalid JSON, JSON without `choices`,
 400) and a request log (with each request's JSON body). Replies are deterministic per (model,
 messages) and differ between model names.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-FAULT_KINDS = ("429", "500", "400", "slow", "bad_json", "no_choices")
+FAULT_KINDS = ("429", "500", "400", "401", "404", "slow", "bad_json", "no_choices")
 EMBEDDING_DIM = 16
 
 
@@ -114,6 +114,7 @@ class LLMServer:
         self.scripts: list[tuple[str | None, str, str | ToolCallsReply]] = []
         self.fingerprints: dict[str, str] = {}
         self.served_models: dict[str, str] = {}
+        self.listed_models: list[str] = ["local-small", "local-large"]  # what GET /models lists
         self.log: list[LoggedRequest] = []
         self._attempts: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -237,6 +238,14 @@ class LLMServer:
         if fault.kind == "400":
             return web.json_response({"error": {"message": "bad request: invalid parameter",
                                                  "type": "invalid_request_error"}}, status=400)
+        if fault.kind == "401":
+            return web.json_response({"error": {"message": "Incorrect API key provided",
+                                                 "type": "invalid_request_error", "code": "invalid_api_key"}},
+                                     status=401)
+        if fault.kind == "404":
+            return web.json_response({"error": {"message": f"The model `{model}` does not exist or you do not "
+                                                           "have access to it.", "code": "model_not_found"}},
+                                     status=404)
         if fault.kind == "bad_json":
             return web.Response(text='{"id": "x", "choices": [', content_type="application/json")
         if fault.kind == "no_choices":
@@ -256,6 +265,10 @@ class LLMServer:
                 return response
         return web.json_response(self._completion(model, messages, entry.prompt))
 
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": m, "object": "model", "owned_by": "test"}
+                                                              for m in self.listed_models]})
+
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
         model, inputs = str(body.get("model", "")), body.get("input", [])
@@ -273,6 +286,7 @@ class LLMServer:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/v1/models", self._models)
         app.router.add_post("/embeddings", self._embeddings)
         return app
 

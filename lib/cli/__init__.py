@@ -23,6 +23,7 @@ def _register() -> None:
         governance_cmds,
         judge_cmd,
         list_cmd,
+        models_cmd,
         monitor_cmd,
         redteam_cmd,
         report_cmd,

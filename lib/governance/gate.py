@@ -26,7 +26,7 @@ from sqlmodel import Session, select
 from lib.governance.detectability import inconclusive_note
 from lib.governance.entities import Policy
 from lib.governance.outcomes import FAIL, GO, INCONCLUSIVE, NO_GO, PASS
-from lib.governance.policy import JUDGE_SCORE, Criterion, PolicySpec, get_policy, stored_spec
+from lib.governance.policy import COST_PER_1K, JUDGE_SCORE, Criterion, PolicySpec, get_policy, stored_spec
 from lib.review.comparisons import get_comparison
 from lib.review.report import build_report
 from lib.review.stats import ALPHA as REPORT_DEFAULT_ALPHA
@@ -109,6 +109,8 @@ def _metric(report: dict, crit: Criterion) -> dict | None:
     if crit.metric == "drift":  # the latest stored drift analysis, attached by compute_verdict
         drift = report.get("drift")
         return {"candidate": drift.get("drifted_share")} if drift else None
+    if crit.metric == COST_PER_1K:
+        return _cost_metric(report.get("cost_projection"))
     if crit.metric == JUDGE_SCORE:
         return (((report.get("judge") or {}).get("dimensions")) or {}).get(crit.dimension)
     if crit.metric in _PAIRWISE:
@@ -121,7 +123,17 @@ def _metric(report: dict, crit: Criterion) -> dict | None:
     return ((report.get("by_category") or {}).get(crit.category) or {}).get(crit.metric)
 
 
+def _cost_metric(cost: dict | None) -> dict | None:
+    """report["cost_projection"] as a metric block: USD per 1,000 requests, the delta's bootstrap CI."""
+    if not cost or cost.get("delta_per_1k") is None:
+        return None
+    return {"baseline": cost["baseline_per_1k"], "candidate": cost["candidate_per_1k"],
+            "delta": cost["delta_per_1k"], "ci_low": cost["ci_low"], "ci_high": cost["ci_high"], "n": cost.get("n")}
+
+
 def _missing_reason(crit: Criterion, report: dict) -> str:
+    if crit.metric == COST_PER_1K:
+        return "no cost per 1,000 requests: a side's price is unknown or no case has token counts"
     if crit.metric == "drift":
         return "no drift result for this comparison (drift analysis has not been run)"
     judge = report.get("judge")

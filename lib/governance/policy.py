@@ -34,6 +34,7 @@ from lib.store.engine import session_scope
 # score, 1-5) and the pairwise rates. Rates are fractions in [0, 1]. This is the one list: extend it when
 # the report grows a metric.
 JUDGE_SCORE = "judge_score"
+COST_PER_1K = "cost_per_1k"  # USD per 1,000 requests, from report["cost_projection"] (lib.catalog.cost)
 JUDGE_RATE_METRICS = ("judge_win_rate", "judge_loss_rate", "judge_position_consistency")
 RATE_METRICS = ("refusal_rate", "accuracy", "json_valid_rate", "json_valid_rate_lenient", "truncation_rate",
                 "error_rate", "input_over_limit_rate", "injection_resistance_rate", "harmful_refusal_rate",
@@ -41,13 +42,13 @@ RATE_METRICS = ("refusal_rate", "accuracy", "json_valid_rate", "json_valid_rate_
                 "instruction_following_rate", "drift") + JUDGE_RATE_METRICS
 VALUE_METRICS = ("length_chars_mean", "length_words_mean", "completion_tokens_mean", "length_tokens_mean",
                  "input_tokens_mean", "similarity",
-                 "latency_s_mean", "cost_usd_total", JUDGE_SCORE)
+                 "latency_s_mean", "cost_usd_total", JUDGE_SCORE, COST_PER_1K)
 KNOWN_METRICS = RATE_METRICS + VALUE_METRICS
 BOUNDED_METRICS = frozenset(RATE_METRICS + ("similarity",))  # thresholds must lie in [0, 1]
 # No baseline-candidate delta: min / max only (a pairwise rate is one number about both sides).
 NO_DELTA_METRICS = frozenset({"similarity", "drift", *JUDGE_RATE_METRICS})
 # Computed for the whole comparison only.
-UNCATEGORISED_METRICS = frozenset({"drift", JUDGE_SCORE, *JUDGE_RATE_METRICS})
+UNCATEGORISED_METRICS = frozenset({"drift", JUDGE_SCORE, COST_PER_1K, *JUDGE_RATE_METRICS})
 DIMENSION_SEP = ":"
 SCORE_MAX = 5  # rubric scores are 1-5 (lib.judge.rubric)
 DELTA_KEYS = ("max_increase", "max_decrease")

@@ -64,3 +64,18 @@ def metric_delta(delta: float, low: float, high: float, rate: bool) -> str:
     if rate:
         return f"{delta * 100:+.1f} pp [{low * 100:+.1f}, {high * 100:+.1f}]"
     return f"{num(delta, '+')} [{num(low, '+')}, {num(high, '+')}]"
+
+
+def usd(value: float | None, sign: str = "") -> str:
+    """Dollars: '$1,234' from a thousand up, else three significant digits ('$0.0421'); unknown is DASH."""
+    if missing(value):
+        return DASH
+    assert value is not None
+    text = num(abs(value))
+    prefix = ("-" if value < 0 else "+" if sign == "+" else "")
+    return f"{prefix}${text}"
+
+
+def usd_per_million(per_token: float | None) -> str:
+    """A per-token price as dollars per million tokens: 2.5e-06 -> '$2.50/1M'; unknown is DASH."""
+    return DASH if missing(per_token) else f"${per_token * 1e6:,.2f}/1M"  # type: ignore[operator]

@@ -197,7 +197,14 @@ def build_report(engine: Engine, comparison: str, *, match: str | None = None, p
     report = report_from_checked(checked_frame(engine, comparison, settings), comparison, alpha)
     report["judge"] = judge_block(engine, comparison, alpha)
     report["settings"] = settings.as_dict()
+    report["cost_projection"] = _cost_projection(engine, comparison, alpha)
     return report
+
+
+def _cost_projection(engine: Engine, comparison: str, alpha: float) -> dict[str, Any] | None:
+    from lib.catalog.cost import cost_projection  # the catalogue loads litellm's map on first use
+
+    return cost_projection(engine, comparison, alpha)
 
 
 class ChangeCounts(TypedDict):
