@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "lib"
-DOMAINS = {"store", "data", "run", "review", "drift", "judge", "redteam", "governance", "release", "cli"}
+DOMAINS = {"store", "catalog", "data", "run", "review", "drift", "judge", "redteam", "governance", "release", "cli"}
 
 
 def _modules() -> dict[str, Path]:
