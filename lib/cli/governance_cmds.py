@@ -1,5 +1,5 @@
-"""Governance commands: `policy create|list|show`, `gate`, `keys create`, `system set-owner`, `comment`,
-`decide`, `verify`, `export`.
+"""Governance commands: `policy create|list|show`, `gate`, `keys create`, `system claim|transfer|set-owner`,
+`comment`, `decide`, `verify`, `export`.
 
 `gate` exits 0 go, 1 no-go, 3 inconclusive (2 bad input). `verify` exits 1 when any record is broken.
 """
@@ -14,9 +14,10 @@ from sqlmodel import Session
 
 from lib.cli.app import app, print_json
 from lib.errors import ReviewInputError
-from lib.governance.decisions import DecisionRequest, add_comment, decide, decision_summary, set_owner
+from lib.governance.decisions import DecisionRequest, add_comment, decision_summary, sign_decision
 from lib.governance.export import export_record
 from lib.governance.gate import GO, INCONCLUSIVE, NO_GO, Verdict, compute_verdict, record_verdict
+from lib.governance.owners import OwnerChange, claim_system, set_owner, transfer_system
 from lib.governance.policy import create_policy, describe_policy, get_policy, list_policies
 from lib.governance.signing import create_key
 from lib.governance.verify import verify_store
@@ -129,12 +130,33 @@ def keys_create(name: str = typer.Argument(..., help="Signer name (the key's nam
     typer.echo(f"Created key {info.name}: fingerprint sha256 {info.fingerprint}\nprivate key: {info.path}")
 
 
+def _owner_line(change: OwnerChange) -> str:
+    if change.how == "unchanged":
+        return f"{change.owner} already owns system {change.system}"
+    if change.how == "transfer":
+        return f"{change.owner} now owns system {change.system} (transferred by {change.previous}, signed)"
+    return f"{change.owner} now owns system {change.system} (claimed)"
+
+
+@system_app.command("claim")
+def system_claim(system: str = typer.Argument(..., help="System name (Comparison.system)."),
+                 owner: str = typer.Option(..., "--owner", help="The owner: the only signer.")) -> None:
+    """Claim a system that has no owner (exit 2 when it has one: only a signed transfer moves it)."""
+    typer.echo(_owner_line(claim_system(get_engine(), system, owner, actor=getpass.getuser())))
+
+
+@system_app.command("transfer")
+def system_transfer(system: str = typer.Argument(..., help="System name (Comparison.system)."),
+                    to: str = typer.Option(..., "--to", help="The new owner.")) -> None:
+    """Hand a system to a new owner, signed with the current owner's key (REVIEW_PASSPHRASE or a prompt)."""
+    typer.echo(_owner_line(transfer_system(get_engine(), system, to, _passphrase(confirm=False))))
+
+
 @system_app.command("set-owner")
 def system_set_owner(system: str = typer.Argument(..., help="System name (Comparison.system)."),
                      owner: str = typer.Option(..., "--owner", help="The owner: the only signer.")) -> None:
-    """Make NAME the owner of SYSTEM: only they may sign decisions for its comparisons."""
-    set_owner(get_engine(), system, owner, actor=getpass.getuser())
-    typer.echo(f"{owner} now owns system {system}")
+    """A claim when SYSTEM has no owner; a change of owner is refused (use `system transfer`)."""
+    typer.echo(_owner_line(set_owner(get_engine(), system, owner, actor=getpass.getuser())))
 
 
 @app.command("comment")
@@ -157,8 +179,12 @@ def decide_cmd(comparison: str = typer.Argument(..., help="The comparison."),
                                           help="Policy name (default: the policy of the last gate run).")) -> None:
     """Sign a go/no-go decision over the verdict and the evidence. Exit 2 (nothing written) when refused."""
     req = DecisionRequest(comparison, decision, signer, rationale, conditions, policy)
-    row = decide(get_engine(), req, _passphrase(confirm=False))
-    info = decision_summary(row)
+    signed = sign_decision(get_engine(), req, _passphrase(confirm=False))
+    info = decision_summary(signed.decision)
+    if not signed.created:
+        typer.echo(f"Already signed as decision #{info['id']}: {info['decision']} by {info['signer']} on the same "
+                   "evidence (nothing new written)")
+        return
     typer.echo(f"Signed decision {info['id']}: {info['decision']} (verdict {info['verdict']}"
                f"{', POST-HOC' if info['post_hoc'] else ''}) by {info['signer']}, key {info['key_fingerprint'][:16]}")
 
