@@ -35,7 +35,11 @@ def _significant(m: dict) -> bool:
 
 
 # ---- the answer: headline, verdict, decision ------------------------------------------------------
-VERDICT_BOX = {"go": st.success, "no-go": st.error, "inconclusive": st.warning}
+# The verdict's box: coloured like an alert, but not one (st.error is kept for what went wrong: the banner).
+VERDICT_STYLE = {"go": ("#e8f5e9", "#2e7d32"), "no-go": ("#fdecea", "#c62828"), "inconclusive": ("#fff8e1", "#ef8f00")}
+VERDICT_CSS = "<style>" + "".join(
+    f'.st-key-verdict-{k}{{background:{bg};border-left:6px solid {edge};border-radius:0.5rem;padding:0.6rem 1rem}}'
+    for k, (bg, edge) in VERDICT_STYLE.items()) + "</style>"
 
 
 def _render_headline(report: dict, checked: pd.DataFrame) -> None:
@@ -66,11 +70,13 @@ def _render_verdict(name: str) -> dict | None:
                        for result in ("fail", "inconclusive"))
     why = "".join([f" · fails: {', '.join(map(_shared.md_text, failing))}" if failing else "",
                    f" · not shown to pass: {', '.join(map(_shared.md_text, unsure))}" if unsure else ""])
-    VERDICT_BOX[verdict["verdict"]](f"**Verdict: {verdict['verdict'].upper()}** under policy "
-                                    f"{_shared.md_text(verdict['policy_name'])} v{verdict['policy_version']}{why}")
+    st.markdown(VERDICT_CSS, unsafe_allow_html=True)  # static CSS only
+    box = st.container(key=f"verdict-{verdict['verdict']}")
+    box.markdown(f"**Verdict: {verdict['verdict'].upper()}** under policy "
+                 f"{_shared.md_text(verdict['policy_name'])} v{verdict['policy_version']}{why}")
     sentence = headline.lock_sentence(verdict)
     if sentence:
-        st.caption(sentence)
+        box.caption(sentence)
     return verdict
 
 
