@@ -116,7 +116,7 @@ def _forest(rows: list[headline.ForestRow], unit: str, title: str) -> go.Figure:
     if margins:
         fig.add_trace(go.Scatter(x=[m for m, _ in margins], y=[n for _, n in margins], mode="markers",
                                  name="policy margin", hovertemplate="margin %{x:.2f} " + unit + "<extra></extra>",
-                                 marker={"symbol": "line-ns-open", "size": 22, "line": {"width": 3},
+                                 marker={"symbol": "line-ns-open", "size": 16, "line": {"width": 3},
                                          "color": "#000"}))
     fig.add_vline(x=0, line_color="#9e9e9e", line_dash="dot")
     fig.update_layout(title=title, height=90 + 34 * len(rows), margin={"l": 10, "r": 10, "t": 40, "b": 40},

@@ -170,8 +170,8 @@ def lock_sentence(verdict: dict) -> str | None:
     """One plain sentence when the policy was not locked before the candidate's outputs existed."""
     if not verdict.get("post_hoc"):
         return None
-    locked = str(verdict.get("policy_locked_at") or "")[:16].replace("T", " ")
-    outputs = str(verdict.get("candidate_first_output_at") or "")[:16].replace("T", " ")
+    locked = str(verdict.get("policy_locked_at") or "")[:19].replace("T", " ")
+    outputs = str(verdict.get("candidate_first_output_at") or "")[:19].replace("T", " ")
     return (f"This policy was locked on {locked} UTC, after the candidate's outputs were stored ({outputs} UTC), "
             "so it was not a test set in advance: the verdict is post-hoc, a reading of results already seen.")
 
