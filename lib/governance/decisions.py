@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lib.errors import ReviewInputError
 from lib.governance.entities import Decision, ReviewComment
@@ -146,7 +146,7 @@ def _already_signed(session: Session, fields: dict[str, Any]) -> Decision | None
     for name in SAME_DECISION_FIELDS:
         query = query.where(getattr(Decision, name) == fields[name]) if fields[name] is not None \
             else query.where(getattr(Decision, name).is_(None))
-    return session.exec(query.order_by(Decision.id)).first()
+    return session.exec(query.order_by(col(Decision.id))).first()
 
 
 def sign_decision(engine: Engine, req: DecisionRequest, passphrase: str,
@@ -183,7 +183,7 @@ def latest_decision(engine: Engine, comparison: str) -> Decision | None:
     with Session(engine) as session:
         comp = get_comparison(session, comparison)
         return session.exec(select(Decision).where(Decision.comparison_id == comp.id)
-                            .order_by(Decision.id.desc())).first()
+                            .order_by(col(Decision.id).desc())).first()
 
 
 def decision_summary(row: Decision) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lib.errors import ReviewInputError
 from lib.governance.entities import SigningKey, SystemOwner
@@ -43,7 +43,7 @@ def _required(value: str | None, what: str) -> str:
 
 
 def current_owner_row(session: Session, system: str) -> SystemOwner | None:
-    query = select(SystemOwner).where(SystemOwner.system == system).order_by(SystemOwner.id.desc())
+    query = select(SystemOwner).where(SystemOwner.system == system).order_by(col(SystemOwner.id).desc())
     return session.exec(query).first()
 
 
@@ -85,12 +85,12 @@ def transfer_system(engine: Engine, system: str, new_owner: str, passphrase: str
         latest = current_owner_row(session, system)
         if latest is None or latest.id != current.id:  # someone else moved it meanwhile
             raise OwnerChangeError(f"the owner of system '{system}' changed meanwhile: reload and try again")
-        at = iso_now()
-        signature = private.sign(transfer_message(system, current.owner, new_owner, current.id, key.fingerprint, at))
+        at, after_id = iso_now(), int(current.id or 0)  # a stored row: its id is set
+        signature = private.sign(transfer_message(system, current.owner, new_owner, after_id, key.fingerprint, at))
         row = SystemOwner(system=system, owner=new_owner)
         session.add(row)
         record_row_event(session, "owner_set", row, current.owner, system=system, owner=new_owner, how=TRANSFER,
-                         previous_owner=current.owner, after_assignment=current.id,
+                         previous_owner=current.owner, after_assignment=after_id,
                          key_fingerprint=key.fingerprint, signed_at=at, signature=signature.hex())
     return OwnerChange(system, new_owner, current.owner, TRANSFER)
 
@@ -110,7 +110,7 @@ def set_owner(engine: Engine, system: str, owner: str, actor: str | None = None,
 
 
 # ---- verification ---------------------------------------------------------------------------------
-def _transfer_problem(conn: Connection, payload: dict[str, Any], previous: tuple[int, str]) -> str | None:
+def _transfer_problem(conn: Connection, payload: dict[str, Any], previous: tuple[Any, str]) -> str | None:
     """Why a recorded transfer does not hold (None when it does)."""
     after_id, prev_owner = previous
     if payload.get("previous_owner") != prev_owner or payload.get("after_assignment") != after_id:
@@ -128,7 +128,7 @@ def _transfer_problem(conn: Connection, payload: dict[str, Any], previous: tuple
 def check_owner_changes(conn: Connection, events: list[dict]) -> list[Problem]:
     """Every owner change in the trail, in order: a claim only of an unowned system, a transfer only when
     signed by the owner it replaces. (Row-vs-event digests are checked with the other governed rows.)"""
-    owners: dict[str, tuple[int, str]] = {}  # system -> (assignment id, owner)
+    owners: dict[str, tuple[Any, str]] = {}  # system -> (assignment id as recorded, owner)
     problems = []
     for ev in events:
         if ev["kind"] != "owner_set":

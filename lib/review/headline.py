@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lib.review import fmt
 from lib.review.browse import BrowseQuery, select_cases
@@ -153,13 +153,13 @@ def policy_in_force(engine: Engine, comparison: str) -> tuple[str, int | None] |
     with Session(engine) as session:
         comp = get_comparison(session, comparison)
         own = session.exec(select(Decision.policy_name, Decision.policy_version)
-                           .where(Decision.comparison_id == comp.id).order_by(Decision.id.desc())).first()
+                           .where(Decision.comparison_id == comp.id).order_by(col(Decision.id).desc())).first()
         if own is not None:  # what the owner signed under outranks a later gate run
             return own[0], own[1]
         if gated is not None:
             return gated
         system = session.exec(select(Decision.policy_name, Decision.policy_version)
-                              .where(Decision.system == comp.system).order_by(Decision.id.desc())).first()
+                              .where(Decision.system == comp.system).order_by(col(Decision.id).desc())).first()
         if system is not None:
             return system[0], system[1]
         named = session.exec(select(Policy.name).where(Policy.name == comp.system)).first()
@@ -184,7 +184,8 @@ def decision_status(engine: Engine, comparison: str) -> dict[str, Any] | None:
     row = latest_decision(engine, comparison)
     if row is None:
         return None
-    problems = verify_decision(engine, int(row.id))
+    assert row.id is not None  # a stored row
+    problems = verify_decision(engine, row.id)
     return {**decision_summary(row), "intact": not problems, "problems": [str(p) for p in problems]}
 
 
