@@ -108,6 +108,7 @@ def success(pg, text: str):
     found = pg.get_by_test_id("stAlertContentSuccess").filter(has_text=text)
     expect(found.first).to_be_visible(timeout=T)
     idle(pg)
+    found.first.scroll_into_view_if_needed()  # the step's screenshot shows its outcome
     return found
 
 
