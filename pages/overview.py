@@ -9,6 +9,7 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from lib.errors import ReviewInputError
+from lib.governance.policy import policy_names
 from lib.review import fmt, headline
 from lib.review.browse import FILTERS
 from lib.review.changed_most import Ranking, changed_most
@@ -56,8 +57,13 @@ def _render_verdict(name: str) -> dict | None:
     url = _shared.database_url()
     policy = _shared.policy_in_force(url, name)
     if policy is None:
-        st.info("No policy locked for this comparison's system: lock one, and the verdict shows here.",
-                icon=":material/policy:")
+        if policy_names(_shared.engine()):  # policies exist, none governs this system yet
+            st.info("No policy is in force for this comparison's system yet: see the verdict under any locked "
+                    "policy on the Decision page. The policy a decision is signed under, or one named after the "
+                    "system, is in force here.", icon=":material/policy:")
+            _shared.go_button("pages/decision.py", "Choose a policy", "overview_go_choose", ":material/verified:")
+            return None
+        st.info("No policy locked: lock one, and the verdict shows here.", icon=":material/policy:")
         _shared.go_button("pages/policy.py", "Lock a policy", "overview_go_policy", ":material/policy:")
         return None
     try:

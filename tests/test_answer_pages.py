@@ -73,6 +73,11 @@ def test_overview_without_policy_offers_to_lock_one(engine) -> None:
     assert not at.exception, at.exception
     assert any(i.value.startswith("No policy locked") for i in at.info)
     assert at.button(key="overview_go_policy").proto.label == "Lock a policy"
+    create_policy(engine, "other", b"[criteria.accuracy]\nmax_decrease = 0.02\n")  # not named after the system
+    st.cache_data.clear()
+    at = _page("pages/overview.py").run()
+    assert any(i.value.startswith("No policy is in force for this comparison's system") for i in at.info)
+    assert at.button(key="overview_go_choose").proto.label == "Choose a policy"
 
 
 def test_overview_empty_store_offers_buttons(db_url) -> None:

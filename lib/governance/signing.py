@@ -100,7 +100,8 @@ def registered_names(engine: Engine) -> list[str]:
 def registered_key(session: Session, name: str) -> SigningKey:
     row = session.exec(select(SigningKey).where(SigningKey.name == name)).first()
     if row is None:
-        raise SigningKeyError(f"no key registered for '{name}' (create one with `./review keys create {name}`)")
+        raise SigningKeyError(f"no key registered for '{name}' (create one on the Decision page, or with "
+                              f"`./review keys create {name}`)")
     return row
 
 
