@@ -286,3 +286,50 @@ def cost_projection(url: str, name: str) -> dict[str, Any] | None:
     from lib.catalog.cost import cost_projection as project
 
     return project(engine_for(url), name)
+
+
+# ---- the answer first: verdict and decision status (Overview and Decision pages, appended) -----------
+@st.cache_data(ttl=READ_TTL_S, show_spinner="Computing the verdict…", max_entries=16)
+def verdict(url: str, name: str, policy: str, version: int | None) -> dict[str, Any]:
+    """The verdict (as a dict) of a policy version (latest when None) on a comparison."""
+    from lib.governance.gate import compute_verdict
+
+    result, _report = compute_verdict(engine_for(url), name, policy, version)
+    return result.to_dict()
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False, max_entries=16)
+def policy_in_force(url: str, name: str) -> tuple[str, int | None] | None:
+    from lib.review.headline import policy_in_force as _policy_in_force
+
+    return _policy_in_force(engine_for(url), name)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner="Checking the latest decision…", max_entries=16)
+def decision_status(url: str, name: str) -> dict[str, Any] | None:
+    from lib.review.headline import decision_status as _decision_status
+
+    return _decision_status(engine_for(url), name)
+
+
+def after_governance_write() -> None:
+    """A policy, owner, key or decision was written: the verdict and decision reads are stale."""
+    verdict.clear()
+    policy_in_force.clear()
+    decision_status.clear()
+
+
+def broken_decision_banner(name: str) -> None:
+    """A red banner when the comparison's latest decision fails verification (Overview and Decision)."""
+    status = decision_status(database_url(), name)
+    if status and not status["intact"]:
+        problems = "; ".join(md_text(p) for p in status["problems"])
+        st.error(f"**Decision #{status['id']} fails verification: do not rely on it.** {problems}",
+                 icon=":material/gpp_bad:")
+
+
+def go_button(page: str, label: str, key: str, icon: str | None = None, where: Any = None) -> None:
+    """A button that opens another page: the next step of an empty state. (st.page_link needs the router's
+    page list, which a page rendered on its own, as in AppTest, does not have.)"""
+    if (where or st).button(label, key=key, icon=icon):
+        st.switch_page(page)

@@ -2,6 +2,8 @@
 comments, the decision history, verification and the exported change record."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import streamlit as st
 from sqlmodel import Session
@@ -12,17 +14,19 @@ from lib.governance.decisions import (
     DecisionRequest,
     add_comment,
     current_owner,
-    decide,
     decision_summary,
     list_comments,
     list_decisions,
+    sign_decision,
 )
 from lib.governance.export import export_record
 from lib.governance.gate import compute_verdict
+from lib.governance.owners import OwnerChange, claim_system, transfer_system
 from lib.governance.policy import list_policies, policy_names
-from lib.governance.signing import key_dir
+from lib.governance.signing import MIN_PASSPHRASE_CHARS, create_key, key_dir, registered_names
 from lib.governance.verify import verify_decision, verify_store
 from lib.review.comparisons import get_comparison
+from lib.review.headline import lock_sentence
 from pages import _shared
 
 st.title("Decision")
@@ -49,13 +53,18 @@ def _export(url: str, comparison: str, fmt: str) -> str:
 def _after_write() -> None:
     for cached in (_verdict, _integrity, _export):
         cached.clear()
+    _shared.after_governance_write()
 
 
-def _choose_policy() -> tuple[str, int] | None:
+def _choose_policy(comparison: str) -> tuple[str, int] | None:
     names = policy_names(_shared.engine())
     if not names:
-        st.info("No policy yet: lock one on the Policies page (or `./review policy create`).")
+        st.info("No policy yet: lock one, then its verdict shows here and you can sign on it.")
+        _shared.go_button("pages/policy.py", "Lock a policy", "decision_go_policy", ":material/policy:")
         return None
+    in_force = _shared.policy_in_force(_shared.database_url(), comparison)
+    if "decision_policy" not in st.session_state and in_force and in_force[0] in names:
+        st.session_state["decision_policy"] = in_force[0]  # the policy in force, until the reader picks another
     left, right = st.columns([3, 1])
     name = left.selectbox("Policy", names, key="decision_policy")
     versions = [p["version"] for p in list_policies(_shared.engine(), name)]
@@ -68,8 +77,7 @@ def _render_verdict(verdict: dict) -> None:
                f"`{verdict['policy_hash']}` · locked {verdict['policy_locked_at']} · {verdict['n']} pairs · "
                f"{verdict['ci_level']:.0%} intervals")
     if verdict["post_hoc"]:
-        st.warning(f"POST-HOC: this policy was locked after the candidate's first output "
-                   f"({verdict['candidate_first_output_at']}). The verdict was not pre-registered.")
+        st.warning(f"POST-HOC. {lock_sentence(verdict)}")
     rows = [{"criterion": c["criterion"], "threshold": c["threshold"], "margin": c["margin"],
              "observed": c["observed"], "CI": f"[{c['ci'][0]:.4g}, {c['ci'][1]:.4g}]" if c["ci"] else "",
              "result": c["result"], "blocking": c["blocking"], "why": c["reason"]} for c in verdict["criteria"]]
@@ -99,14 +107,83 @@ def _choose_decision(verdict: str | None) -> tuple[str | None, bool]:
     return choice, confirmed
 
 
+LAST_SIGNED_KEY = "decision_last_signed"  # the outcome of the last Sign, shown after the form clears
+
+
+def _render_keys() -> None:
+    """Create a signing key: the private key is written encrypted to the key directory, never shown."""
+    with st.expander("Create a signing key", icon=":material/key:", expanded=not registered_names(_shared.engine())):
+        with st.form("decision_key_form", clear_on_submit=True):
+            name = st.text_input("Your name (the key's name: letters, digits, . _ -)", key="decision_key_name")
+            first = st.text_input(f"Passphrase (at least {MIN_PASSPHRASE_CHARS} characters)", type="password",
+                                  key="decision_key_pass")
+            second = st.text_input("Passphrase again", type="password", key="decision_key_pass2")
+            submitted = st.form_submit_button("Create key", key="decision_key_create")
+        st.caption(f"The private key is stored encrypted with your passphrase in {_shared.code(key_dir())} and "
+                   "never leaves it; only its public key enters the store.")
+    if not submitted:
+        return
+    if first != second:
+        st.error("No key was created: the two passphrases differ.")
+        return
+    try:
+        info = create_key(_shared.engine(), name.strip(), first)
+    except ReviewInputError as exc:
+        st.error(f"No key was created. {_shared.md_text(exc)}")
+        return
+    _after_write()
+    st.success(f"Created key {_shared.md_text(info.name)} · fingerprint sha256 `{info.fingerprint[:16]}`")
+
+
+def _render_owner(system: str, owner: str | None) -> None:
+    """Claim a system that has no owner; transfer one, signed with the current owner's key."""
+    keys = registered_names(_shared.engine())
+    if owner is None:
+        st.info(f"System {_shared.md_text(system)} has no owner yet, and only its owner may sign. Claim it with "
+                "your key" + ("." if keys else ": create a key first (above)."))
+        if not keys:
+            return
+        with st.form("decision_claim_form"):
+            who = st.selectbox("Owner (a registered key)", keys, key="decision_claim_owner")
+            claimed = st.form_submit_button("Claim ownership", key="decision_claim", type="primary")
+        if claimed:
+            _owner_change(lambda: claim_system(_shared.engine(), system, who))
+        return
+    with st.expander(f"Transfer ownership of {_shared.md_text(system)} (owner: {_shared.md_text(owner)})"):
+        with st.form("decision_transfer_form", clear_on_submit=True):
+            to = st.selectbox("New owner (a registered key)", [k for k in keys if k != owner] or [""],
+                              key="decision_transfer_to")
+            passphrase = st.text_input(f"{_shared.md_text(owner)}'s passphrase (the transfer is signed with their key)",
+                                       type="password", key="decision_transfer_pass")
+            moved = st.form_submit_button("Transfer", key="decision_transfer")
+    if moved:
+        _owner_change(lambda: transfer_system(_shared.engine(), system, to, passphrase))
+
+
+def _owner_change(change: Callable[[], OwnerChange]) -> None:
+    try:
+        result = change()
+    except ReviewInputError as exc:
+        st.error(f"Ownership unchanged. {_shared.md_text(exc)}")
+        return
+    _after_write()
+    st.session_state["decision_owner_note"] = f"{result.owner} now owns system {result.system} ({result.how})."
+    st.rerun()
+
+
 def _render_sign(comparison: str, policy: tuple[str, int], owner: str | None, verdict: str | None) -> None:
     st.subheader("Sign a decision")
+    last = st.session_state.pop(LAST_SIGNED_KEY, None)
+    if last:
+        (st.success if last["created"] else st.info)(last["message"])
     if owner is None:
-        st.info("This comparison's system has no owner yet; only the owner may sign. Set one with "
-                "`./review system set-owner SYSTEM --owner NAME`.")
+        st.caption("Claim ownership above first: only the owner may sign.")
+        return
+    if owner not in registered_names(_shared.engine()):
+        st.warning(f"The owner {_shared.md_text(owner)} has no registered key: create one above under that name.")
     choice, allowed = _choose_decision(verdict)
-    with st.form("decision_sign_form"):
-        signer = st.text_input("Signer (the system owner's key name)", value=owner or "", key="decision_signer")
+    with st.form("decision_sign_form", clear_on_submit=True):
+        signer = st.text_input("Signer (the system owner's key name)", value=owner, key="decision_signer")
         rationale = st.text_area("Rationale", key="decision_rationale")
         conditions = st.text_area("Conditions (canary share, rollback triggers…)", key="decision_conditions")
         passphrase = st.text_input("Key passphrase", type="password", key="decision_passphrase")
@@ -123,12 +200,18 @@ def _render_sign(comparison: str, policy: tuple[str, int], owner: str | None, ve
         return
     req = DecisionRequest(comparison, choice, signer, rationale, conditions, policy[0], policy[1])
     try:
-        row = decide(_shared.engine(), req, passphrase)
+        signed = sign_decision(_shared.engine(), req, passphrase)
     except ReviewInputError as exc:
         st.error(f"Nothing was signed. {_shared.md_text(exc)}")
         return
     _after_write()
-    st.success(f"Signed decision {row.id}: {row.decision} by {_shared.md_text(row.signer)}.")
+    row = signed.decision
+    message = (f"Signed decision {row.id}: {row.decision} by {_shared.md_text(row.signer)}." if signed.created else
+               f"Already signed as decision #{row.id} ({row.decision} by {_shared.md_text(row.signer)} on the same "
+               "evidence): nothing new was written.")
+    st.session_state[LAST_SIGNED_KEY] = {"created": signed.created, "message": message}
+    st.session_state.pop("decision_choice", None)
+    st.rerun()
 
 
 def _render_comments(comparison: str) -> None:
@@ -188,12 +271,18 @@ def _render_verify_and_export(comparison: str) -> None:
 
 
 def _render(comparison: str) -> None:
+    _shared.broken_decision_banner(comparison)
     with Session(_shared.engine()) as session:
         comp = get_comparison(session, comparison)
         owner = current_owner(session, comp.system)
     st.caption(f"Comparison **{_shared.md_text(comparison)}** · system {_shared.md_text(comp.system)} · "
                f"owner {_shared.md_text(owner or '(none)')}")
-    policy = _choose_policy()
+    note = st.session_state.pop("decision_owner_note", None)
+    if note:
+        st.success(_shared.md_text(note))
+    _render_keys()
+    _render_owner(comp.system, owner)
+    policy = _choose_policy(comparison)
     if policy is not None:
         verdict = None
         try:
@@ -209,6 +298,7 @@ def _render(comparison: str) -> None:
 
 active = _shared.active_comparison()
 if active is None:
-    st.info("No comparison yet. Run one or load a recorded file first.")
+    st.info("No comparison yet: load a recorded one or run both models, then review and sign it here.")
+    _shared.go_button("pages/load.py", "Load a recorded comparison", "decision_go_load", ":material/upload_file:")
 else:
     _render(active)

@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from lib.errors import ReviewInputError
-from lib.review import fmt
+from lib.governance.policy import policy_names
+from lib.review import fmt, headline
 from lib.review.browse import FILTERS
 from lib.review.changed_most import Ranking, changed_most
 from lib.review.constants import ALPHA
@@ -35,10 +37,128 @@ def _significant(m: dict) -> bool:
     return p is not None and p < ALPHA
 
 
+# ---- the answer: headline, verdict, decision ------------------------------------------------------
+# The verdict's box: coloured like an alert, but not one (st.error is kept for what went wrong: the banner).
+VERDICT_STYLE = {"go": ("#e8f5e9", "#2e7d32"), "no-go": ("#fdecea", "#c62828"), "inconclusive": ("#fff8e1", "#ef8f00")}
+VERDICT_CSS = "<style>" + "".join(
+    f'.st-key-verdict-{k}{{background:{bg};border-left:6px solid {edge};border-radius:0.5rem;padding:0.6rem 1rem}}'
+    for k, (bg, edge) in VERDICT_STYLE.items()) + "</style>"
+
+
+def _render_headline(report: dict, checked: pd.DataFrame) -> None:
+    lines = headline.headline_lines(report, checked)
+    st.markdown("#### " + _shared.md_text(lines[0]))
+    for line in lines[1:]:
+        st.markdown(_shared.md_text(line))
+    note = headline.holm_note(report)
+    if note:
+        st.caption(_shared.md_text(note))
+
+
+def _render_verdict(name: str) -> dict | None:
+    url = _shared.database_url()
+    policy = _shared.policy_in_force(url, name)
+    if policy is None:
+        if policy_names(_shared.engine()):  # policies exist, none governs this system yet
+            st.info("No policy is in force for this comparison's system yet: see the verdict under any locked "
+                    "policy on the Decision page. The policy a decision is signed under, or one named after the "
+                    "system, is in force here.", icon=":material/policy:")
+            _shared.go_button("pages/decision.py", "Choose a policy", "overview_go_choose", ":material/verified:")
+            return None
+        st.info("No policy locked: lock one, and the verdict shows here.", icon=":material/policy:")
+        _shared.go_button("pages/policy.py", "Lock a policy", "overview_go_policy", ":material/policy:")
+        return None
+    try:
+        verdict = _shared.verdict(url, name, *policy)
+    except ReviewInputError as exc:
+        st.error(f"No verdict: {_shared.md_text(exc)}")
+        return None
+    failing, unsure = (list(dict.fromkeys(c["criterion"] for c in verdict["criteria"]
+                                          if c["blocking"] and c["result"] == result))
+                       for result in ("fail", "inconclusive"))
+    why = "".join([f" · fails: {', '.join(map(_shared.md_text, failing))}" if failing else "",
+                   f" · not shown to pass: {', '.join(map(_shared.md_text, unsure))}" if unsure else ""])
+    st.markdown(VERDICT_CSS, unsafe_allow_html=True)  # static CSS only
+    box = st.container(key=f"verdict-{verdict['verdict']}")
+    box.markdown(f"**Verdict: {verdict['verdict'].upper()}** under policy "
+                 f"{_shared.md_text(verdict['policy_name'])} v{verdict['policy_version']}{why}")
+    sentence = headline.lock_sentence(verdict)
+    if sentence:
+        box.caption(sentence)
+    return verdict
+
+
+def _render_decision(name: str) -> None:
+    status = _shared.decision_status(_shared.database_url(), name)
+    if status is None:
+        st.caption("No decision signed yet.")
+        _shared.go_button("pages/decision.py", "Sign a decision", "overview_go_sign", ":material/verified:")
+        return
+    integrity = "signature and evidence intact" if status["intact"] else "FAILS VERIFICATION"
+    st.markdown(f"**Decision #{status['id']}: {status['decision'].upper()}** by {_shared.md_text(status['signer'])} "
+                f"· {status['signed_at'][:16].replace('T', ' ')} UTC · on verdict {status['verdict']} "
+                f"({_shared.md_text(status['policy'])}) · {integrity}")
+    _shared.go_button("pages/decision.py", "Decision, verification and the change record", "overview_go_decision",
+                      ":material/verified:")
+
+
+# ---- the forest plot: the picture of the gate -----------------------------------------------------
+RESULT_COLOURS = {"fail": "#c62828", "inconclusive": "#ef8f00", "pass": "#2e7d32", None: "#607d8b"}
+RESULT_NAMES = {"fail": "criterion fails", "inconclusive": "criterion inconclusive", "pass": "criterion passes",
+                None: "no criterion"}
+
+
+def _forest(rows: list[headline.ForestRow], unit: str, title: str) -> go.Figure:
+    fig = go.Figure()
+    for result in RESULT_COLOURS:  # one trace per result: the legend names only those present
+        chosen = [r for r in rows if r.result == result]
+        if not chosen:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[r.delta for r in chosen], y=[r.name for r in chosen], mode="markers", name=RESULT_NAMES[result],
+            marker={"color": RESULT_COLOURS[result], "size": 10},
+            error_x={"type": "data", "symmetric": False, "array": [r.high - r.delta for r in chosen],
+                     "arrayminus": [r.delta - r.low for r in chosen], "color": RESULT_COLOURS[result]},
+            hovertemplate="%{y}: %{x:.2f} " + unit + "<extra></extra>"))
+    margins = [(m, r.name) for r in rows for m in r.margins]
+    if margins:
+        fig.add_trace(go.Scatter(x=[m for m, _ in margins], y=[n for _, n in margins], mode="markers",
+                                 name="policy margin", hovertemplate="margin %{x:.2f} " + unit + "<extra></extra>",
+                                 marker={"symbol": "line-ns-open", "size": 16, "line": {"width": 3},
+                                         "color": "#000"}))
+    fig.add_vline(x=0, line_color="#9e9e9e", line_dash="dot")
+    fig.update_layout(title=title, height=90 + 34 * len(rows), margin={"l": 10, "r": 10, "t": 40, "b": 40},
+                      xaxis_title=f"candidate − baseline ({unit})", yaxis={"autorange": "reversed"},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def _render_forest(report: dict, verdict: dict | None) -> None:
+    rows = headline.forest_rows(report, verdict)
+    rates = [r for r in rows if r.unit == headline.PP]
+    others = [r for r in rows if r.unit == headline.RELATIVE]
+    if rates:
+        st.plotly_chart(_forest(rates, "pp", "Rates: change with its 95% CI, in percentage points"),
+                        key="overview_forest_rates", config={"displayModeBar": False})
+    if others:
+        with st.expander("Lengths, tokens, latency: change in % of the baseline"):
+            st.plotly_chart(_forest(others, "% of baseline", "Other metrics: change with its 95% CI"),
+                            key="overview_forest_other", config={"displayModeBar": False})
+
+
+# ---- metric cards, coloured by evidence ------------------------------------------------------------
 # Card labels short enough for three cards a row (the full label is in each card's help).
 CARD_LABELS = {"length_tokens_mean": "Length (tokens)", "input_tokens_mean": "Prompt tokens",
                "input_over_limit_rate": "Over token limit"}
 CARD_FIT = (16, 36)  # longest value and label (characters) that fit three cards a row at 1400 px (measured)
+EVIDENCE_WORDS = {headline.WORSE: "significantly worse", headline.BETTER: "significantly better",
+                  headline.CHANGED: "significant change (neither better nor worse)",
+                  headline.NO_EVIDENCE: "no evidence either way"}
+EVIDENCE_STYLE = {headline.WORSE: ("#fdecea", "#c62828"), headline.BETTER: ("#e8f5e9", "#2e7d32"),
+                  headline.CHANGED: ("#e3f2fd", "#1565c0"), headline.NO_EVIDENCE: ("#f5f5f5", "#bdbdbd")}
+CARD_STYLE = "<style>" + "".join(
+    f'[class*="st-key-card-{k.replace(" ", "-")}-"]{{background:{bg};border-left:6px solid {edge};'
+    f'border-radius:0.5rem;padding:0.2rem 0.6rem}}' for k, (bg, edge) in EVIDENCE_STYLE.items()) + "</style>"
 
 
 def _card(metric: str, m: dict) -> tuple[str, str, str | None, str | None]:
@@ -59,20 +179,28 @@ def _card(metric: str, m: dict) -> tuple[str, str, str | None, str | None]:
 
 SIGNIFICANCE_NOTE = (
     "Δ is candidate − baseline with its 95% CI (unadjusted: Newcombe's paired interval for rates, the mean "
-    "difference for the others). ✱ marks p < 0.05 after Holm correction across these metrics — exact McNemar "
+    "difference for the others). A card is coloured by its interval: red when it lies wholly on the worse side "
+    "of 0 (the metric's direction: more refusals, lower accuracy, more truncation or errors, lower injection "
+    "resistance are worse), green on the better side, blue for a change with no better side (lengths, tokens), "
+    "grey when it includes 0. ✱ marks p < 0.05 after Holm correction across these metrics — exact McNemar "
     "for rates, Wilcoxon signed-rank for the others, which tests a shift of the whole distribution, not the "
     "mean: so a CI can exclude 0 without ✱ (the adjustment), or include 0 with ✱ (a shift the mean hides).")
 
 
 def _render_cards(metrics: dict) -> None:
     """Three cards a row, two when a value or label would not fit: baseline → candidate is never cut off."""
-    st.caption(SIGNIFICANCE_NOTE)
-    cards = [_card(k, v) for k, v in metrics.items() if v]
-    fits = all(len(value) <= CARD_FIT[0] and len(label) <= CARD_FIT[1] for label, value, _, _ in cards)
+    st.markdown(CARD_STYLE, unsafe_allow_html=True)  # static CSS only: no user text in it
+    evidence = headline.classify_all(metrics)
+    cards = [(k, _card(k, v)) for k, v in metrics.items() if v]
+    fits = all(len(value) <= CARD_FIT[0] and len(label) <= CARD_FIT[1] for _, (label, value, _, _) in cards)
     per_row = 3 if fits else 2
     for start in range(0, len(cards), per_row):
-        for col, (label, value, delta, help_text) in zip(st.columns(per_row), cards[start:start + per_row]):
-            col.metric(label, value, delta, delta_color="off", help=help_text)
+        for col, (key, (label, value, delta, help_text)) in zip(st.columns(per_row), cards[start:start + per_row]):
+            kind = evidence[key].evidence if key in evidence else headline.NO_EVIDENCE
+            box = col.container(key=f"card-{kind.replace(' ', '-')}-{key}")
+            box.metric(label, value, delta, delta_color="off", help=help_text)
+            if key in evidence:
+                box.caption(EVIDENCE_WORDS[kind])
 
 
 def _flip_matrix(m: dict) -> pd.DataFrame:
@@ -268,17 +396,29 @@ def _save_settings(name: str, patterns: str, rule: str | None, pattern: str | No
 
 name = _shared.active_comparison()
 if name is None:
-    st.info("No comparison yet. Load one (Load page) or run one (Run page).")
+    st.info("No comparison yet: load a recorded one or run both models on a golden dataset.")
+    left, right = st.columns(2)
+    _shared.go_button("pages/load.py", "Load a recorded comparison", "overview_go_load", ":material/upload_file:", left)
+    _shared.go_button("pages/run.py", "Run a comparison", "overview_go_run", ":material/play_arrow:", right)
     st.stop()
+_shared.broken_decision_banner(name)
 report = _shared.report(_shared.database_url(), name)
 st.caption(f"{_shared.md_text(name)} · {report['n_pairs']} paired cases · deltas are candidate − baseline with 95% "
-           "confidence intervals; ✱ marks a difference significant after Holm correction.")
-_render_settings(name)
+           "confidence intervals.")
 if report["n_pairs"] == 0:
-    st.warning("No case has outputs on both sides yet.")
+    _render_settings(name)
+    st.warning("No case has outputs on both sides yet: finish or resume the runs (Comparisons page).")
+    _shared.go_button("pages/comparisons.py", "Comparisons", "overview_go_comparisons", ":material/list:")
     st.stop()
-_render_cards(report["metrics"])
 checked = _shared.checked(_shared.database_url(), name)
+_render_headline(report, checked)
+verdict_shown = _render_verdict(name)
+_render_decision(name)
+_render_forest(report, verdict_shown)
+with st.popover("How to read these numbers", icon=":material/help:"):
+    st.markdown(SIGNIFICANCE_NOTE)
+_render_cards(report["metrics"])
+_render_settings(name)
 _render_changed_most(_shared.change_counts(_shared.database_url(), name), changed_most(checked),
                      repeats=bool(checked["repeat"].max() > 0))
 _render_flips(report["metrics"])

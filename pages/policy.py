@@ -155,6 +155,7 @@ def _render_create() -> None:
             st.error(f"Nothing was locked. {_shared.md_text(exc)}")
             return
         _shared.after_policy_write()  # the Canary page lists policies with a [canary] section
+        _shared.after_governance_write()  # a new version may be the policy in force: its verdict is stale
         verb = "Locked" if result.created else "Unchanged: already locked as"
         st.success(f"{verb} {_shared.md_text(result.name)} v{result.version} · sha256 `{result.content_hash}`")
 

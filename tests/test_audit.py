@@ -23,7 +23,7 @@ def trail(engine, tmp_path):
     """One of each governed row, each through the trail: policy, key, owner, comment, plus a bare event."""
     make_comparison(engine, "cmp", pairs(4))
     create_policy(engine, "strict", POLICY)
-    create_key(engine, "alice", "pw", tmp_path / "keys")
+    create_key(engine, "alice", "correct horse", tmp_path / "keys")
     set_owner(engine, "default", "alice")
     add_comment(engine, "cmp", "bob", "hello")
     with session_scope(engine) as s:

@@ -101,7 +101,7 @@ def ready(engine, tmp_path, monkeypatch):
     monkeypatch.setenv("REVIEW_KEY_DIR", str(tmp_path / "keys"))
     create_policy(engine, "strict", b"[criteria.accuracy]\nmax_decrease = 0.02\n")
     make_comparison(engine, "cmp", pairs(300), outputs_at=utcnow() + timedelta(minutes=1))
-    create_key(engine, "alice", "pw", tmp_path / "keys")
+    create_key(engine, "alice", "correct horse", tmp_path / "keys")
     set_owner(engine, "default", "alice")
     return engine
 
@@ -127,7 +127,7 @@ def test_decision_page_shows_the_verdict_and_signs(ready) -> None:
     assert not at.exception and "Nothing was signed" in at.error[0].value and "wrong passphrase" in at.error[0].value
     with Session(ready) as s:
         assert s.exec(select(Decision)).first() is None
-    _sign(at, "pw")
+    _sign(at, "correct horse")
     assert not at.exception and at.success and "Signed decision 1: go by alice" in at.success[0].value
     with Session(ready) as s:
         row = s.exec(select(Decision)).one()
@@ -142,7 +142,7 @@ def test_decision_page_shows_the_verdict_and_signs(ready) -> None:
 def test_decision_page_non_owner_cannot_sign_but_comments(ready) -> None:
     at = _page("pages/decision.py").run()
     at.text_input(key="decision_signer").set_value("mallory")
-    _sign(at, "pw")
+    _sign(at, "correct horse")
     assert "does not own system 'default'" in at.error[0].value
     at.text_input(key="decision_comment_author").set_value("mallory")
     at.text_area(key="decision_comment_text").set_value("<script>alert(1)</script> **bold**")

@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 
 from lib.governance.decisions import DecisionRequest, NotOwnerError, add_comment, decide, list_comments, set_owner
 from lib.governance.entities import Decision, ReviewComment, SigningKey
+from lib.governance.owners import transfer_system
 from lib.governance.signing import SigningKeyError, create_key
 from lib.store.audit import sha256_hex
 from lib.store.entities import AuditEvent
@@ -50,7 +51,7 @@ def test_existing_key_name_exits_2_and_keeps_the_key(engine, db_url, tmp_path) -
     keys = tmp_path / "keys"
     assert cli(db_url, keys, "keys", "create", "alice").returncode == 0
     before = (keys / "alice.pem").read_bytes()
-    again = cli(db_url, keys, "keys", "create", "alice", passphrase="other")
+    again = cli(db_url, keys, "keys", "create", "alice", passphrase="other passphrase")
     assert again.returncode == 2 and again.stderr.startswith("error: ") and "already registered" in again.stderr
     assert (keys / "alice.pem").read_bytes() == before and _count(engine, SigningKey) == 1
 
@@ -72,9 +73,9 @@ def test_prompted_passphrase_asked_twice(engine, db_url, tmp_path) -> None:
     keys = tmp_path / "keys"
     mismatch = cli(db_url, keys, "keys", "create", "carol", passphrase=None, stdin="one\ntwo\n")
     assert mismatch.returncode != 0 and not (keys / "carol.pem").exists()
-    done = cli(db_url, keys, "keys", "create", "carol", passphrase=None, stdin="s3cret\ns3cret\n")
+    done = cli(db_url, keys, "keys", "create", "carol", passphrase=None, stdin="s3cret-pass\ns3cret-pass\n")
     assert done.returncode == 0, done.stderr
-    serialization.load_pem_private_key((keys / "carol.pem").read_bytes(), b"s3cret")
+    serialization.load_pem_private_key((keys / "carol.pem").read_bytes(), b"s3cret-pass")
 
 
 def test_owner_and_comment_commands(engine, db_url, tmp_path) -> None:
@@ -104,7 +105,7 @@ def test_only_the_owner_may_sign_others_may_comment(engine, tmp_path) -> None:
     _refused(engine, req, PASS, tmp_path, NotOwnerError)
     add_comment(engine, "cmp", "bob", "I'd ship it")
     assert _count(engine, ReviewComment) == 1
-    set_owner(engine, "search", "bob")  # ownership moves: the latest assignment counts
+    transfer_system(engine, "search", "bob", PASS, tmp_path)  # a signed transfer moves it: the latest counts
     _refused(engine, DecisionRequest("cmp", "go", "alice", "ship", policy="any"), PASS, tmp_path, NotOwnerError)
 
 

@@ -328,7 +328,7 @@ def no_go(engine, tmp_path, monkeypatch):
     monkeypatch.setenv("REVIEW_KEY_DIR", str(tmp_path / "keys"))
     create_policy(engine, "strict", b"[criteria.accuracy]\nmax_decrease = 0.02\n")
     make_comparison(engine, "cmp", pairs(60, n_worse=40), outputs_at=utcnow() + timedelta(minutes=1))
-    create_key(engine, "alice", "pw", tmp_path / "keys")
+    create_key(engine, "alice", "correct horse", tmp_path / "keys")
     set_owner(engine, "default", "alice")
     return engine
 
@@ -336,7 +336,7 @@ def no_go(engine, tmp_path, monkeypatch):
 def _fill(at: AppTest, rationale: str, conditions: str) -> None:
     at.text_area(key="decision_rationale").set_value(rationale)
     at.text_area(key="decision_conditions").set_value(conditions)
-    at.text_input(key="decision_passphrase").input("pw")
+    at.text_input(key="decision_passphrase").input("correct horse")
 
 
 def _decisions(engine) -> list[Decision]:

@@ -1,5 +1,5 @@
-"""Governance commands: `policy create|list|show`, `gate`, `keys create`, `system set-owner`, `comment`,
-`decide`, `verify`, `export`.
+"""Governance commands: `policy create|list|show`, `gate`, `keys create`, `system claim|transfer|set-owner`,
+`comment`, `decide`, `verify`, `export`.
 
 `gate` exits 0 go, 1 no-go, 3 inconclusive (2 bad input). `verify` exits 1 when any record is broken.
 """
@@ -18,6 +18,7 @@ from lib.governance.outcomes import GATE_EXIT
 
 if TYPE_CHECKING:  # the governance modules load the report (scipy): imported inside each command
     from lib.governance.gate import Verdict
+    from lib.governance.owners import OwnerChange
 
 PASSPHRASE_ENV = "REVIEW_PASSPHRASE"
 
@@ -154,14 +155,39 @@ def keys_create(name: str = typer.Argument(..., help="Signer name (the key's nam
     typer.echo(f"Created key {info.name}: fingerprint sha256 {info.fingerprint}\nprivate key: {info.path}")
 
 
+def _owner_line(change: OwnerChange) -> str:
+    if change.how == "unchanged":
+        return f"{change.owner} already owns system {change.system}"
+    if change.how == "transfer":
+        return f"{change.owner} now owns system {change.system} (transferred by {change.previous}, signed)"
+    return f"{change.owner} now owns system {change.system} (claimed)"
+
+
+@system_app.command("claim")
+def system_claim(system: str = typer.Argument(..., help="System name (Comparison.system)."),
+                 owner: str = typer.Option(..., "--owner", help="The owner: the only signer.")) -> None:
+    """Claim a system that has no owner (exit 2 when it has one: only a signed transfer moves it)."""
+    from lib.governance.owners import claim_system
+
+    typer.echo(_owner_line(claim_system(engine(), system, owner, actor=getpass.getuser())))
+
+
+@system_app.command("transfer")
+def system_transfer(system: str = typer.Argument(..., help="System name (Comparison.system)."),
+                    to: str = typer.Option(..., "--to", help="The new owner.")) -> None:
+    """Hand a system to a new owner, signed with the current owner's key (REVIEW_PASSPHRASE or a prompt)."""
+    from lib.governance.owners import transfer_system
+
+    typer.echo(_owner_line(transfer_system(engine(), system, to, _passphrase(confirm=False))))
+
+
 @system_app.command("set-owner")
 def system_set_owner(system: str = typer.Argument(..., help="System name (Comparison.system)."),
                      owner: str = typer.Option(..., "--owner", help="The owner: the only signer.")) -> None:
-    """Make NAME the owner of SYSTEM: only they may sign decisions for its comparisons."""
-    from lib.governance.decisions import set_owner
+    """A claim when SYSTEM has no owner; a change of owner is refused (use `system transfer`)."""
+    from lib.governance.owners import set_owner
 
-    set_owner(engine(), system, owner, actor=getpass.getuser())
-    typer.echo(f"{owner} now owns system {system}")
+    typer.echo(_owner_line(set_owner(engine(), system, owner, actor=getpass.getuser())))
 
 
 @app.command("comment")
@@ -185,11 +211,15 @@ def decide_cmd(comparison: str = typer.Argument(..., help="The comparison."),
                policy: str = typer.Option(None, "--policy",
                                           help="Policy name (default: the policy of the last gate run).")) -> None:
     """Sign a go/no-go decision over the verdict and the evidence. Exit 2 (nothing written) when refused."""
-    from lib.governance.decisions import DecisionRequest, decide, decision_summary
+    from lib.governance.decisions import DecisionRequest, decision_summary, sign_decision
 
     req = DecisionRequest(comparison, decision, signer, rationale, conditions, policy)
-    row = decide(engine(), req, _passphrase(confirm=False))
-    info = decision_summary(row)
+    signed = sign_decision(engine(), req, _passphrase(confirm=False))
+    info = decision_summary(signed.decision)
+    if not signed.created:
+        typer.echo(f"Already signed as decision #{info['id']}: {info['decision']} by {info['signer']} on the same "
+                   "evidence (nothing new written)")
+        return
     typer.echo(f"Signed decision {info['id']}: {info['decision']} (verdict {info['verdict']}"
                f"{', POST-HOC' if info['post_hoc'] else ''}) by {info['signer']}, key {info['key_fingerprint'][:16]}")
 

@@ -4,7 +4,9 @@
 builds of the same model (SmolLM2-135M-Instruct served at Q4_1 and requantized to Q2_K: the same
 name at lower fidelity). `load_demo` puts both into the store when they are not there yet, so the app's
 first launch opens on a real comparison with no API key and no network. Re-record it with
-`scripts/local_models.py record`.
+`scripts/local_models.py record`. `demo/policy.toml` is locked after the recording is stored, named after
+the demo's system, so the first Overview shows a verdict, honestly post-hoc: the policy was written
+after those outputs were.
 
 It runs before every app start, so once the demo is stored nothing heavy is imported: no litellm. The
 first load checks and stores every output, token counts included, and that does import litellm (~3 s,
@@ -24,6 +26,7 @@ from lib.store.entities import Comparison
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
 DATASET_FILE = DEMO_DIR / "golden.jsonl"
 RECORDING_FILE = DEMO_DIR / "recording.jsonl"
+POLICY_FILE = DEMO_DIR / "policy.toml"  # locked under the demo system's name: in force for its comparisons
 DATASET_NAME = "demo-golden"
 
 
@@ -49,9 +52,24 @@ def demo_comparison_name(recording_file: Path = RECORDING_FILE) -> str:
         return read_meta(fh.readline(), recording_file.name)["comparison"]
 
 
-def load_demo(engine: Engine, *, dataset_file: Path = DATASET_FILE,
-              recording_file: Path = RECORDING_FILE) -> DemoResult:
-    """Load the demo dataset and recorded comparison unless already there (idempotent, one transaction)."""
+def _lock_policy(engine: Engine, comparison: str, policy_file: Path) -> str:
+    """Lock the demo policy under the comparison's system name, unless a policy of that name exists."""
+    if not policy_file.exists():
+        return ""
+    from lib.governance.entities import Policy
+    from lib.governance.policy import create_policy
+
+    with Session(engine) as session:
+        system = session.exec(select(Comparison.system).where(Comparison.name == comparison)).one()
+        if session.exec(select(Policy.id).where(Policy.name == system)).first() is not None:
+            return ""
+    res = create_policy(engine, system, policy_file.read_bytes(), source=policy_file.name)
+    return f"; policy '{res.name}' v{res.version} locked"
+
+
+def load_demo(engine: Engine, *, dataset_file: Path = DATASET_FILE, recording_file: Path = RECORDING_FILE,
+              policy_file: Path = POLICY_FILE) -> DemoResult:
+    """Load the demo dataset, recorded comparison and policy unless already there (idempotent)."""
     if not dataset_file.exists():
         raise DemoMissing(f"the demo dataset {dataset_file} is missing from this checkout")
     if not recording_file.exists():
@@ -64,9 +82,11 @@ def load_demo(engine: Engine, *, dataset_file: Path = DATASET_FILE,
                           f"no recording at {recording_file}")
     name = demo_comparison_name(recording_file)
     with Session(engine) as session:  # fast path: nothing to parse when the comparison is there
-        if session.exec(select(Comparison.id).where(Comparison.name == name)).first() is not None:
-            return DemoResult(name, False, DATASET_NAME, None, 0,
-                              f"demo comparison '{name}' is already in the store")
+        stored = session.exec(select(Comparison.id).where(Comparison.name == name)).first() is not None
+    if stored:
+        locked = _lock_policy(engine, name, policy_file)  # a store from before the demo shipped a policy
+        return DemoResult(name, bool(locked), DATASET_NAME, None, 0,
+                          f"demo comparison '{name}' is already in the store{locked}")
     from lib.data.recording import load_recording
 
     res = load_recording(engine, recording_file.read_bytes(), dataset_data=dataset_file.read_bytes(),
@@ -77,7 +97,8 @@ def load_demo(engine: Engine, *, dataset_file: Path = DATASET_FILE,
     from lib.review.checked import ensure_checked  # the first Overview then reads stored check columns
 
     ensure_checked(engine, name)
+    locked = _lock_policy(engine, name, policy_file)
     ds_what = "loaded" if res.dataset_created else "reused"
     return DemoResult(name, True, res.dataset, res.dataset_version, res.n_outputs,
                       f"demo comparison '{name}' loaded: {res.n_outputs} recorded outputs; "
-                      f"dataset '{res.dataset}' v{res.dataset_version} {ds_what}")
+                      f"dataset '{res.dataset}' v{res.dataset_version} {ds_what}{locked}")

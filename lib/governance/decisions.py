@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lib.errors import ReviewInputError
-from lib.governance.entities import Decision, ReviewComment, SystemOwner
+from lib.governance.entities import Decision, ReviewComment
 from lib.governance.evidence import data_digest, evidence_digest
 from lib.governance.gate import Verdict, compute_verdict, last_gated_policy
+from lib.governance.owners import current_owner_row
+from lib.governance.owners import set_owner as set_owner  # re-exported: the owner rules live there
 from lib.governance.policy import get_policy
 from lib.governance.signing import load_private_key, registered_key
 from lib.review.comparisons import get_comparison
@@ -63,24 +65,16 @@ def signed_message(fields: dict[str, Any]) -> bytes:
     return canonical_json(signed).encode()
 
 
-def set_owner(engine: Engine, system: str, owner: str, actor: str | None = None) -> None:
-    system, owner = _required(system, "system"), _required(owner, "owner")
-    with session_scope(engine) as session:
-        row = SystemOwner(system=system, owner=owner)
-        session.add(row)
-        record_row_event(session, "owner_set", row, actor, system=system, owner=owner)
-
-
 def current_owner(session: Session, system: str) -> str | None:
-    query = select(SystemOwner.owner).where(SystemOwner.system == system).order_by(SystemOwner.id.desc())
-    return session.exec(query).first()
+    row = current_owner_row(session, system)
+    return row.owner if row else None
 
 
 def check_owner(session: Session, comp: Comparison, signer: str) -> None:
     owner = current_owner(session, comp.system)
     if owner is None:
-        raise NotOwnerError(f"system '{comp.system}' has no owner: set one with "
-                            f"`./review system set-owner {comp.system} --owner NAME`")
+        raise NotOwnerError(f"system '{comp.system}' has no owner: claim it (Decision page, or "
+                            f"`./review system claim {comp.system} --owner NAME`)")
     if owner != signer:
         raise NotOwnerError(f"'{signer}' does not own system '{comp.system}' (owner: '{owner}'); "
                             "only the owner may sign, others may comment")
@@ -136,8 +130,29 @@ def _decision_fields(session: Session, comp: Comparison, req: DecisionRequest, s
                 evidence_digest=evidence_digest(data, report_json, verdict_json), signed_at=iso_now())
 
 
-def decide(engine: Engine, req: DecisionRequest, passphrase: str, key_directory: Path | None = None) -> Decision:
-    """Check the signer, unlock the key, compute the verdict, then sign and store in one transaction."""
+@dataclass(frozen=True)
+class Signed:
+    decision: Decision
+    created: bool  # False: the same decision on the same evidence was already signed; this is that one
+
+
+# What makes two decisions the same: who decided what, in which words, under which policy, on which evidence.
+SAME_DECISION_FIELDS = ("comparison_id", "decision", "signer", "rationale", "conditions", "policy_id",
+                        "evidence_digest")
+
+
+def _already_signed(session: Session, fields: dict[str, Any]) -> Decision | None:
+    query = select(Decision)
+    for name in SAME_DECISION_FIELDS:
+        query = query.where(getattr(Decision, name) == fields[name]) if fields[name] is not None \
+            else query.where(getattr(Decision, name).is_(None))
+    return session.exec(query.order_by(col(Decision.id))).first()
+
+
+def sign_decision(engine: Engine, req: DecisionRequest, passphrase: str,
+                  key_directory: Path | None = None) -> Signed:
+    """Check the signer, unlock the key, compute the verdict, then sign and store in one transaction.
+    A second request for the same decision on the same evidence returns the first (nothing written)."""
     signer, rationale = _validated(req)
     with Session(engine) as session:
         check_owner(session, get_comparison(session, req.comparison), signer)
@@ -148,12 +163,27 @@ def decide(engine: Engine, req: DecisionRequest, passphrase: str, key_directory:
         comp = get_comparison(session, req.comparison)
         check_owner(session, comp, signer)  # again under the write lock: ownership may have moved
         fields = _decision_fields(session, comp, req, signer, rationale, key_row.fingerprint, verdict, report)
+        existing = _already_signed(session, fields)
+        if existing is not None:
+            return Signed(existing, created=False)
         row = Decision(**fields, signature=private.sign(signed_message(fields)).hex())
         session.add(row)
         record_row_event(session, "decision_signed", row, signer, comparison=comp.name, decision=row.decision,
                          verdict=row.verdict, policy_hash=row.policy_hash, evidence_digest=row.evidence_digest,
                          key_fingerprint=row.key_fingerprint)
-        return row
+        return Signed(row, created=True)
+
+
+def decide(engine: Engine, req: DecisionRequest, passphrase: str, key_directory: Path | None = None) -> Decision:
+    """sign_decision's decision: the new one, or the identical one signed before."""
+    return sign_decision(engine, req, passphrase, key_directory).decision
+
+
+def latest_decision(engine: Engine, comparison: str) -> Decision | None:
+    with Session(engine) as session:
+        comp = get_comparison(session, comparison)
+        return session.exec(select(Decision).where(Decision.comparison_id == comp.id)
+                            .order_by(col(Decision.id).desc())).first()
 
 
 def decision_summary(row: Decision) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from lib.store.engine import session_scope
 
 KEY_DIR_ENV = "REVIEW_KEY_DIR"
 APP_NAME = "upgrade-review"
+MIN_PASSPHRASE_CHARS = 8  # the CLI and the Decision page refuse shorter ones
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also a safe file name
 
 
@@ -68,8 +69,8 @@ def _write_private(path: Path, key: Ed25519PrivateKey, passphrase: str) -> None:
 def create_key(engine: Engine, name: str, passphrase: str, directory: Path | None = None) -> KeyInfo:
     """Generate a key pair, write the encrypted private key, register the public key (with an event)."""
     path = key_path(name, directory)
-    if not passphrase:
-        raise SigningKeyError("an empty passphrase is not allowed")
+    if len(passphrase or "") < MIN_PASSPHRASE_CHARS:
+        raise SigningKeyError(f"a passphrase must be at least {MIN_PASSPHRASE_CHARS} characters")
     private = Ed25519PrivateKey.generate()
     row = SigningKey(name=name, public_key=raw_public(private.public_key()).hex(),
                      fingerprint=fingerprint(private.public_key()))
@@ -91,10 +92,16 @@ def create_key(engine: Engine, name: str, passphrase: str, directory: Path | Non
     return KeyInfo(name, row.fingerprint, path)
 
 
+def registered_names(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        return list(session.exec(select(SigningKey.name).order_by(SigningKey.name)).all())
+
+
 def registered_key(session: Session, name: str) -> SigningKey:
     row = session.exec(select(SigningKey).where(SigningKey.name == name)).first()
     if row is None:
-        raise SigningKeyError(f"no key registered for '{name}' (create one with `./review keys create {name}`)")
+        raise SigningKeyError(f"no key registered for '{name}' (create one on the Decision page, or with "
+                              f"`./review keys create {name}`)")
     return row
 
 

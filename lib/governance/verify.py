@@ -3,7 +3,7 @@
 1. The event chain: every hash, every link, contiguous seq, the head (a truncated tail).
 2. Every governed row (policy, key, owner, comment, decision) against the digest its event recorded:
    an edited field, a deleted row and a row that never went through the trail are all named.
-3. Every policy's content against its locked hash.
+3. Every policy's content against its locked hash; every owner change a claim or a signed transfer.
 4. Every decision: its signature with the registered key, its evidence recomputed from the stored
    outputs, cases and configurations, its report/verdict digests, its policy's hash, and the stored
    drift result its report cites (when it cites one).
@@ -21,6 +21,7 @@ from lib.drift.entities import DriftResult
 from lib.governance.decisions import signed_message
 from lib.governance.entities import Decision, Policy, ReviewComment, SigningKey, SystemOwner
 from lib.governance.evidence import data_digest, evidence_digest
+from lib.governance.owners import check_owner_changes
 from lib.governance.signing import verify_signature
 from lib.store.audit import (
     Problem,
@@ -134,6 +135,7 @@ def verify_store(engine: Engine) -> VerifyResult:
     with engine.connect() as conn:
         events = list_events(conn)
         result = VerifyResult(check_chain(conn) + check_records(conn, events) + check_policies(conn))
+        result.problems += check_owner_changes(conn, events)  # claims and signed transfers only
         cache: dict[tuple, str] = {}
         decisions = list(raw_rows(conn, Decision))
         for row in decisions:
