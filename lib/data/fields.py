@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
+from lib.review.checks.patterns import pattern_problem
 from lib.store.columns import to_json
 from lib.store.entities import MATCH_RULES
-
 
 RULES_NEEDING_EXPECTED = ("exact", "normalized", "contains", "not_contains", "numeric")
 _MISSING = object()  # a key absent from a row, as opposed to an explicit null
@@ -122,10 +121,9 @@ def check_rule(match: Any, pattern: Any, expected: str | None, *, needs_expected
     if rule == "regex":
         if pattern is None:
             raise InvalidField("pattern", "is required by match rule 'regex'")
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise InvalidField("pattern", f"is not a valid regular expression: {exc}") from None
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            raise InvalidField("pattern", f"is not a valid regular expression: {problem}")
     elif pattern is not None:
         raise InvalidField("pattern", f"is only used by match rule 'regex', not '{rule}'")
     if needs_expected and rule in RULES_NEEDING_EXPECTED:

@@ -30,7 +30,7 @@ from lib.drift.embeddings import embed_texts, require_available
 from lib.drift.entities import DriftResult
 from lib.drift.evidently_report import DriftRun, Sample, run_report
 from lib.errors import DatasetNotFound, NotFoundError, ReviewInputError
-from lib.review.checks import InvalidPatternError
+from lib.review.checks.patterns import compile_user_pattern
 from lib.review.checks.refusal import RefusalDetector
 from lib.review.checks.structured import json_validity
 from lib.review.comparisons import get_comparison, load_pairs
@@ -64,10 +64,7 @@ class DriftOptions:
             if not _REGEX_NAME.fullmatch(name):
                 raise DriftInputError(f"regex descriptor name {name!r}: use letters, digits and _ "
                                       "(start with a letter, at most 40)")
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise InvalidPatternError(pattern, str(exc), what=f"regex descriptor '{name}'") from exc
+            compile_user_pattern(pattern, what=f"regex descriptor '{name}'")
         if self.embeddings != NO_EMBEDDINGS:
             require_available(self.embeddings)
 
@@ -107,8 +104,9 @@ def _sample(texts: pd.Series, regex: dict[str, str], detector: RefusalDetector |
     if detector is not None:
         extra["refusal"] = detector.flags(texts).astype(int)
         extra["json_valid"] = json_validity(texts, schemas.fillna(ANY_JSON_SCHEMA))["strict"].astype(int)
-    for name, pattern in regex.items():
-        extra[f"regex_{name}"] = texts.str.contains(pattern, regex=True).astype(int)
+    for name, pattern in regex.items():  # RE2, linear time: a stored hostile pattern cannot hang the report
+        compiled = compile_user_pattern(pattern, what=f"regex descriptor '{name}'")
+        extra[f"regex_{name}"] = [int(compiled.search(t) is not None) for t in texts]
     sentiment = _sentiment(texts)
     if sentiment is not None:
         extra["sentiment"] = sentiment

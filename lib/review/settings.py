@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from lib.errors import ReviewInputError
+from lib.review.checks.patterns import compile_user_pattern
 from lib.review.checks.refusal import RefusalDetector
 from lib.review.comparisons import get_comparison
 from lib.store.columns import from_json, to_json
@@ -45,6 +46,8 @@ class ReviewSettings:
                                       f"got {self.input_token_limit!r}")
         if self.schema is not None:
             object.__setattr__(self, "schema", canonical_schema(self.schema, "the review schema"))
+        if self.pattern is not None:
+            compile_user_pattern(self.pattern, what="match pattern")
         RefusalDetector(self.refusal_patterns)  # compiles every extra pattern: bad ones fail here, before any write
 
     def merged(self, other: ReviewSettings) -> ReviewSettings:

@@ -6,16 +6,16 @@ Only per-result fields are read. The file's `config` is never read: it may hold 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from lib.data.fields import content_key, scalar_text, text_or_json
+from lib.data.loaders.store import Recorded, assemble, choose_models, mapping_rule
 from lib.data.tables import Table, decode_text, file_kind
 from lib.errors import RecordedLoadError
-from lib.data.loaders.store import Recorded, assemble, choose_models, mapping_rule
+from lib.review.checks.patterns import pattern_problem
 
 if TYPE_CHECKING:
     from lib.data.loaders import LoadMapping
@@ -177,9 +177,7 @@ def _expected(test: dict[str, Any]) -> tuple[str | None, str | None, str | None]
             if expected is not None:
                 return expected, rule, None
             continue
-        try:
-            re.compile(str(value))
-        except re.error:  # a JavaScript-only regex: leave it to promptfoo's own verdict
+        if pattern_problem(str(value)) is not None:  # JavaScript-only or not RE2: leave it to promptfoo's verdict
             continue
         return None, rule, str(value)
     return None, None, None
