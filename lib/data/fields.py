@@ -10,6 +10,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from lib.review.checks.patterns import pattern_problem
+from lib.review.checks.schemas import reference_problem
 from lib.store.columns import to_json
 from lib.store.entities import MATCH_RULES
 
@@ -153,6 +154,9 @@ def _schema(value: Any, name: str = "schema") -> str | None:
         validator_for(schema).check_schema(schema)
     except SchemaError as exc:
         raise InvalidField(name, f"is not a valid JSON Schema: {exc.message}") from None
+    problem = reference_problem(schema)
+    if problem is not None:
+        raise InvalidField(name, f"is not usable: {problem}")
     return to_json(schema)
 
 

@@ -12,6 +12,7 @@ from sqlmodel import Session
 from lib.errors import ReviewInputError
 from lib.review.checks.patterns import compile_user_pattern
 from lib.review.checks.refusal import RefusalDetector
+from lib.review.checks.schemas import reference_problem
 from lib.review.comparisons import get_comparison
 from lib.store.columns import from_json, to_json
 from lib.store.engine import session_scope
@@ -83,6 +84,9 @@ def canonical_schema(schema: str | dict, source: str) -> str:
         validator_for(value).check_schema(value)
     except SchemaError as exc:
         raise ReviewSettingsError(f"{source}: not a valid JSON Schema: {exc.message}") from None
+    problem = reference_problem(value)
+    if problem is not None:
+        raise ReviewSettingsError(f"{source}: {problem}")
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
