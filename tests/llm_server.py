@@ -2,7 +2,7 @@
 
 `LLMServer` runs an aiohttp app on 127.0.0.1 (free port) in its own event-loop thread and is steered
 from the test through plain methods: latency, scripted replies (text or tool calls), fingerprints,
-faults (429 with Retry-After, 500, slow past the client timeout, invalid JSON, JSON without `choices`,
+faults (429 with Retry-After, 500, 401 echoing the key, slow past the client timeout, invalid JSON, JSON without `choices`,
 400) and a request log (with each request's JSON body). Replies are deterministic per (model,
 messages) and differ between model names.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-FAULT_KINDS = ("429", "500", "400", "slow", "bad_json", "no_choices")
+FAULT_KINDS = ("429", "500", "400", "401", "slow", "bad_json", "no_choices")
 EMBEDDING_DIM = 16
 
 
@@ -250,6 +250,11 @@ class LLMServer:
         entry, fault = self._register(model, messages, body)
         if self.latency:
             await asyncio.sleep(self.latency)
+        if fault is not None and fault.kind == "401":  # like OpenAI: the refused key is echoed back
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            return web.json_response({"error": {"message": f"Incorrect API key provided: {key}.",
+                                                 "type": "invalid_request_error", "code": "invalid_api_key"}},
+                                     status=401)
         if fault is not None:
             response = await self._fault_response(fault, model)
             if response is not None:

@@ -34,6 +34,7 @@ from lib.review.checks.patterns import compile_user_pattern
 from lib.review.checks.refusal import RefusalDetector
 from lib.review.checks.structured import json_validity
 from lib.review.comparisons import get_comparison, load_pairs
+from lib.run.redact import strip_url_credentials
 from lib.store.audit import as_utc
 from lib.store.columns import from_json, to_json
 from lib.store.engine import session_scope
@@ -163,9 +164,10 @@ class StoredDrift:
 
 def store_drift(engine: Engine, comparison: str, options: DriftOptions, run: DriftRun) -> StoredDrift:
     summary_json = to_json(run.summary)
+    stored_options = {**asdict(options), "api_base": strip_url_credentials(options.api_base)}  # no key stored
     with session_scope(engine) as session:
         row = DriftResult(comparison_id=get_comparison(session, comparison).id,
-                          options_json=to_json(asdict(options)), summary_json=summary_json,
+                          options_json=to_json(stored_options), summary_json=summary_json,
                           digest=hashlib.sha256(summary_json.encode()).hexdigest(),
                           details_json=to_json(run.details),
                           report_html_gz=gzip.compress(run.html.encode(), compresslevel=6))

@@ -24,6 +24,7 @@ from lib.errors import ConfigMismatchError, DatasetNotFound, ReviewInputError
 from lib.review.constants import SIDES
 from lib.run import llm
 from lib.run.executor import ExecStats, Job, ProgressEvent, RunOptions, Side, execute  # noqa: F401  (re-exported)
+from lib.run.redact import strip_url_credentials
 from lib.store.audit import record_event
 from lib.store.columns import from_json, to_json, utcnow
 from lib.store.engine import session_scope
@@ -67,8 +68,10 @@ class ModelSpec:
                 "seed": self.seed, "response_format": self.response_format, "tools": self.tools}
 
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON of every field: identical configurations share a row."""
-        return hashlib.sha256(to_json(asdict(self)).encode()).hexdigest()
+        """sha256 of the canonical JSON of every field as stored (the endpoint without credentials):
+        identical configurations share a row, whatever key reached them."""
+        fields = {**asdict(self), "api_base": strip_url_credentials(self.api_base)}
+        return hashlib.sha256(to_json(fields).encode()).hexdigest()
 
     def validate(self) -> None:
         if not self.model or not self.model.strip():
@@ -179,7 +182,7 @@ def _dataset_cases(session: Session, dataset_id: int) -> list[Case]:
 
 def config_row(spec: ModelSpec) -> dict[str, Any]:
     """The ModelConfig columns of a spec (one hashing scheme for live runs and recorded loads)."""
-    return {"config_hash": spec.config_hash(), "model": spec.model, "api_base": spec.api_base,
+    return {"config_hash": spec.config_hash(), "model": spec.model, "api_base": strip_url_credentials(spec.api_base),
             "temperature": spec.temperature, "top_p": spec.top_p, "max_tokens": spec.max_tokens,
             "seed": spec.seed, "response_format_json": to_json(spec.response_format),
             "tools_json": to_json(spec.tools), "system_prompt": spec.system_prompt,

@@ -16,6 +16,7 @@ from lib.data.loaders.store import Recorded, assemble, choose_models, mapping_ru
 from lib.data.tables import Table, decode_text, file_kind
 from lib.errors import RecordedLoadError
 from lib.review.checks.patterns import pattern_problem
+from lib.run.redact import scrub
 
 if TYPE_CHECKING:
     from lib.data.loaders import LoadMapping
@@ -186,10 +187,10 @@ def _expected(test: dict[str, Any]) -> tuple[str | None, str | None, str | None]
 def _error(record: dict[str, Any], response: dict[str, Any], text: str | None) -> str | None:
     """The model-side error only: with failureReason 1, `error` is the grader's reason."""
     if response.get("error"):
-        return str(response["error"])
+        return scrub(str(response["error"]))  # a provider's 401 in the log may echo the key
     reason = record.get("failureReason")
     if reason == ERROR_FAILURE or (reason is None and text is None):
-        return record.get("error") or ("failed (no message in the file)" if reason == ERROR_FAILURE else None)
+        return scrub(record.get("error")) or ("failed (no message in the file)" if reason == ERROR_FAILURE else None)
     return None
 
 
