@@ -2,8 +2,8 @@
 
 `LLMServer` runs an aiohttp app on 127.0.0.1 (free port) in its own event-loop thread and is steered
 from the test through plain methods: latency, scripted replies (text or tool calls), fingerprints,
-faults (429 with Retry-After, 500, 401 echoing the key, slow past the client timeout, invalid JSON, JSON without `choices`,
-400) and a request log (with each request's JSON body). Replies are deterministic per (model,
+faults (429 with Retry-After, 500, 401 echoing the key, slow past the client timeout, invalid JSON,
+JSON without `choices`, 400) and a request log (with each request's JSON body). Replies are deterministic per (model,
 messages) and differ between model names.
 
 `serve_subprocess()` runs the same server in a child process (`python -m tests.llm_server`) so a
