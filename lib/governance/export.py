@@ -3,6 +3,7 @@ verdict, the signed decision and its integrity, as JSON or Markdown."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -61,13 +62,26 @@ def change_record(engine: Engine, comparison: str) -> dict[str, Any]:
             "comments": list_comments(engine, comparison)}
 
 
+# CommonMark lets any ASCII punctuation be backslash-escaped. These start inline markup anywhere (code,
+# emphasis, links, images, raw HTML, entities, table cells); names, rationale, conditions and comments are
+# untrusted, so `<script>` and `![x](http://...)` stay text. Block markers matter only at a line's start.
+_MD_INLINE = frozenset("\\`*_[]<>!|&~")
+_MD_LINE_START = re.compile(r"^(\s*)([-+=#]|\d+[.)])")
+
+
+def _md(value: Any) -> str:
+    """One line of untrusted text as literal Markdown (CommonMark)."""
+    text = "".join("\\" + ch if ch in _MD_INLINE else ch for ch in str(value))
+    return _MD_LINE_START.sub(lambda m: m[1] + m[2][:-1] + "\\" + m[2][-1], text, count=1)
+
+
 def _cell(value: Any) -> str:
-    """Table cells: untrusted text must not break the table."""
-    return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+    """Untrusted text for one line or table cell: escaped, line breaks folded into spaces."""
+    return "" if value is None else _md(" ".join(str(value).splitlines()))
 
 
 def _quote(text: str | None) -> list[str]:
-    return [f"> {line}" for line in (text or "(none)").splitlines()] or ["> (none)"]
+    return [f"> {_md(line)}" for line in (text or "(none)").splitlines()] or ["> (none)"]
 
 
 def _md_models(rec: dict) -> list[str]:
