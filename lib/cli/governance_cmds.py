@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -18,7 +19,7 @@ from lib.governance.decisions import DecisionRequest, add_comment, decide, decis
 from lib.governance.export import export_record
 from lib.governance.gate import GO, INCONCLUSIVE, NO_GO, Verdict, compute_verdict, record_verdict
 from lib.governance.policy import create_policy, describe_policy, get_policy, list_policies
-from lib.governance.signing import create_key
+from lib.governance.signing import create_key, registered_key
 from lib.governance.verify import verify_store
 from lib.store.engine import get_engine
 
@@ -41,9 +42,12 @@ def _exit(code: int) -> None:
 
 
 def _passphrase(confirm: bool) -> str:
-    """REVIEW_PASSPHRASE, else a hidden prompt (twice when creating a key)."""
-    return os.environ.get(PASSPHRASE_ENV) or typer.prompt("Passphrase", hide_input=True,
-                                                          confirmation_prompt=confirm)
+    """REVIEW_PASSPHRASE, else a hidden prompt (twice when creating a key); no terminal: a clear error."""
+    if os.environ.get(PASSPHRASE_ENV):
+        return os.environ[PASSPHRASE_ENV]
+    if not sys.stdin.isatty():  # a prompt would wait on a pipe or die with exit 130
+        raise ReviewInputError(f"no passphrase: set {PASSPHRASE_ENV} or run the command in a terminal")
+    return typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
 
 
 @policy_app.command("create")
@@ -157,6 +161,8 @@ def decide_cmd(comparison: str = typer.Argument(..., help="The comparison."),
                                           help="Policy name (default: the policy of the last gate run).")) -> None:
     """Sign a go/no-go decision over the verdict and the evidence. Exit 2 (nothing written) when refused."""
     req = DecisionRequest(comparison, decision, signer, rationale, conditions, policy)
+    with Session(get_engine()) as session:  # a signer without a key is refused before asking for a passphrase
+        registered_key(session, signer.strip())
     row = decide(get_engine(), req, _passphrase(confirm=False))
     info = decision_summary(row)
     typer.echo(f"Signed decision {info['id']}: {info['decision']} (verdict {info['verdict']}"

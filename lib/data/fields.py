@@ -9,6 +9,7 @@ from typing import Any
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
+from lib.data.tables import load_json
 from lib.review.checks.patterns import pattern_problem
 from lib.review.checks.schemas import reference_problem
 from lib.store.columns import to_json
@@ -55,7 +56,7 @@ def _json_in_text(value: Any, name: str) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        return json.loads(value)
+        return load_json(value)
     except json.JSONDecodeError as exc:
         raise InvalidField(name, f"is not valid JSON: {exc.msg}") from None
 
@@ -84,7 +85,7 @@ def _chat_in_text(text: str) -> str | list:
     if not text.lstrip().startswith("["):
         return text
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except json.JSONDecodeError:
         return text
     is_chat = isinstance(value, list) and value and all(isinstance(m, dict) for m in value)

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from lib.data.tables import load_json
 from lib.errors import ReviewInputError
 from lib.review.checks.patterns import compile_user_pattern
 from lib.review.checks.refusal import RefusalDetector
@@ -75,7 +76,7 @@ def canonical_schema(schema: str | dict, source: str) -> str:
     from jsonschema.validators import validator_for
 
     try:
-        value = json.loads(schema) if isinstance(schema, str) else schema
+        value = load_json(schema) if isinstance(schema, str) else schema
     except json.JSONDecodeError as exc:
         raise ReviewSettingsError(f"{source}: not JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(value, dict):

@@ -9,10 +9,13 @@ replaced. `run_model` runs one model into a new run that belongs to no compariso
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func
@@ -389,6 +392,34 @@ def calls_per_side(engine: Engine, dataset: str, repeats: int = 1) -> int:
         return session.exec(select(func.count(Case.id)).where(Case.dataset_id == ds.id)).one() * repeats
 
 
+class RunInProgressError(ReviewInputError):
+    """Another process is running the comparison of this name: refused before any call is made."""
+
+
+@contextmanager
+def run_lock(engine: Engine, name: str) -> Iterator[None]:
+    """Hold an exclusive flock on `<store>.runlocks/<name hash>` while running a comparison. The OS drops it
+    when the process dies (even kill -9), so a crashed run never blocks its resume; a second `run` with the
+    same name meanwhile (another process or another app session) is refused before it sends anything: it
+    would pay for every call twice."""
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    folder = Path(f"{database}.runlocks")
+    folder.mkdir(exist_ok=True)
+    with open(folder / hashlib.sha256(name.strip().encode()).hexdigest()[:32], "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunInProgressError(f"comparison '{name}' is being run by another process right now; wait for "
+                                     "it to finish (a later run with the same command resumes what is left)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_comparison(engine: Engine, *, dataset: str, baseline: ModelSpec, candidate: ModelSpec, name: str,
                    options: RunOptions, system: str = "default",
                    progress: Callable[[ProgressEvent], None] | None = None) -> RunResult:
@@ -403,9 +434,10 @@ def run_comparison(engine: Engine, *, dataset: str, baseline: ModelSpec, candida
     if not name or not name.strip():
         raise ReviewInputError("a comparison name is required")
     started = time.monotonic()
-    plan = _prepare(engine, dataset, {"baseline": baseline, "candidate": candidate}, name, options, system)
-    stats = _execute(engine, plan.cases, list(plan.sides.values()), plan.specs, options, progress)
-    result = _finish(engine, plan, time.monotonic() - started, stats)
+    with run_lock(engine, name):
+        plan = _prepare(engine, dataset, {"baseline": baseline, "candidate": candidate}, name, options, system)
+        stats = _execute(engine, plan.cases, list(plan.sides.values()), plan.specs, options, progress)
+        result = _finish(engine, plan, time.monotonic() - started, stats)
     from lib.review.checked import ensure_checked  # pyarrow, jsonschema: not needed by workers or the CLI's start
 
     ensure_checked(engine, name)  # check and store every output now: the first report reads columns
