@@ -9,6 +9,7 @@ import getpass
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 from sqlmodel import Session
@@ -20,7 +21,7 @@ from lib.governance.export import export_record
 from lib.governance.gate import GO, INCONCLUSIVE, NO_GO, Verdict, compute_verdict, record_verdict
 from lib.governance.policy import create_policy, describe_policy, get_policy, list_policies
 from lib.governance.signing import create_key, registered_key
-from lib.governance.verify import verify_store
+from lib.governance.verify import anchors_from, verify_store
 from lib.store.engine import get_engine
 
 PASSPHRASE_ENV = "REVIEW_PASSPHRASE"
@@ -170,9 +171,12 @@ def decide_cmd(comparison: str = typer.Argument(..., help="The comparison."),
 
 
 @app.command("verify")
-def verify_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def verify_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+               anchor: Optional[Path] = typer.Option(
+                   None, "--anchor", help="An anchor file (REVIEW_ANCHOR_FILE) or an exported change record (JSON): "
+                                          "the store must still extend the chain head it holds.")) -> None:
     """Re-check the audit chain, every signature and every evidence digest. Exit 1 when anything is broken."""
-    result = verify_store(get_engine())
+    result = verify_store(get_engine(), anchors_from(anchor) if anchor is not None else None)
     if as_json:
         print_json(result.to_dict())
     else:

@@ -101,7 +101,11 @@ def read_schema_file(path: Path) -> str:
 
 
 def _settings_from_json(raw: str | None) -> ReviewSettings:
-    data = from_json(raw) or {}
+    return settings_from_dict(from_json(raw) or {})
+
+
+def settings_from_dict(data: dict) -> ReviewSettings:
+    """Settings from their `as_dict` form (stored with a comparison, or in a signed report)."""
     schema = data.get("schema")
     return ReviewSettings(match=data.get("match"), pattern=data.get("pattern"),
                           refusal_patterns=tuple(data.get("refusal_patterns", ())),
