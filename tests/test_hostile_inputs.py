@@ -412,3 +412,23 @@ def test_decide_without_passphrase_or_terminal_and_unknown_signer(engine, db_url
     no_tty = cli(db_url, tmp_path / "keys", *args, "--signer", "alice", passphrase=None, stdin="")
     assert no_tty.returncode == 2 and no_tty.stderr.strip().splitlines() == [
         "error: no passphrase: set REVIEW_PASSPHRASE or run the command in a terminal"]
+
+
+# ---------------------------------------------------------------- pages (section 5)
+
+def test_datasets_page_escapes_column_and_file_names(engine) -> None:
+    """A header `![c](http://...)` is shown as text: the caption holds the escaped form, no image markup."""
+    from test_pages import _app
+
+    data = b'id,input,![c](http://127.0.0.1:8733/col.png),<img src=x onerror=alert(1)>\n1,a,b,c\n'
+    at = _app().run()
+    at.switch_page("pages/datasets.py").run()
+    at.file_uploader(key="datasets_upload").set_value(("![f](http://127.0.0.1:8733/f.png).csv", data,
+                                                       "text/csv")).run()
+    assert not at.exception, at.exception
+    preview = next(c.value for c in at.caption if c.value.startswith("Preview:"))
+    assert "\\!\\[c\\]\\(http://127\\.0\\.0\\.1:8733/col\\.png\\)" in preview
+    assert "\\<img src=x onerror=alert\\(1\\)\\>" in preview
+    import re
+
+    assert not re.search(r"(?<!\\)(!\[|<img)", preview)  # no unescaped image markup or tag
