@@ -154,7 +154,8 @@ def recompute_report(engine: Engine, row: dict) -> dict[str, Any]:
 
     signed = json.loads(row["report_json"])
     settings = settings_from_dict(signed.get("settings") or {})
-    checked = checked_pairs(load_pairs(engine, row["comparison"]), settings, run_prompts(engine, row["comparison"]))
+    prompts = {side: p for side, p in run_prompts(engine, row["comparison"]).items() if p is not None}
+    checked = checked_pairs(load_pairs(engine, row["comparison"]), settings, prompts)
     return report_from_checked(checked, row["comparison"], signed.get("alpha", 0.05))
 
 

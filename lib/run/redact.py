@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
@@ -50,6 +51,10 @@ def _env_secrets() -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+@overload
+def scrub(text: str) -> str: ...
+@overload
+def scrub(text: None) -> None: ...
 def scrub(text: str | None) -> str | None:
     """`text` with key-like strings (sk-..., Bearer ..., key= parameters, URL passwords, the values of the
     provider key variables in the environment) replaced by [redacted]."""
