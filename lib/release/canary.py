@@ -286,7 +286,7 @@ MAX_LOG_PATH_CHARS = 1024
 def resolve_log_path(text: str, root: Path | None = None) -> Path:
     """A log file named by a user, relative to (or inside) `root`. Anything else gets one generic message,
     so the answer never tells whether a path outside `root` exists (the page's users are not the server's)."""
-    shown = text if len(text) <= 80 else text[:77] + "..."
+    shown = text if len(text) <= 300 else text[:40] + "..." + text[-40:]  # a long path still ends with its file
     if "\x00" in text or len(text) > MAX_LOG_PATH_CHARS:  # the OS would raise ValueError / ENAMETOOLONG
         raise CanaryInputError(f"no log file '{shown.replace(chr(0), '?')}' in the log directory (a path is "
                                f"at most {MAX_LOG_PATH_CHARS} characters, without NUL bytes)")
