@@ -46,9 +46,10 @@ def _render_import() -> None:
     try:
         raw = read_table(data, upload.name)
     except ReviewInputError as exc:
-        st.error(str(exc))
+        st.error(_shared.md(exc))  # names the uploaded file: untrusted
         return
-    st.caption(f"Preview: {len(raw)} rows, columns {', '.join(map(str, raw.columns))}")
+    # Column and file names are the uploader's: escaped, so `![c](http://...)` is text, not a fetch.
+    st.caption(f"Preview: {len(raw)} rows, columns {', '.join(_shared.md(c) for c in raw.columns)}")
     st.dataframe(raw.head(20).astype(str), hide_index=True, width="stretch", key="datasets_preview")
     mapping = _mapping_form([str(c) for c in raw.columns])
     default_name = upload.name.rsplit(".", 1)[0]
@@ -61,7 +62,7 @@ def _do_import(data: bytes, filename: str, name: str, mapping: ColumnMapping) ->
     try:
         result = import_dataset(_shared.engine(), data, filename, name, mapping)
     except ReviewInputError as exc:
-        st.error(f"Nothing was imported. {exc}")
+        st.error(f"Nothing was imported. {_shared.md(exc)}")
         return
     verb = "Imported" if result.created else "Unchanged: already stored as"
     st.success(f"{verb} {_shared.md(result.name)} v{result.version} ({result.n_cases} cases).")

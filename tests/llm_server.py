@@ -2,8 +2,8 @@
 
 `LLMServer` runs an aiohttp app on 127.0.0.1 (free port) in its own event-loop thread and is steered
 from the test through plain methods: latency, scripted replies (text or tool calls), fingerprints,
-faults (429 with Retry-After, 500, 401, 404, slow past the client timeout, invalid JSON, JSON without `choices`,
-400) and a request log (with each request's JSON body). Replies are deterministic per (model,
+faults (429 with Retry-After, 500, 401 echoing the key, 404, slow past the client timeout, invalid JSON,
+JSON without `choices`, 400) and a request log (with each request's JSON body). Replies are deterministic per (model,
 messages) and differ between model names.
 
 `serve_subprocess()` runs the same server in a child process (`python -m tests.llm_server`) so a
@@ -238,10 +238,6 @@ class LLMServer:
         if fault.kind == "400":
             return web.json_response({"error": {"message": "bad request: invalid parameter",
                                                  "type": "invalid_request_error"}}, status=400)
-        if fault.kind == "401":
-            return web.json_response({"error": {"message": "Incorrect API key provided",
-                                                 "type": "invalid_request_error", "code": "invalid_api_key"}},
-                                     status=401)
         if fault.kind == "404":
             return web.json_response({"error": {"message": f"The model `{model}` does not exist or you do not "
                                                            "have access to it.", "code": "model_not_found"}},
@@ -259,6 +255,11 @@ class LLMServer:
         entry, fault = self._register(model, messages, body)
         if self.latency:
             await asyncio.sleep(self.latency)
+        if fault is not None and fault.kind == "401":  # like OpenAI: the refused key is echoed back
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            return web.json_response({"error": {"message": f"Incorrect API key provided: {key}.",
+                                                 "type": "invalid_request_error", "code": "invalid_api_key"}},
+                                     status=401)
         if fault is not None:
             response = await self._fault_response(fault, model)
             if response is not None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -38,9 +39,12 @@ def _exit(code: int) -> None:
 
 
 def _passphrase(confirm: bool) -> str:
-    """REVIEW_PASSPHRASE, else a hidden prompt (twice when creating a key)."""
-    return os.environ.get(PASSPHRASE_ENV) or typer.prompt("Passphrase", hide_input=True,
-                                                          confirmation_prompt=confirm)
+    """REVIEW_PASSPHRASE, else a hidden prompt (twice when creating a key); no terminal: a clear error."""
+    if os.environ.get(PASSPHRASE_ENV):
+        return os.environ[PASSPHRASE_ENV]
+    if not sys.stdin.isatty():  # a prompt would wait on a pipe or die with exit 130
+        raise ReviewInputError(f"no passphrase: set {PASSPHRASE_ENV} or run the command in a terminal")
+    return typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
 
 
 DATASET_HELP = ("The dataset the policy will gate: prints, per criterion, the smallest margin that can pass "
@@ -211,10 +215,16 @@ def decide_cmd(comparison: str = typer.Argument(..., help="The comparison."),
                policy: str = typer.Option(None, "--policy",
                                           help="Policy name (default: the policy of the last gate run).")) -> None:
     """Sign a go/no-go decision over the verdict and the evidence. Exit 2 (nothing written) when refused."""
-    from lib.governance.decisions import DecisionRequest, decision_summary, sign_decision
+    from sqlmodel import Session
 
+    from lib.governance.decisions import DecisionRequest, decision_summary, sign_decision
+    from lib.governance.signing import registered_key
+
+    store = engine()
     req = DecisionRequest(comparison, decision, signer, rationale, conditions, policy)
-    signed = sign_decision(engine(), req, _passphrase(confirm=False))
+    with Session(store) as session:  # a signer without a key is refused before asking for a passphrase
+        registered_key(session, signer.strip())
+    signed = sign_decision(store, req, _passphrase(confirm=False))
     info = decision_summary(signed.decision)
     if not signed.created:
         typer.echo(f"Already signed as decision #{info['id']}: {info['decision']} by {info['signer']} on the same "
@@ -225,11 +235,14 @@ def decide_cmd(comparison: str = typer.Argument(..., help="The comparison."),
 
 
 @app.command("verify")
-def verify_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def verify_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+               anchor: Optional[Path] = typer.Option(
+                   None, "--anchor", help="An anchor file (REVIEW_ANCHOR_FILE) or an exported change record (JSON): "
+                                          "the store must still extend the chain head it holds.")) -> None:
     """Re-check the audit chain, every signature and every evidence digest. Exit 1 when anything is broken."""
-    from lib.governance.verify import verify_store
+    from lib.governance.verify import anchors_from, verify_store
 
-    result = verify_store(engine())
+    result = verify_store(engine(), anchors_from(anchor) if anchor is not None else None)
     if as_json:
         print_json(result.to_dict())
     else:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
+from lib.data.tables import load_json
+from lib.review.checks.patterns import pattern_problem
+from lib.review.checks.schemas import reference_problem
 from lib.store.columns import to_json
 from lib.store.entities import MATCH_RULES
-
 
 RULES_NEEDING_EXPECTED = ("exact", "normalized", "contains", "not_contains", "numeric")
 _MISSING = object()  # a key absent from a row, as opposed to an explicit null
@@ -55,7 +56,7 @@ def _json_in_text(value: Any, name: str) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        return json.loads(value)
+        return load_json(value)
     except json.JSONDecodeError as exc:
         raise InvalidField(name, f"is not valid JSON: {exc.msg}") from None
 
@@ -84,7 +85,7 @@ def _chat_in_text(text: str) -> str | list:
     if not text.lstrip().startswith("["):
         return text
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except json.JSONDecodeError:
         return text
     is_chat = isinstance(value, list) and value and all(isinstance(m, dict) for m in value)
@@ -122,10 +123,9 @@ def check_rule(match: Any, pattern: Any, expected: str | None, *, needs_expected
     if rule == "regex":
         if pattern is None:
             raise InvalidField("pattern", "is required by match rule 'regex'")
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise InvalidField("pattern", f"is not a valid regular expression: {exc}") from None
+        problem = pattern_problem(pattern)
+        if problem is not None:
+            raise InvalidField("pattern", f"is not a valid regular expression: {problem}")
     elif pattern is not None:
         raise InvalidField("pattern", f"is only used by match rule 'regex', not '{rule}'")
     if needs_expected and rule in RULES_NEEDING_EXPECTED:
@@ -155,6 +155,9 @@ def _schema(value: Any, name: str = "schema") -> str | None:
         validator_for(schema).check_schema(schema)
     except SchemaError as exc:
         raise InvalidField(name, f"is not a valid JSON Schema: {exc.message}") from None
+    problem = reference_problem(schema)
+    if problem is not None:
+        raise InvalidField(name, f"is not usable: {problem}")
     return to_json(schema)
 
 

@@ -43,6 +43,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from lib.data.golden import content_hash, parse_cases, save_cases
+from lib.data.tables import load_json
 from lib.store.columns import utcnow
 from lib.store.engine import session_scope
 from lib.store.rows import get_row, id_of
@@ -227,7 +228,7 @@ def _parse(data: bytes, source: str) -> _Recording:
         if not raw.strip():
             continue
         try:
-            value = json.loads(raw)
+            value = load_json(raw)  # deep, huge-number and lone-surrogate JSON: a clean error
         except json.JSONDecodeError as exc:
             raise _fail(source, f"invalid JSON: {exc.msg} (column {exc.colno})", number) from None
         if not isinstance(value, dict):

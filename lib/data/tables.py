@@ -6,19 +6,79 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
-from collections.abc import Iterable, Iterator
 from typing import Any, NoReturn
 
 import pandas as pd
 
 from lib.errors import DatasetImportError, RecordedLoadError
 
-
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".json": "json"}
 
 InputErrors = type[DatasetImportError] | type[RecordedLoadError]
+MAX_JSON_DEPTH = 100  # nesting levels; real cases and metadata use a handful, recursion breaks near 1000
+
+
+class JsonLimitError(json.JSONDecodeError):
+    """Valid JSON this tool refuses (too deep, a huge integer, a lone surrogate): a JSONDecodeError, so
+    every reader's "invalid JSON: ..." message and exit 2 apply unchanged."""
+
+    def __init__(self, msg: str, doc: str) -> None:
+        super().__init__(msg, doc, 0)
+
+
+def load_json(text: str) -> Any:
+    """`json.loads` that fails cleanly (JSONDecodeError) instead of with RecursionError, a digit-limit
+    ValueError, or a string holding a lone surrogate that SQLite would later refuse mid-write."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise JsonLimitError(f"nested more than {MAX_JSON_DEPTH} levels deep", text[:80]) from None
+    except ValueError as exc:  # int() over 4300 digits
+        raise JsonLimitError(f"a number is too long ({str(exc).split(':')[-1].strip().split(';')[0]})",
+                             text[:80]) from None
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        raise JsonLimitError(f"nested more than {MAX_JSON_DEPTH} levels deep", text[:80])
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
+        raise JsonLimitError("a string holds a lone surrogate (\\ud800-\\udfff without its pair): not valid "
+                             "Unicode text", text[:80])
+    return value
+
+
+def _children(value: Any) -> Iterable[Any]:
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    return value if isinstance(value, list) else ()
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+            stack.extend((child, depth + 1) for child in _children(node))
+    return deepest
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        else:
+            stack.extend(_children(node))
+    return False
 
 
 # ---------------------------------------------------------------- reading files
@@ -103,7 +163,7 @@ def jsonl_rows(lines: Iterable[str], source: str, error: InputErrors) -> Iterato
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = load_json(line)
         except json.JSONDecodeError as exc:
             raise error(source, f"invalid JSON: {exc.msg} (column {exc.colno})", line=number) from None
         if not isinstance(value, dict):
@@ -120,7 +180,7 @@ def _read_jsonl(text: str, source: str, error: InputErrors) -> Table:
 
 def _read_json(text: str, source: str, error: InputErrors) -> Table:
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except json.JSONDecodeError as exc:
         raise error(source, f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
     items = value.get("cases") if isinstance(value, dict) else value
@@ -152,6 +212,22 @@ def _read_csv(text: str, source: str, error: InputErrors) -> Table:
             locs.append(start)
     except csv.Error as exc:
         raise error(source, f"malformed CSV: {exc}", line=reader.line_num) from None
+    _check_quotes_closed(text, records, locs, source, error)
     return Table(source, header, records, locs, by_line=True, is_csv=True, error=error)
+
+
+def _check_quotes_closed(text: str, records: list[dict[str, Any]], locs: list[int], source: str,
+                         error: InputErrors) -> None:
+    """An opening quote never closed makes Python's csv swallow every following row into one cell, without
+    an error. Balanced CSV has an even number of quote characters; with an odd one, the last row that
+    spans lines and runs to the end of the file is where the quote opened."""
+    if text.count('"') % 2 == 0 or not records:
+        return
+    last = records[-1]
+    if any(isinstance(cell, str) and "\n" in cell for cell in last.values()):
+        swallowed = sum(cell.rstrip("\n").count("\n") for cell in last.values() if isinstance(cell, str))
+        raise error(source, f"unbalanced quote: a quoted cell opened here is never closed, so the next "
+                            f"{swallowed} line(s) were read into it; close the quote or double it (\"\")",
+                    line=locs[-1])
 
 

@@ -30,11 +30,12 @@ from lib.drift.embeddings import embed_texts, require_available
 from lib.drift.entities import DriftResult
 from lib.drift.evidently_report import DriftRun, Sample, run_report
 from lib.errors import DatasetNotFound, NotFoundError, ReviewInputError
-from lib.review.checks import InvalidPatternError
+from lib.review.checks.patterns import compile_user_pattern
 from lib.review.checks.refusal import RefusalDetector
 from lib.review.checks.structured import json_validity
 from lib.review.comparisons import comparison_runs, get_comparison, load_pairs
 from lib.review.labels import label_overrides
+from lib.run.redact import strip_url_credentials
 from lib.store.audit import as_utc
 from lib.store.columns import from_json, to_json
 from lib.store.engine import session_scope
@@ -65,10 +66,7 @@ class DriftOptions:
             if not _REGEX_NAME.fullmatch(name):
                 raise DriftInputError(f"regex descriptor name {name!r}: use letters, digits and _ "
                                       "(start with a letter, at most 40)")
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise InvalidPatternError(pattern, str(exc), what=f"regex descriptor '{name}'") from exc
+            compile_user_pattern(pattern, what=f"regex descriptor '{name}'")
         if self.embeddings != NO_EMBEDDINGS:
             require_available(self.embeddings)
 
@@ -111,8 +109,9 @@ def _sample(texts: pd.Series, regex: dict[str, str], detector: RefusalDetector |
         flags = detector.flags(texts)
         extra["refusal"] = (flags if labels is None else labels.where(labels.notna(), flags)).astype(int)
         extra["json_valid"] = json_validity(texts, schemas.fillna(ANY_JSON_SCHEMA))["strict"].astype(int)
-    for name, pattern in regex.items():
-        extra[f"regex_{name}"] = texts.str.contains(pattern, regex=True).astype(int)
+    for name, pattern in regex.items():  # RE2, linear time: a stored hostile pattern cannot hang the report
+        compiled = compile_user_pattern(pattern, what=f"regex descriptor '{name}'")
+        extra[f"regex_{name}"] = [int(compiled.search(t) is not None) for t in texts]
     sentiment = _sentiment(texts)
     if sentiment is not None:
         extra["sentiment"] = sentiment
@@ -169,9 +168,10 @@ class StoredDrift:
 
 def store_drift(engine: Engine, comparison: str, options: DriftOptions, run: DriftRun) -> StoredDrift:
     summary_json = to_json(run.summary)
+    stored_options = {**asdict(options), "api_base": strip_url_credentials(options.api_base)}  # no key stored
     with session_scope(engine) as session:
         row = DriftResult(comparison_id=get_comparison(session, comparison).id,
-                          options_json=to_json(asdict(options)), summary_json=summary_json,
+                          options_json=to_json(stored_options), summary_json=summary_json,
                           digest=hashlib.sha256(summary_json.encode()).hexdigest(),
                           details_json=to_json(run.details),
                           report_html_gz=gzip.compress(run.html.encode(), compresslevel=6))

@@ -26,6 +26,7 @@ from sqlmodel import Session, select
 from lib.drift.entities import EmbeddingCache
 from lib.errors import ReviewInputError
 from lib.run import llm
+from lib.run.redact import strip_url_credentials
 from lib.store.engine import session_scope
 
 LOCAL = "local"
@@ -71,7 +72,7 @@ def cache_key(model: str, api_base: str | None = None) -> str:
     too, since two servers may serve different weights under one name."""
     if model == LOCAL:
         return f"local:{LOCAL_PACKAGE}=={importlib.metadata.version(LOCAL_PACKAGE)}"
-    return f"{model}@{api_base}" if api_base else model
+    return f"{model}@{strip_url_credentials(api_base)}" if api_base else model  # stored: no key in it
 
 
 def embed_texts(engine: Engine, texts: Sequence[str], model: str, api_base: str | None = None,

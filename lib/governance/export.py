@@ -3,6 +3,7 @@ verdict, the signed decision and its integrity, as JSON or Markdown."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -14,7 +15,7 @@ from lib.governance.entities import Decision, Policy
 from lib.governance.verify import verify_decision
 from lib.review.comparisons import describe, get_comparison
 from lib.review.constants import SIDES
-from lib.store.audit import as_utc, iso_now, sha256_hex
+from lib.store.audit import as_utc, chain_head, iso_now, sha256_hex
 
 EXPORT_FORMATS = ("md", "json")
 
@@ -50,6 +51,8 @@ def change_record(engine: Engine, comparison: str) -> dict[str, Any]:
         owner = current_owner(session, comp.system)
         policy = _policy(session, decisions[0]) if decisions else None
     latest = decisions[0] if decisions else None
+    with engine.connect() as conn:
+        head = chain_head(conn)  # an anchor outside the store: `./review verify --anchor THIS_FILE`
     return {"comparison": comp.name, "system": comp.system, "owner": owner, "source": comp.source,
             "created_at": info["created_at"], "exported_at": iso_now(),
             "dataset": {"name": info["dataset"], "version": info["dataset_version"], "n_cases": info["n_cases"]},
@@ -58,16 +61,29 @@ def change_record(engine: Engine, comparison: str) -> dict[str, Any]:
             "post_hoc": bool(latest.post_hoc) if latest else None,
             "decision": _decision(engine, latest) if latest else None,
             "history": [decision_summary(d) for d in decisions[1:]],
-            "comments": list_comments(engine, comparison)}
+            "comments": list_comments(engine, comparison), "chain_head": head}
+
+
+# CommonMark lets any ASCII punctuation be backslash-escaped. These start inline markup anywhere (code,
+# emphasis, links, images, raw HTML, entities, table cells); names, rationale, conditions and comments are
+# untrusted, so `<script>` and `![x](http://...)` stay text. Block markers matter only at a line's start.
+_MD_INLINE = frozenset("\\`*_[]<>!|&~")
+_MD_LINE_START = re.compile(r"^(\s*)([-+=#]|\d+[.)])")
+
+
+def _md(value: Any) -> str:
+    """One line of untrusted text as literal Markdown (CommonMark)."""
+    text = "".join("\\" + ch if ch in _MD_INLINE else ch for ch in str(value))
+    return _MD_LINE_START.sub(lambda m: m[1] + m[2][:-1] + "\\" + m[2][-1], text, count=1)
 
 
 def _cell(value: Any) -> str:
-    """Table cells: untrusted text must not break the table."""
-    return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+    """Untrusted text for one line or table cell: escaped, line breaks folded into spaces."""
+    return "" if value is None else _md(" ".join(str(value).splitlines()))
 
 
 def _quote(text: str | None) -> list[str]:
-    return [f"> {line}" for line in (text or "(none)").splitlines()] or ["> (none)"]
+    return [f"> {_md(line)}" for line in (text or "(none)").splitlines()] or ["> (none)"]
 
 
 def _md_models(rec: dict) -> list[str]:
@@ -119,6 +135,11 @@ def record_markdown(rec: dict) -> str:
     if rec["history"]:
         lines += ["## Earlier decisions", ""] + [f"- {h['signed_at']}: {h['decision']} by {_cell(h['signer'])} "
                                                   f"(verdict {h['verdict']})" for h in rec["history"]] + [""]
+    if rec.get("chain_head"):
+        head = rec["chain_head"]
+        lines += ["## Audit chain head", "", f"seq {head['seq']}, sha256 `{head['hash']}`. Keep this record: "
+                  "`./review verify --anchor` with the JSON export checks that the store still extends this head.",
+                  ""]
     if rec["comments"]:
         lines += ["## Comments", ""] + [f"- {c['created_at']} {_cell(c['author'])}: {_cell(c['text'])}"
                                         for c in rec["comments"]] + [""]

@@ -5,34 +5,45 @@
    an edited field, a deleted row and a row that never went through the trail are all named.
 3. Every policy's content against its locked hash; every owner change a claim or a signed transfer.
 4. Every decision: its signature with the registered key, its evidence recomputed from the stored
-   outputs, cases and configurations, its report/verdict digests, its policy's hash, and the stored
-   drift result its report cites (when it cites one).
+   outputs, cases and configurations, its report/verdict digests, its policy's hash, the stored
+   drift result its report cites (when it cites one), that its comparison still points at the signed
+   runs and system, and its report's metrics recomputed from the raw outputs (not the check store).
+5. With an anchor (`verify --anchor FILE`, or REVIEW_ANCHOR_FILE): the chain still holds every anchored
+   head, so a truncated tail or a re-chained history is detected (see docs/security.md for what an
+   attacker with write access can still do without one).
 """
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 from lib.drift.entities import DriftResult
+from lib.errors import ReviewError, ReviewInputError
 from lib.governance.decisions import signed_message
 from lib.governance.entities import Decision, Policy, ReviewComment, SigningKey, SystemOwner
 from lib.governance.evidence import data_digest, evidence_digest
 from lib.governance.owners import check_owner_changes
 from lib.governance.signing import verify_signature
 from lib.store.audit import (
+    ANCHOR_ENV,
     Problem,
+    check_anchor,
     check_chain,
     event_payload,
     list_events,
     raw_rows,
+    read_anchors,
     row_digest,
     sha256_hex,
     table_name,
 )
+from lib.store.entities import Comparison
 
 GOVERNED: tuple[type[SQLModel], ...] = (Policy, SigningKey, SystemOwner, ReviewComment, Decision)
 _LABELS = {"policy": "policy", "signingkey": "signing key", "systemowner": "owner assignment",
@@ -130,18 +141,111 @@ def _check_drift(conn: Connection, row: dict, name: str) -> list[Problem]:
     return [] if stored else [Problem(name, f"the drift result it cites (digest {digest[:16]}) is missing or altered")]
 
 
-def verify_store(engine: Engine) -> VerifyResult:
-    """The whole store: chain, governed rows, policies and decisions (see module docstring)."""
+_COMPARED = ("baseline", "candidate", "n")  # per metric: what a swapped or edited check cache would move
+
+
+def recompute_report(engine: Engine, row: dict) -> dict[str, Any]:
+    """The decision's report metrics recomputed from the raw outputs (never the stored check segments),
+    under the review settings and alpha the signed report records."""
+    from lib.review.comparisons import load_pairs
+    from lib.review.compute import checked_pairs
+    from lib.review.report import report_from_checked
+    from lib.review.settings import settings_from_dict
+    from lib.review.tokens import run_prompts
+
+    signed = json.loads(row["report_json"])
+    settings = settings_from_dict(signed.get("settings") or {})
+    prompts = {side: p for side, p in run_prompts(engine, row["comparison"]).items() if p is not None}
+    checked = checked_pairs(load_pairs(engine, row["comparison"]), settings, prompts)
+    return report_from_checked(checked, row["comparison"], signed.get("alpha", 0.05))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b)) or (a != a and b != b)
+    return a == b
+
+
+def check_report(engine: Engine, row: dict) -> list[Problem]:
+    """Recompute the signed report's metrics from the outputs and name every metric that differs."""
+    name = label("decision", row["id"], row)
+    try:
+        signed = json.loads(row["report_json"])
+        fresh = recompute_report(engine, row)
+    except (TypeError, ValueError, AttributeError):
+        return [Problem(name, "its stored report is not valid JSON")]
+    except ReviewError as exc:
+        return [Problem(name, f"its report cannot be recomputed from the outputs ({exc})")]
+    differ = [] if signed.get("n_pairs") == fresh["n_pairs"] else ["n_pairs"]
+    for metric, block in (signed.get("metrics") or {}).items():
+        other = fresh["metrics"].get(metric)
+        if other is None or not all(_same(block.get(k), other.get(k)) for k in _COMPARED):
+            differ.append(metric)
+    if not differ:
+        return []
+    first = differ[0]
+    detail = ""
+    if first != "n_pairs" and fresh["metrics"].get(first):
+        s, f = signed["metrics"][first], fresh["metrics"][first]
+        detail = (f" (signed {first} {s.get('baseline')} -> {s.get('candidate')}, "
+                  f"recomputed {f.get('baseline')} -> {f.get('candidate')})")
+    return [Problem(name, f"its report does not match the outputs: {', '.join(differ)} differ when recomputed "
+                          f"from the raw outputs{detail}; the stored checks or outputs were altered")]
+
+
+def check_comparison_binding(conn: Connection, row: dict) -> list[Problem]:
+    """The comparison a decision names must still point at the signed runs and system."""
+    comp = next(raw_rows(conn, Comparison, "WHERE id = :id", id=row["comparison_id"]), None)
+    name = label("decision", row["id"], row)
+    if comp is None:
+        return [Problem(name, f"its comparison (id {row['comparison_id']}) is missing")]
+    signed = (row["comparison"], row["system"], row["baseline_run_id"], row["candidate_run_id"])
+    now = (comp["name"], comp["system"], comp["baseline_run_id"], comp["candidate_run_id"])
+    if signed == now:
+        return []
+    fields = [f for f, a, b in zip(("name", "system", "baseline run", "candidate run"), signed, now, strict=True)
+              if a != b]
+    return [Problem(name, f"its comparison was repointed: {', '.join(fields)} no longer what was signed")]
+
+
+def anchors_from(path: Path | None) -> list[tuple[int, str]]:
+    """Anchored heads in `path` (an anchor file or an exported change record), else in REVIEW_ANCHOR_FILE
+    when it is set and exists; none without either. AnchorFileError (exit 2) when unreadable."""
+    if path is None:
+        env = os.environ.get(ANCHOR_ENV)
+        if not env or not Path(env).is_file():
+            return []
+        path = Path(env)
+    try:
+        return read_anchors(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnchorFileError(f"{path}: cannot read the anchor ({exc})") from None
+    except ValueError as exc:
+        raise AnchorFileError(str(exc)) from None
+
+
+class AnchorFileError(ReviewInputError):
+    """The anchor given to `verify --anchor` is missing, unreadable or holds no head."""
+
+
+def verify_store(engine: Engine, anchors: list[tuple[int, str]] | None = None) -> VerifyResult:
+    """The whole store: chain, governed rows, policies and decisions (see module docstring), and that the
+    chain still extends every anchored head (`anchors`; default: REVIEW_ANCHOR_FILE's)."""
+    anchors = anchors_from(None) if anchors is None else anchors
     with engine.connect() as conn:
         events = list_events(conn)
-        result = VerifyResult(check_chain(conn) + check_records(conn, events) + check_policies(conn))
+        result = VerifyResult(check_chain(conn) + check_anchor(conn, anchors) + check_records(conn, events)
+                              + check_policies(conn))
         result.problems += check_owner_changes(conn, events)  # claims and signed transfers only
         cache: dict[tuple, str] = {}
         decisions = list(raw_rows(conn, Decision))
         for row in decisions:
-            result.problems += check_decision(conn, row, cache)
+            result.problems += check_decision(conn, row, cache) + check_comparison_binding(conn, row)
+    for row in decisions:
+        result.problems += check_report(engine, row)
+    with engine.connect() as conn:
         result.counts = {"events": len(events), "decisions": len(decisions),
-                         "policies": sum(1 for _ in raw_rows(conn, Policy))}
+                         "policies": sum(1 for _ in raw_rows(conn, Policy)), "anchors": len(anchors)}
     return result
 
 
@@ -151,4 +255,5 @@ def verify_decision(engine: Engine, decision_id: int) -> list[Problem]:
         row = next(raw_rows(conn, Decision, "WHERE id = :id", id=decision_id), None)
         if row is None:
             return [Problem(label("decision", decision_id), "not found")]
-        return check_decision(conn, row)
+        problems = check_decision(conn, row) + check_comparison_binding(conn, row)
+    return problems + check_report(engine, row)

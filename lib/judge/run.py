@@ -42,6 +42,7 @@ from lib.review.checked import with_texts
 from lib.review.comparisons import get_comparison
 from lib.review.constants import SIDES
 from lib.run import llm, stoppable
+from lib.run.redact import strip_url_credentials
 from lib.store.audit import record_event
 from lib.store.columns import to_json, utcnow
 from lib.store.engine import session_scope, write_engine
@@ -212,7 +213,7 @@ def _prepare(engine: Engine, comparison: str, settings: JudgeSettings, options: 
     _, anchor_hash = load_anchors()
     with session_scope(engine) as session:
         stored = _stored_keys(session, config.id, comp_id)
-        run = JudgeRun(comparison_id=comp_id, config_id=config.id, api_base=options.api_base,
+        run = JudgeRun(comparison_id=comp_id, config_id=config.id, api_base=strip_url_credentials(options.api_base),
                        sample=options.sample.text if options.sample else None, pairwise=options.pairwise,
                        n_selected=len(chosen), anchor_set_hash=anchor_hash, drift_threshold=options.drift_threshold)
         session.add(run)

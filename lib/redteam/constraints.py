@@ -28,6 +28,7 @@ from functools import cache
 from typing import Any
 
 from lib.data.fields import InvalidField
+from lib.review.checks.patterns import compile_user_pattern, pattern_problem
 
 _BULLET = re.compile(r"(?m)^\s*(?:[-*+•]|\d+[.)])\s+")
 ALIASES = {"required_phrase": "contains"}
@@ -86,7 +87,7 @@ _CHECKS: dict[str, Callable[[Constraint, str], bool]] = {
     "no_bullets": lambda c, t: _BULLET.search(t) is None,
     "lowercase": lambda c, t: not any(ch.isupper() for ch in t),
     "uppercase": lambda c, t: not any(ch.islower() for ch in t),
-    "regex": lambda c, t: re.search(c.value, t) is not None,
+    "regex": lambda c, t: compile_user_pattern(c.value, what="regex rule").search(t) is not None,
 }
 
 
@@ -151,10 +152,9 @@ def _value(kind: str, value: Any, name: str) -> Any:
         raise InvalidField(name, f"'{value}' is not an ISO 639-1 code the language check knows "
                                  f"(e.g. en, fr, de, es, it, pt, nl, ja, zh)")
     if kind == "regex":
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise InvalidField(name, f"is not a valid regular expression: {exc}") from None
+        problem = pattern_problem(value)
+        if problem is not None:
+            raise InvalidField(name, f"is not a valid regular expression: {problem}")
     return value
 
 

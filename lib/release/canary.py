@@ -280,13 +280,23 @@ def log_dir() -> Path:
     return Path(os.environ.get("REVIEW_LOG_DIR") or Path.cwd() / "logs").expanduser().resolve()
 
 
+MAX_LOG_PATH_CHARS = 1024
+
+
 def resolve_log_path(text: str, root: Path | None = None) -> Path:
     """A log file named by a user, relative to (or inside) `root`. Anything else gets one generic message,
     so the answer never tells whether a path outside `root` exists (the page's users are not the server's)."""
+    shown = text if len(text) <= 300 else text[:40] + "..." + text[-40:]  # a long path still ends with its file
+    if "\x00" in text or len(text) > MAX_LOG_PATH_CHARS:  # the OS would raise ValueError / ENAMETOOLONG
+        raise CanaryInputError(f"no log file '{shown.replace(chr(0), '?')}' in the log directory (a path is "
+                               f"at most {MAX_LOG_PATH_CHARS} characters, without NUL bytes)")
     root = (root or log_dir()).resolve()
-    file = (root / Path(text).expanduser()).resolve()  # an absolute `text` replaces root; symlinks are followed
-    if not file.is_relative_to(root) or not file.exists():
-        raise CanaryInputError(f"no log file '{text}' in the log directory")
+    try:
+        file = (root / Path(text).expanduser()).resolve()  # an absolute `text` replaces root; symlinks followed
+        if not file.is_relative_to(root) or not file.exists():
+            raise CanaryInputError(f"no log file '{shown}' in the log directory")
+    except (OSError, ValueError, RuntimeError):  # a component too long, a symlink loop, "~nouser"
+        raise CanaryInputError(f"no log file '{shown}' in the log directory") from None
     if file.is_dir():
         raise CanaryInputError(f"'{text}' is a directory: name a log file in it")
     if not file.is_file():

@@ -9,8 +9,11 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from lib.data.tables import load_json
 from lib.errors import ReviewInputError
+from lib.review.checks.patterns import compile_user_pattern
 from lib.review.checks.refusal import RefusalDetector
+from lib.review.checks.schemas import reference_problem
 from lib.review.comparisons import get_comparison
 from lib.store.columns import from_json, to_json
 from lib.store.engine import session_scope
@@ -45,6 +48,8 @@ class ReviewSettings:
                                       f"got {self.input_token_limit!r}")
         if self.schema is not None:
             object.__setattr__(self, "schema", canonical_schema(self.schema, "the review schema"))
+        if self.pattern is not None:
+            compile_user_pattern(self.pattern, what="match pattern")
         RefusalDetector(self.refusal_patterns)  # compiles every extra pattern: bad ones fail here, before any write
 
     def merged(self, other: ReviewSettings) -> ReviewSettings:
@@ -71,7 +76,7 @@ def canonical_schema(schema: str | dict, source: str) -> str:
     from jsonschema.validators import validator_for
 
     try:
-        value = json.loads(schema) if isinstance(schema, str) else schema
+        value = load_json(schema) if isinstance(schema, str) else schema
     except json.JSONDecodeError as exc:
         raise ReviewSettingsError(f"{source}: not JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(value, dict):
@@ -80,6 +85,9 @@ def canonical_schema(schema: str | dict, source: str) -> str:
         validator_for(value).check_schema(value)
     except SchemaError as exc:
         raise ReviewSettingsError(f"{source}: not a valid JSON Schema: {exc.message}") from None
+    problem = reference_problem(value)
+    if problem is not None:
+        raise ReviewSettingsError(f"{source}: {problem}")
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
@@ -93,7 +101,11 @@ def read_schema_file(path: Path) -> str:
 
 
 def _settings_from_json(raw: str | None) -> ReviewSettings:
-    data = from_json(raw) or {}
+    return settings_from_dict(from_json(raw) or {})
+
+
+def settings_from_dict(data: dict) -> ReviewSettings:
+    """Settings from their `as_dict` form (stored with a comparison, or in a signed report)."""
     schema = data.get("schema")
     return ReviewSettings(match=data.get("match"), pattern=data.get("pattern"),
                           refusal_patterns=tuple(data.get("refusal_patterns", ())),

@@ -23,6 +23,8 @@ from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
+from lib.run.redact import scrub
+
 PLACEHOLDER_API_KEY = "sk-no-key-required"  # local OpenAI-compatible servers want any non-empty key
 ERROR_KINDS = ("rate_limit", "server", "timeout", "malformed", "bad_request", "other")
 RETRYABLE_KINDS = frozenset({"rate_limit", "server", "timeout", "malformed"})
@@ -259,7 +261,7 @@ def parse_completion(response: Any) -> Completion:
         completion_tokens=getattr(usage, "completion_tokens", None),
         system_fingerprint=getattr(response, "system_fingerprint", None),
         served_model=getattr(response, "model", None),
-        raw_json=response.model_dump_json(),
+        raw_json=scrub(response.model_dump_json()),  # a provider may echo a key or a signed URL
     )
 
 
@@ -316,7 +318,7 @@ def classify_error(exc: BaseException) -> CallError:
     """Map a failed call to an error kind; only rate limits, 5xx, timeouts, connection failures and
     malformed responses are worth retrying."""
     litellm = litellm_module()
-    message = f"{type(exc).__name__}: {exc}"[:2000]
+    message = scrub(f"{type(exc).__name__}: {exc}")[:2000]  # "Incorrect API key provided: sk-..." is stored
     if isinstance(exc, (litellm.Timeout, TimeoutError)):
         return CallError("timeout", message)
     if _malformed(exc):

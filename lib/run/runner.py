@@ -9,10 +9,13 @@ replaced. `run_model` runs one model into a new run that belongs to no compariso
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func
@@ -24,6 +27,7 @@ from lib.errors import ConfigMismatchError, DatasetNotFound, ReviewInputError
 from lib.review.constants import SIDES
 from lib.run import llm
 from lib.run.executor import ExecStats, Job, ProgressEvent, RunOptions, Side, execute  # noqa: F401  (re-exported)
+from lib.run.redact import strip_url_credentials
 from lib.store.audit import record_event
 from lib.store.columns import from_json, to_json, utcnow
 from lib.store.engine import session_scope
@@ -67,8 +71,10 @@ class ModelSpec:
                 "seed": self.seed, "response_format": self.response_format, "tools": self.tools}
 
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON of every field: identical configurations share a row."""
-        return hashlib.sha256(to_json(asdict(self)).encode()).hexdigest()
+        """sha256 of the canonical JSON of every field as stored (the endpoint without credentials):
+        identical configurations share a row, whatever key reached them."""
+        fields = {**asdict(self), "api_base": strip_url_credentials(self.api_base)}
+        return hashlib.sha256(to_json(fields).encode()).hexdigest()
 
     def validate(self) -> None:
         if not self.model or not self.model.strip():
@@ -179,7 +185,7 @@ def _dataset_cases(session: Session, dataset_id: int) -> list[Case]:
 
 def config_row(spec: ModelSpec) -> dict[str, Any]:
     """The ModelConfig columns of a spec (one hashing scheme for live runs and recorded loads)."""
-    return {"config_hash": spec.config_hash(), "model": spec.model, "api_base": spec.api_base,
+    return {"config_hash": spec.config_hash(), "model": spec.model, "api_base": strip_url_credentials(spec.api_base),
             "temperature": spec.temperature, "top_p": spec.top_p, "max_tokens": spec.max_tokens,
             "seed": spec.seed, "response_format_json": to_json(spec.response_format),
             "tools_json": to_json(spec.tools), "system_prompt": spec.system_prompt,
@@ -386,6 +392,34 @@ def calls_per_side(engine: Engine, dataset: str, repeats: int = 1) -> int:
         return session.exec(select(func.count(Case.id)).where(Case.dataset_id == ds.id)).one() * repeats
 
 
+class RunInProgressError(ReviewInputError):
+    """Another process is running the comparison of this name: refused before any call is made."""
+
+
+@contextmanager
+def run_lock(engine: Engine, name: str) -> Iterator[None]:
+    """Hold an exclusive flock on `<store>.runlocks/<name hash>` while running a comparison. The OS drops it
+    when the process dies (even kill -9), so a crashed run never blocks its resume; a second `run` with the
+    same name meanwhile (another process or another app session) is refused before it sends anything: it
+    would pay for every call twice."""
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    folder = Path(f"{database}.runlocks")
+    folder.mkdir(exist_ok=True)
+    with open(folder / hashlib.sha256(name.strip().encode()).hexdigest()[:32], "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunInProgressError(f"comparison '{name}' is being run by another process right now; wait for "
+                                     "it to finish (a later run with the same command resumes what is left)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_comparison(engine: Engine, *, dataset: str, baseline: ModelSpec, candidate: ModelSpec, name: str,
                    options: RunOptions, system: str = "default",
                    progress: Callable[[ProgressEvent], None] | None = None) -> RunResult:
@@ -400,9 +434,10 @@ def run_comparison(engine: Engine, *, dataset: str, baseline: ModelSpec, candida
     if not name or not name.strip():
         raise ReviewInputError("a comparison name is required")
     started = time.monotonic()
-    plan = _prepare(engine, dataset, {"baseline": baseline, "candidate": candidate}, name, options, system)
-    stats = _execute(engine, plan.cases, list(plan.sides.values()), plan.specs, options, progress)
-    result = _finish(engine, plan, time.monotonic() - started, stats)
+    with run_lock(engine, name):
+        plan = _prepare(engine, dataset, {"baseline": baseline, "candidate": candidate}, name, options, system)
+        stats = _execute(engine, plan.cases, list(plan.sides.values()), plan.specs, options, progress)
+        result = _finish(engine, plan, time.monotonic() - started, stats)
     from lib.review.checked import ensure_checked  # pyarrow, jsonschema: not needed by workers or the CLI's start
 
     ensure_checked(engine, name)  # check and store every output now: the first report reads columns

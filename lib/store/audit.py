@@ -5,24 +5,36 @@ transaction began with BEGIN IMMEDIATE, so concurrent writers queue instead of r
 head; the unique `seq` is the backstop if they ever did. Each event's hash is
 sha256(prev_hash + canonical content), so editing, deleting or reordering any event breaks the chain,
 and `AuditHead` (updated in the same transaction) exposes a truncated tail.
+
+The chain is unkeyed and its head lives in the same database: someone who can write the file can delete
+the tail and move the head back, or edit an event and recompute every hash after it. Only a copy of a
+head kept elsewhere detects that. So each committed head is appended to `REVIEW_ANCHOR_FILE` when set
+(an append-only file outside the database, one `seq hash` line per head), the exported change record
+carries the head, and `check_anchor` checks that the store still extends an anchored head.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, SQLModel, select
 
 from lib.store.columns import utcnow
 from lib.store.entities import AuditEvent, AuditHead
 
 GENESIS_HASH = "0" * 64
+ANCHOR_ENV = "REVIEW_ANCHOR_FILE"
+_PENDING_HEAD = "audit_pending_head"  # session.info key: the head to anchor once the transaction commits
 EVENT_KINDS = ("dataset_imported", "policy_created", "run_started", "run_finished", "comparison_loaded",
                "verdict_computed", "decision_signed", "comment_added", "key_registered", "owner_set",
                "judge_run_finished", "canary_checked", "monitor_point", "monitor_alert", "monitor_baseline_set",
@@ -105,7 +117,75 @@ def record_event(session: Session, kind: str, payload: dict, actor: str | None =
         head.seq, head.hash = seq, event.hash
         session.add(head)
     session.flush()
+    session.info[_PENDING_HEAD] = (seq, event.hash)
     return event
+
+
+@sa_event.listens_for(OrmSession, "after_commit")
+def _anchor_committed_head(session: OrmSession) -> None:
+    """Append the committed head to REVIEW_ANCHOR_FILE: after commit, so a rolled-back event is never anchored."""
+    head = session.info.pop(_PENDING_HEAD, None)
+    path = os.environ.get(ANCHOR_ENV)
+    if head is None or not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{head[0]} {head[1]}\n".encode())
+    finally:
+        os.close(fd)
+
+
+@sa_event.listens_for(OrmSession, "after_rollback")
+def _forget_rolled_back_head(session: OrmSession) -> None:
+    session.info.pop(_PENDING_HEAD, None)
+
+
+def chain_head(conn: Connection) -> dict[str, Any] | None:
+    """The stored head as {"seq", "hash"}: what an anchor or an exported record keeps."""
+    head = next(raw_rows(conn, AuditHead), None)
+    return None if head is None else {"seq": head["seq"], "hash": head["hash"]}
+
+
+_ANCHOR_LINE = re.compile(r"^\s*(\d+)\s+([0-9a-f]{64})\s*$")
+
+
+def read_anchors(text: str, source: str) -> list[tuple[int, str]]:
+    """Anchored heads from an anchor file (`seq hash` lines) or an exported change record (JSON with
+    `chain_head`); ValueError naming `source` when it holds none."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            head = json.loads(stripped).get("chain_head") or {}
+            return [(int(head["seq"]), str(head["hash"]))]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise ValueError(f"{source}: an exported record without a valid chain_head") from None
+    anchors = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        m = _ANCHOR_LINE.match(line)
+        if m is None:
+            raise ValueError(f"{source}, line {number}: not a 'seq hash' anchor line")
+        anchors.append((int(m[1]), m[2]))
+    if not anchors:
+        raise ValueError(f"{source}: no anchored head in it")
+    return anchors
+
+
+def check_anchor(conn: Connection, anchors: list[tuple[int, str]]) -> list[Problem]:
+    """Every anchored (seq, hash) must still be in the chain with that hash: a truncated tail or a chain
+    rewritten (re-hashed) at or before an anchored event is detected."""
+    hashes = {ev["seq"]: ev["hash"] for ev in list_events(conn)}
+    last = max(hashes, default=0)
+    problems = []
+    for seq, digest in anchors:
+        if seq > last:
+            problems.append(Problem(f"anchored head seq {seq}", f"the store's chain ends at seq {last}: events "
+                                                                "after it were removed (tail truncated)"))
+        elif hashes.get(seq) != digest:
+            problems.append(Problem(f"anchored head seq {seq}", "the store's event at this seq has another hash: "
+                                                                "the chain was rewritten (re-chained or replaced)"))
+    return problems
 
 
 def record_row_event(session: Session, kind: str, row: SQLModel, actor: str | None = None,

@@ -9,11 +9,17 @@ from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
-from lib.errors import StoreURLError
+from lib.errors import ReviewInputError, StoreURLError
 
 DEFAULT_DB_PATH = Path("data") / "review.db"
+_DISK_FULL = ("database or disk is full", "disk i/o error")
+
+
+class StoreFullError(ReviewInputError):
+    """The store's disk (or its size limit) is full: the step was rolled back, nothing of it was written."""
 
 
 def database_url() -> str:
@@ -52,13 +58,12 @@ def _engine(url: str) -> Engine:
         # json_each, and writers rely on WAL + BEGIN IMMEDIATE: another database would run, but wrongly.
         raise StoreURLError(f"DATABASE_URL must be a sqlite:/// URL (got '{url.split(':', 1)[0]}:...'): the "
                             "store relies on SQLite features (WAL, triggers, json_each)")
-    path = url.split("///", 1)[-1]
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = _sqlite_path(url)
     # Streamlit runs each session in its own thread.
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
     event.listen(engine, "connect", _sqlite_pragmas)
     event.listen(engine, "begin", _sqlite_begin)
+    event.listen(engine, "handle_error", _disk_full(path))
     # Imported for their side effect: registering every table before create_all.
     import lib.drift.entities  # noqa: F401
     import lib.governance.entities  # noqa: F401
@@ -67,8 +72,45 @@ def _engine(url: str) -> Engine:
     import lib.review.entities  # noqa: F401
     import lib.store.entities  # noqa: F401
 
-    SQLModel.metadata.create_all(engine)
+    try:
+        SQLModel.metadata.create_all(engine)
+    except OperationalError as exc:  # e.g. a read-only directory: say where, not the SQL
+        raise StoreURLError(f"DATABASE_URL: cannot open the store at {path} ({exc.orig})") from None
     return engine
+
+
+def _sqlite_path(url: str) -> str:
+    """The file a sqlite:/// URL names, checked before anything is created: no query options or `file:`
+    URIs (they would make a stray directory named after the URL), a directory that is one."""
+    if not url.startswith("sqlite:///") and url != "sqlite://":
+        raise StoreURLError("DATABASE_URL must look like sqlite:///path/to/review.db")
+    path = url[len("sqlite:///"):]
+    if "?" in path or path.startswith("file:"):
+        raise StoreURLError("DATABASE_URL: query options and file: URIs are not supported; give a plain path "
+                            "(sqlite:///path/to/review.db)")
+    if not path or path == ":memory:":
+        return path or ":memory:"
+    target = Path(path)
+    if target.is_dir():
+        raise StoreURLError(f"DATABASE_URL: {path} is a directory; name the database file inside it")
+    parent = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise StoreURLError(f"DATABASE_URL: {parent} is a file, not a directory")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreURLError(f"DATABASE_URL: cannot create the directory {target.parent} ({exc.strerror})") from None
+    return path
+
+
+def _disk_full(path: str):  # type: ignore[no-untyped-def]
+    """A handle_error hook: a full disk becomes one line naming the store, never the SQL or its rows."""
+    def handle(context):  # type: ignore[no-untyped-def]
+        message = str(context.original_exception).lower()
+        if any(fragment in message for fragment in _DISK_FULL):
+            raise StoreFullError(f"the store's disk is full ({path}): this step was rolled back and nothing of "
+                                 "it was written; free some space and run it again") from None
+    return handle
 
 
 def write_engine(engine: Engine) -> Engine:

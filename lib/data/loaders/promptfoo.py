@@ -6,16 +6,17 @@ Only per-result fields are read. The file's `config` is never read: it may hold 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from lib.data.fields import content_key, scalar_text, text_or_json
-from lib.data.tables import Table, decode_text, file_kind
-from lib.errors import RecordedLoadError
 from lib.data.loaders.store import Recorded, assemble, choose_models, mapping_rule
+from lib.data.tables import Table, decode_text, file_kind, load_json
+from lib.errors import RecordedLoadError
+from lib.review.checks.patterns import pattern_problem
+from lib.run.redact import scrub
 
 if TYPE_CHECKING:
     from lib.data.loaders import LoadMapping
@@ -32,7 +33,7 @@ def looks_like(text: str, kind: str) -> bool:
         if not text.lstrip().startswith("{"):
             return False
         try:
-            value = json.loads(text)
+            value = load_json(text)
         except json.JSONDecodeError:
             return False
         return isinstance(value, dict) and isinstance(value.get("results"), dict)
@@ -40,7 +41,7 @@ def looks_like(text: str, kind: str) -> bool:
         first = text.lstrip().split("\n", 1)[0]
         try:
             value, _ = json.JSONDecoder().raw_decode(first)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, or hostile JSON the real read will name
             return False
         return isinstance(value, dict) and "provider" in value and ("response" in value or "testIdx" in value)
     return False
@@ -57,7 +58,7 @@ def _results_table(data: bytes, source: str) -> Table:
     if kind != "json":
         raise RecordedLoadError(source, "a promptfoo file is .json (results.json) or .jsonl")
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except json.JSONDecodeError as exc:
         raise RecordedLoadError(source, f"invalid JSON: {exc.msg} (column {exc.colno})",
                                 line=exc.lineno) from None
@@ -177,21 +178,24 @@ def _expected(test: dict[str, Any]) -> tuple[str | None, str | None, str | None]
             if expected is not None:
                 return expected, rule, None
             continue
-        try:
-            re.compile(str(value))
-        except re.error:  # a JavaScript-only regex: leave it to promptfoo's own verdict
+        if pattern_problem(str(value)) is not None:  # JavaScript-only or not RE2: leave it to promptfoo's verdict
             continue
         return None, rule, str(value)
     return None, None, None
 
 
+NO_RESPONSE = "no response recorded (promptfoo's `response` is null)"
+
+
 def _error(record: dict[str, Any], response: dict[str, Any], text: str | None) -> str | None:
     """The model-side error only: with failureReason 1, `error` is the grader's reason."""
+    if "response" in record and record["response"] is None and not record.get("error"):
+        return NO_RESPONSE  # not an empty answer: nothing came back
     if response.get("error"):
-        return str(response["error"])
+        return scrub(str(response["error"]))  # a provider's 401 in the log may echo the key
     reason = record.get("failureReason")
     if reason == ERROR_FAILURE or (reason is None and text is None):
-        return record.get("error") or ("failed (no message in the file)" if reason == ERROR_FAILURE else None)
+        return scrub(record.get("error")) or ("failed (no message in the file)" if reason == ERROR_FAILURE else None)
     return None
 
 
@@ -243,4 +247,10 @@ def parse(data: bytes, source: str, m: LoadMapping) -> Recorded:
     frame = frame.assign(key=_keys(frame, table.records), row=frame.index)
     frame = frame[frame["model"].isin([baseline, candidate])]
     frame = frame.assign(side=(frame["model"] == candidate).map({False: "baseline", True: "candidate"}))
+    n_null = int((frame["error"] == NO_RESPONSE).sum())
+    if n_null:
+        first = table.locs[int(frame.index[frame["error"] == NO_RESPONSE][0])]
+        where = f"line {first}" if table.by_line else f"item [{first}]"
+        warnings = [*warnings, f"{n_null} result(s) have `response: null` (first at {where}): stored as "
+                               "errors, not as empty answers"]
     return assemble(frame, table, baseline, candidate, rule, warnings)

@@ -17,6 +17,7 @@ class InvalidPatternError(CheckInputError):
 
     def __init__(self, pattern: str, reason: str, *, what: str = "pattern"):
         self.pattern = pattern
+        self.reason = reason
         super().__init__(f"invalid {what} {pattern!r}: {reason}")
 
 

@@ -30,7 +30,8 @@ from functools import cache, partial
 import numpy as np
 import pandas as pd
 
-from lib.review.checks import InvalidMatchRuleError, InvalidPatternError
+from lib.review.checks import InvalidMatchRuleError
+from lib.review.checks.patterns import UserPattern, compile_user_pattern
 from lib.store.entities import MATCH_RULES
 
 DEFAULT_RULE = "normalized"
@@ -135,13 +136,10 @@ def _regex(out: list[str], exp: list[str], patterns: list[object]) -> list[bool]
     return verdicts
 
 
-def _compile_case_pattern(pattern: object) -> re.Pattern[str]:
+def _compile_case_pattern(pattern: object) -> UserPattern:
     if not isinstance(pattern, str) or not pattern:
         raise InvalidMatchRuleError("a case with match rule 'regex' has no pattern")
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise InvalidPatternError(pattern, str(exc)) from exc
+    return compile_user_pattern(pattern)
 
 
 def _numeric(

@@ -52,7 +52,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lib.review.checks import InvalidPatternError
+from lib.review.checks.patterns import UserPattern, compile_user_pattern
 
 HEAD_CHARS = 600  # the opening never needs more; bounds the per-output cost on long answers
 PREAMBLE_MAX_WORDS = 25  # a first sentence this short may be a preamble to the refusal
@@ -292,7 +292,7 @@ class RefusalDetector:
     def _verdicts(self, texts: list[str]) -> list[bool]:
         heads = [_head(t) for t in texts]
         gate = _gate(heads) if heads else np.zeros(0, dtype=bool)
-        # Extra patterns are arbitrary Python regexes, so every opening is checked when there are any.
+        # Extra patterns are arbitrary (RE2) regexes, so every opening is checked when there are any.
         todo = range(len(heads)) if self._extra else np.flatnonzero(gate)
         verdicts = [False] * len(heads)
         for i in todo:
@@ -301,9 +301,5 @@ class RefusalDetector:
         return verdicts
 
 
-def _compile_extra(pattern: str) -> re.Pattern[str]:
-    """The one place reviewer patterns compile (untrusted input: swap the engine here)."""
-    try:
-        return re.compile(pattern, re.IGNORECASE)
-    except re.error as exc:
-        raise InvalidPatternError(pattern, str(exc), what="refusal pattern") from exc
+def _compile_extra(pattern: str) -> UserPattern:
+    return compile_user_pattern(pattern, what="refusal pattern", ignore_case=True)

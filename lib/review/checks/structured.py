@@ -30,6 +30,7 @@ from jsonschema.validators import validator_for
 from rapidfuzz import fuzz, process
 
 from lib.review.checks import InvalidSchemaError
+from lib.review.checks.schemas import offline_validator, reference_problem
 
 RENAME_MIN_SIMILARITY = 80.0  # rapidfuzz ratio of normalized key names (0-100)
 MAX_EMBEDDED_ATTEMPTS = 50  # '{' / '[' positions tried per output before giving up
@@ -52,7 +53,10 @@ def schema_validator(schema_text: str) -> Validator:
         cls.check_schema(schema)
     except SchemaError as exc:
         raise InvalidSchemaError(f"case schema is not a valid JSON Schema: {exc.message}") from exc
-    return cls(schema)
+    problem = reference_problem(schema)  # also for schemas stored before references were checked
+    if problem is not None:
+        raise InvalidSchemaError(f"case schema: {problem}")
+    return offline_validator(cls, schema)
 
 
 def json_validity(outputs: pd.Series, schemas: pd.Series) -> pd.DataFrame:
