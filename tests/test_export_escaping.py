@@ -37,7 +37,7 @@ JOINED = " ".join(PAYLOADS)
 
 def _hostile_record(engine, tmp_path: Path) -> str:
     create_policy(engine, "strict", "alpha = 0.05\n[criteria.accuracy]\nmax_decrease = 0.02\n")
-    create_key(engine, "alice", "pw", tmp_path / "keys")
+    create_key(engine, "alice", "correct horse", tmp_path / "keys")
     set_owner(engine, "default", "alice")
     name = "cmp " + PAYLOADS[0]
     make_comparison(engine, name, pairs(40), outputs_at=utcnow() + timedelta(minutes=1))
@@ -76,7 +76,7 @@ def test_exported_markdown_runs_no_script_and_fetches_nothing(engine, db_url: st
     tamper(db_url, "UPDATE run SET served_model = ?, system_fingerprint = ?", JOINED, JOINED)
     tamper(db_url, "UPDATE dataset SET name = ?", JOINED)
     decide(engine, DecisionRequest(name, "go", "alice", "\n".join(PAYLOADS), "\n".join(PAYLOADS), "strict"),
-           "pw", tmp_path / "keys")
+           "correct horse", tmp_path / "keys")
     add_comment(engine, name, JOINED, "\n".join(PAYLOADS))
     markdown = record_markdown(change_record(engine, name))
     dialogs, requests = _render_in_chromium(markdown)
@@ -90,7 +90,7 @@ def test_exported_markdown_shows_the_payloads_as_text(engine, db_url: str, tmp_p
     from markdown_it import MarkdownIt
 
     name = _hostile_record(engine, tmp_path)
-    decide(engine, DecisionRequest(name, "go", "alice", "\n".join(PAYLOADS), None, "strict"), "pw",
+    decide(engine, DecisionRequest(name, "go", "alice", "\n".join(PAYLOADS), None, "strict"), "correct horse",
            tmp_path / "keys")
     html = MarkdownIt("commonmark").render(record_markdown(change_record(engine, name)))
     for tag in ("<script", "<img", "<svg", "<iframe", "<style", "<link", "<video", "<object", "<a href",

@@ -402,13 +402,14 @@ def test_decide_without_passphrase_or_terminal_and_unknown_signer(engine, db_url
     from lib.governance.signing import create_key
 
     create_policy(engine, "strict", "alpha = 0.05\n[criteria.accuracy]\nmax_decrease = 0.02\n")
-    create_key(engine, "alice", "pw", tmp_path / "keys")
+    create_key(engine, "alice", "correct horse", tmp_path / "keys")
     set_owner(engine, "default", "alice")
     make_comparison(engine, "cmp", pairs(20))
     args = ("decide", "cmp", "--decision", "go", "--rationale", "ok", "--policy", "strict")
     unknown = cli(db_url, tmp_path / "keys", *args, "--signer", "mallory", passphrase=None, stdin="")
     assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [
-        "error: no key registered for 'mallory' (create one with `./review keys create mallory`)"]
+        "error: no key registered for 'mallory' (create one on the Decision page, or with "
+        "`./review keys create mallory`)"]
     no_tty = cli(db_url, tmp_path / "keys", *args, "--signer", "alice", passphrase=None, stdin="")
     assert no_tty.returncode == 2 and no_tty.stderr.strip().splitlines() == [
         "error: no passphrase: set REVIEW_PASSPHRASE or run the command in a terminal"]

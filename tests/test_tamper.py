@@ -27,7 +27,7 @@ from lib.store.audit import GENESIS_HASH, event_hash, read_anchors, row_digest
 from lib.store.columns import utcnow
 
 POLICY = "alpha = 0.05\n[criteria.accuracy]\nmax_decrease = 0.02\n"
-PASSPHRASE = "pw"
+PASSPHRASE = "correct horse"
 
 
 @pytest.fixture

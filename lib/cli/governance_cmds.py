@@ -39,12 +39,18 @@ def _exit(code: int) -> None:
 
 
 def _passphrase(confirm: bool) -> str:
-    """REVIEW_PASSPHRASE, else a hidden prompt (twice when creating a key); no terminal: a clear error."""
+    """REVIEW_PASSPHRASE, else a hidden prompt (twice when creating a key), else lines piped to stdin."""
     if os.environ.get(PASSPHRASE_ENV):
         return os.environ[PASSPHRASE_ENV]
-    if not sys.stdin.isatty():  # a prompt would wait on a pipe or die with exit 130
+    if sys.stdin.isatty():
+        return typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
+    # No terminal (a pipe, CI): getpass would warn on stderr and an empty stdin would end in exit 130.
+    first = sys.stdin.readline().rstrip("\n")
+    if not first:
         raise ReviewInputError(f"no passphrase: set {PASSPHRASE_ENV} or run the command in a terminal")
-    return typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
+    if confirm and sys.stdin.readline().rstrip("\n") != first:
+        raise ReviewInputError("the two passphrases piped to stdin differ")
+    return first
 
 
 DATASET_HELP = ("The dataset the policy will gate: prints, per criterion, the smallest margin that can pass "
