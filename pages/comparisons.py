@@ -52,7 +52,7 @@ def _render_active(info: dict) -> None:
     if info["status"] in ("running", "partial", "pending") and info["source"] == "run":
         st.warning("This run is unfinished or has errors. Re-running it resumes: completed cases are "
                    "never sent again.")
-        st.page_link("pages/run.py", label="Resume on the Run page", icon=":material/play_arrow:")
+        st.page_link("pages/run.py", label="Resume on the Run page", icon="▶️")
 
 
 def _render_notes(name: str) -> None:
