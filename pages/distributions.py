@@ -6,6 +6,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from lib.review.compute import NO_CATEGORY
 from lib.review.constants import SIDE_NAMES, SIDES
 from pages import _shared
 
@@ -21,15 +22,20 @@ def _long(frame: pd.DataFrame, col: str) -> pd.DataFrame:
 
 
 def _histogram(frame: pd.DataFrame, col: str, title: str, by_category: bool = False) -> None:
+    """`title` names the quantity with its unit: it is also the x axis title."""
     data = _long(frame, col)
     if data.empty:
         st.caption(f"{title}: no values recorded.")
         return
     n = data.groupby("side").size().to_dict()
+    data["category"] = data["category"].astype("string").fillna(NO_CATEGORY)
+    # px draws (and lists in the legend) only the sides that have values
     fig = px.histogram(data, x="value", color="side", barmode="overlay", opacity=0.6, nbins=40,
                        facet_col="category" if by_category else None, facet_col_wrap=3,
-                       color_discrete_map=COLORS, title=f"{title} (n: baseline {n.get('baseline', 0)}, "
-                                                         f"candidate {n.get('candidate', 0)})")
+                       color_discrete_map=COLORS, labels={"value": title, "side": "side"},
+                       title=f"{title} (n: baseline {n.get('baseline', 0)}, candidate {n.get('candidate', 0)})")
+    fig.update_yaxes(title_text="outputs")
+    fig.for_each_annotation(lambda a: a.update(text=a.text.removeprefix("category=")))
     fig.update_layout(height=420 if not by_category else 300 * max(1, -(-data['category'].nunique() // 3)))
     st.plotly_chart(fig, width="stretch", key=f"dist_{col}_{by_category}")
 
@@ -49,12 +55,19 @@ def _refusal_by_category(by_category: dict, overall: dict | None) -> None:
         st.caption("Refusal rate: no outputs.")
         return
     data = pd.DataFrame(rows)
+    # A side that refused nothing draws no bar: no legend entry for it either, a caption says so
     fig = go.Figure([go.Bar(name=side, x=d["category"], y=d["rate"], marker_color=COLORS[side],
+                            showlegend=bool((d["rate"] > 0).any()),
                             error_y={"type": "data", "array": d["plus"], "arrayminus": d["minus"]})
                      for side, d in data.groupby("side")])
     fig.update_layout(barmode="group", title="Refusal rate by category (95% Wilson intervals)",
-                      yaxis_tickformat=".0%", height=420)
+                      yaxis_tickformat=".0%", yaxis_title="refused outputs (% of the category)",
+                      xaxis_title="category (n = cases)", height=420)
+    silent = [side for side, d in data.groupby("side") if not (d["rate"] > 0).any()]
     st.plotly_chart(fig, width="stretch", key="dist_refusal")
+    if silent:
+        st.caption(f"No bars for the {' and '.join(silent)}: it refused none of these outputs "
+                   "(the whiskers show how high the rate could still be).")
 
 
 name = _shared.active_comparison()
@@ -72,7 +85,7 @@ _refusal_by_category(report["by_category"], report["metrics"].get("refusal_rate"
 left, right = st.columns(2)
 with left:
     _histogram(frame, "latency_s", "Latency (s)")
-    _histogram(frame, "completion_tokens", "Completion tokens")
+    _histogram(frame, "completion_tokens", "Completion length (tokens)")
 with right:
     _histogram(frame, "cost_usd", "Cost per call (USD)")
     _histogram(frame, "len_words", "Output length (words)")

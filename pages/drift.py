@@ -23,6 +23,12 @@ from pages import _shared
 st.title("Drift")
 REMOTE = "litellm model"
 REPORT_HEIGHT = 900
+# pixel widths that fit beside the sidebar at 1280 px (~818 px); wider windows stretch them
+SUMMARY_COLUMNS = {"measure": st.column_config.TextColumn(width=150), "drifted": st.column_config.TextColumn(width=60),
+                   "test": st.column_config.TextColumn(width=140), "p-value": st.column_config.TextColumn(width=62),
+                   "ROC AUC": st.column_config.TextColumn(width=65), "distance": st.column_config.TextColumn(width=62),
+                   "what the score means": st.column_config.TextColumn(width=190,
+                                                                       help="Each test's rule for calling drift")}
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -88,7 +94,7 @@ def _show(name: str, result: StoredDrift) -> None:
     n = len(result.summary["columns"])
     st.metric("Drifted share", f"{share:.0%}", help=f"{round(share * n)} of {n} tested columns drifted")
     st.dataframe(_summary_table(result), hide_index=True, width="stretch", key="drift_summary",
-                 column_config={"what the score means": st.column_config.TextColumn(width="large")})
+                 column_config=SUMMARY_COLUMNS)
     # Evidently's report is ~4 MB of HTML and scripts: sent to the browser only when asked for, so the
     # page opens at once on the summary above.
     if not st.toggle("Show Evidently's full report (charts per measure, ~4 MB)", key="drift_show_report"):

@@ -20,7 +20,7 @@ def test_rows_put_each_score_in_its_kinds_column_drifted_first() -> None:
     assert (length[P_VALUE], length[AUC], length[DISTANCE]) == ("0.743", DASH, DASH)
     assert length["test"] == "Kolmogorov-Smirnov test" and "p < 0.05" in length["what the score means"]
     text = rows["Wording (the raw text)"]
-    assert (text[P_VALUE], text[AUC]) == (DASH, "0.810") and "AUC above 0.55" in text["what the score means"]
+    assert (text[P_VALUE], text[AUC]) == (DASH, "0.810") and "AUC > 0.55" in text["what the score means"]
     assert rows["Reviewer pattern apology (share found)"][DISTANCE] == "0.020"
     assert "chance (bootstrap)" in rows["Meaning (embeddings)"]["what the score means"]
     assert rows["Refusals (share)"]["what the score means"].startswith("the same value")

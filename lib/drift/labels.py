@@ -21,10 +21,9 @@ class Method:
     rule: str  # when it calls drift, with "{t}" for the threshold
 
 
-_P_RULE = "drift when p < {t} (the two sides are unlikely to share one distribution)"
-_DISTANCE_RULE = "drift when the distance is at least {t} (0 = same distribution)"
-_AUC_RULE = ("drift when a classifier tells baseline from candidate with AUC above {t} and above chance "
-             "(0.5 = indistinguishable, 1 = always told apart)")
+_P_RULE = "drift if p < {t}: unlikely to be one distribution"
+_DISTANCE_RULE = "drift if at least {t} (0 = same distribution)"
+_AUC_RULE = "drift if AUC > {t} and above chance (0.5 = alike, 1 = told apart)"
 # Evidently's display names (lib.drift.evidently_report stores them) -> words
 METHODS: dict[str, Method] = {
     "K-S p_value": Method("Kolmogorov-Smirnov test", P_VALUE, _P_RULE),
@@ -35,7 +34,7 @@ METHODS: dict[str, Method] = {
     "Fisher's Exact test p_value": Method("Fisher's exact test", P_VALUE, _P_RULE),
     "Wasserstein distance (normed)": Method("Wasserstein distance (normed)", DISTANCE, _DISTANCE_RULE),
     "Jensen-Shannon distance": Method("Jensen-Shannon distance", DISTANCE, _DISTANCE_RULE),
-    "PSI": Method("population stability index", DISTANCE, "drift when the index is at least {t}"),
+    "PSI": Method("population stability index", DISTANCE, "drift if the index is at least {t}"),
     "Text domain classifier ROC AUC": Method("text classifier (TF-IDF words)", AUC, _AUC_RULE),
     "Embeddings domain classifier (ROC AUC)": Method("embedding classifier", AUC, _AUC_RULE),
 }
@@ -45,7 +44,7 @@ COLUMNS = {  # tested column -> what it measures
     "json_valid": "Valid JSON (share)", "sentiment": "Sentiment (VADER, -1 to 1)",
     "text": "Wording (the raw text)", "embedding": "Meaning (embeddings)",
 }
-HEADERS = ("measure", "drifted", "test", P_VALUE, AUC, DISTANCE, "threshold", "what the score means")
+HEADERS = ("measure", "drifted", "test", P_VALUE, AUC, DISTANCE, "what the score means")  # the rule holds the threshold
 
 
 def method(name: str | None) -> Method:
@@ -68,7 +67,7 @@ def _tested_row(column: str, result: dict[str, Any], threshold: float | None) ->
     scores[m.kind] = fmt.p_value(result.get("score")) if m.kind == P_VALUE else fmt.fixed(result.get("score"), ".3f")
     t = fmt.num(threshold) if threshold is not None else "chance (bootstrap)"
     return {"measure": column_label(column), "drifted": "yes" if result.get("drifted") else "no", "test": m.name,
-            **scores, "threshold": fmt.num(threshold), "what the score means": m.rule.format(t=t)}
+            **scores, "what the score means": m.rule.format(t=t)}
 
 
 def summary_rows(summary: dict[str, Any], details: dict[str, Any]) -> list[dict[str, str]]:
@@ -77,6 +76,6 @@ def summary_rows(summary: dict[str, Any], details: dict[str, Any]) -> list[dict[
     tested = sorted(summary.get("columns", {}).items(), key=lambda item: not item[1].get("drifted"))
     rows = [_tested_row(name, col, thresholds.get(name)) for name, col in tested]
     rows += [{"measure": column_label(name), "drifted": "not tested", "test": fmt.DASH, P_VALUE: fmt.DASH,
-              AUC: fmt.DASH, DISTANCE: fmt.DASH, "threshold": fmt.DASH, "what the score means": reason}
+              AUC: fmt.DASH, DISTANCE: fmt.DASH, "what the score means": reason}
              for name, reason in details.get("skipped", {}).items()]
     return rows
