@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from lib.review.compute import NO_CATEGORY
 from lib.review.constants import SIDE_NAMES, SIDES
@@ -14,6 +15,8 @@ from pages import _shared
 st.title("Distributions")
 COLORS = {"baseline": "#636EFA", "candidate": "#EF553B"}
 N_BINS = 40
+SMALL = [("latency_s", "Latency (s)"), ("cost_usd", "Cost per call (USD)"),
+         ("completion_tokens", "Completion length (tokens)"), ("len_words", "Output length (words)")]
 
 
 def _long(frame: pd.DataFrame, col: str) -> pd.DataFrame:
@@ -59,6 +62,39 @@ def _histogram(frame: pd.DataFrame, col: str, title: str, by_category: bool = Fa
     st.plotly_chart(fig, width="stretch", key=f"dist_{col}_{by_category}")
 
 
+def _small_multiples(frame: pd.DataFrame, measures: list[tuple[str, str]]) -> None:
+    """Several histograms as one figure (one chart for the browser to build, not one per measure)."""
+    shown = [(col, title, _long(frame, col)) for col, title in measures]
+    missing = [title for _, title, data in shown if data.empty]
+    shown = [item for item in shown if not item[2].empty]
+    if missing:
+        st.caption(f"No values recorded: {', '.join(missing)}.")
+    if not shown:
+        return
+    cols = 2
+    rows = -(-len(shown) // cols)
+    fig = make_subplots(rows=rows, cols=cols, vertical_spacing=0.18, horizontal_spacing=0.08,
+                        subplot_titles=[f"{title} (n: {_n_text(data)})" for _, title, data in shown])
+    legend: set[str] = set()
+    for i, (_, title, data) in enumerate(shown):
+        binned, width = _binned(data, by_category=False)
+        r, c = i // cols + 1, i % cols + 1
+        for side, part in binned.groupby("side", sort=False):  # only sides with values
+            fig.add_trace(go.Bar(x=part["value"], y=part["outputs"], width=width, name=side, opacity=0.6,
+                                 marker_color=COLORS[side], legendgroup=side, showlegend=side not in legend),
+                          row=r, col=c)
+            legend.add(side)
+        fig.update_xaxes(title_text=title, row=r, col=c)
+        fig.update_yaxes(title_text="outputs", row=r, col=c)
+    fig.update_layout(barmode="overlay", height=380 * rows, legend_title_text="side")
+    st.plotly_chart(fig, width="stretch", key="dist_small_multiples")
+
+
+def _n_text(data: pd.DataFrame) -> str:
+    n = data.groupby("side").size().to_dict()
+    return f"baseline {n.get('baseline', 0)}, candidate {n.get('candidate', 0)}"
+
+
 def _refusal_by_category(by_category: dict, overall: dict | None) -> None:
     rows = []
     groups = {**({"(all)": {"refusal_rate": overall}} if overall else {}), **by_category}
@@ -101,10 +137,4 @@ if frame.empty:
 by_category = st.toggle("Split by category", key="dist_by_category")
 _histogram(frame, "len_chars", "Output length (characters)", by_category)
 _refusal_by_category(report["by_category"], report["metrics"].get("refusal_rate"))
-left, right = st.columns(2)
-with left:
-    _histogram(frame, "latency_s", "Latency (s)")
-    _histogram(frame, "completion_tokens", "Completion length (tokens)")
-with right:
-    _histogram(frame, "cost_usd", "Cost per call (USD)")
-    _histogram(frame, "len_words", "Output length (words)")
+_small_multiples(frame, SMALL)
