@@ -1,4 +1,8 @@
-"""Router and shared frame: navigation and the sidebar's active comparison. Nothing else."""
+"""Router and shared frame: navigation and the sidebar's active comparison. Nothing else.
+
+Icons are emoji: a `:material/...:` page icon makes the browser fetch it from a font host (a request off
+the machine, failing offline).
+"""
 from __future__ import annotations
 
 import streamlit as st
@@ -6,30 +10,30 @@ import streamlit as st
 from lib.errors import StoreURLError
 from pages import _shared
 
-st.set_page_config(page_title="Upgrade Review", page_icon=":material/compare_arrows:", layout="wide")
+st.set_page_config(page_title="Upgrade Review", page_icon="⚖️", layout="wide")
 
 PAGES = {
     "Review": [
-        st.Page("pages/overview.py", title="Overview", icon=":material/insights:", default=True),
-        st.Page("pages/diffs.py", title="Diffs", icon=":material/difference:"),
-        st.Page("pages/distributions.py", title="Distributions", icon=":material/bar_chart:"),
-        st.Page("pages/drift.py", title="Drift", icon=":material/ssid_chart:"),
-        st.Page("pages/safety.py", title="Safety", icon=":material/shield:"),
-        st.Page("pages/judge.py", title="Judge", icon=":material/gavel:"),
-        st.Page("pages/comparisons.py", title="Comparisons", icon=":material/list:"),
+        st.Page("pages/overview.py", title="Overview", icon="📊", default=True),
+        st.Page("pages/diffs.py", title="Diffs", icon="🔀"),
+        st.Page("pages/distributions.py", title="Distributions", icon="📶"),
+        st.Page("pages/drift.py", title="Drift", icon="📈"),
+        st.Page("pages/safety.py", title="Safety", icon="🛡️"),
+        st.Page("pages/judge.py", title="Judge", icon="🧪"),
+        st.Page("pages/comparisons.py", title="Comparisons", icon="🗂️"),
     ],
     "Decide": [
-        st.Page("pages/policy.py", title="Policy", icon=":material/policy:"),
-        st.Page("pages/decision.py", title="Decision", icon=":material/verified:"),
+        st.Page("pages/policy.py", title="Policy", icon="📜"),
+        st.Page("pages/decision.py", title="Decision", icon="✍️"),
     ],
     "After release": [
-        st.Page("pages/canary.py", title="Canary", icon=":material/flutter_dash:"),
-        st.Page("pages/monitor.py", title="Monitor", icon=":material/monitor_heart:"),
+        st.Page("pages/canary.py", title="Canary", icon="🐤"),
+        st.Page("pages/monitor.py", title="Monitor", icon="🩺"),
     ],
     "Get data in": [
-        st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:"),
-        st.Page("pages/run.py", title="Run", icon=":material/play_arrow:"),
-        st.Page("pages/load.py", title="Load", icon=":material/upload_file:"),
+        st.Page("pages/datasets.py", title="Datasets", icon="🗃️"),
+        st.Page("pages/run.py", title="Run", icon="▶️"),
+        st.Page("pages/load.py", title="Load", icon="📤"),
     ],
 }
 

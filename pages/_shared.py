@@ -2,11 +2,15 @@
 for lists that many pages show. After a write, clear only what it touched."""
 from __future__ import annotations
 
+import functools
+import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from streamlit.runtime.pages_manager import PagesManager
 
 from lib.review.checked import checked_frame, with_texts
@@ -19,6 +23,7 @@ from lib.store.engine import database_url, get_engine
 ACTIVE_KEY = "sidebar_active_comparison"  # the sidebar selectbox's key: the comparison pages show
 PENDING_KEY = "pending_active_comparison"  # set by pages; applied by the router before the widget exists
 READ_TTL_S = 30
+STORE_TTL_S = 3600  # reads keyed on the store's version (store_version) stay valid until the store changes
 
 
 def _leave_legacy_multipage_mode() -> None:
@@ -43,14 +48,39 @@ def engine() -> Engine:
     return engine_for(database_url())
 
 
-@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
-def comparisons(url: str) -> list[dict[str, Any]]:
+def store_version(url: str) -> tuple[int, ...] | float:
+    """Changes whenever any process commits to the store: the SQLite file and its write-ahead log's
+    modification times and sizes (a stat, no query). Cached reads keyed on it are never stale and never
+    recomputed while nothing changed; a store that is not a file falls back to a short expiry."""
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        return time.time() // READ_TTL_S
+    stats = [os.stat(p) for p in (path, f"{path}-wal") if os.path.exists(p)]
+    return tuple(v for s in stats for v in (s.st_mtime_ns, s.st_size))
+
+
+def _versioned(cached: Callable[..., Any]) -> Callable[..., Any]:
+    """A read by (url, *args) keyed on the store's version; `.clear()` clears the underlying cache."""
+    @functools.wraps(cached)
+    def read(url: str, *args: Any) -> Any:
+        return cached(url, *args, version=store_version(url))
+
+    read.clear = cached.clear  # type: ignore[attr-defined]
+    return read
+
+
+@st.cache_data(ttl=STORE_TTL_S, show_spinner=False)
+def _comparisons(url: str, version: object) -> list[dict[str, Any]]:
     return list_comparisons(engine_for(url))
 
 
-@st.cache_data(ttl=READ_TTL_S, show_spinner="Reading the comparison…")
-def pairs(url: str, name: str) -> pd.DataFrame:
+@st.cache_data(ttl=STORE_TTL_S, show_spinner="Reading the comparison…", max_entries=4)
+def _pairs(url: str, name: str, version: object) -> pd.DataFrame:
     return load_pairs(engine_for(url), name)
+
+
+comparisons = _versioned(_comparisons)
+pairs = _versioned(_pairs)
 
 
 def comparison_names() -> list[str]:
@@ -97,16 +127,20 @@ def md(text: object) -> str:
     return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text))
 
 
-@st.cache_data(ttl=READ_TTL_S, show_spinner="Reading the checks…", max_entries=4)
-def checked(url: str, name: str) -> pd.DataFrame:
+@st.cache_data(ttl=STORE_TTL_S, show_spinner="Reading the checks…", max_entries=4)
+def _checked(url: str, name: str, version: object) -> pd.DataFrame:
     """Checked pairs without texts: stored checks (only outputs never checked are checked now)."""
     return checked_frame(engine_for(url), name)
 
 
-@st.cache_data(ttl=READ_TTL_S, show_spinner="Reading every text to search…", max_entries=2)
-def searchable(url: str, name: str) -> pd.DataFrame:
+@st.cache_data(ttl=STORE_TTL_S, show_spinner="Reading every text to search…", max_entries=2)
+def _searchable(url: str, name: str, version: object) -> pd.DataFrame:
     """Checked pairs with their texts, for free-text search only (the heavy read)."""
     return with_texts(engine_for(url), checked(url, name))
+
+
+checked = _versioned(_checked)
+searchable = _versioned(_searchable)
 
 
 def page_texts(rows: pd.DataFrame) -> pd.DataFrame:
@@ -114,14 +148,18 @@ def page_texts(rows: pd.DataFrame) -> pd.DataFrame:
     return rows if "b_text" in rows else with_texts(engine(), rows)
 
 
-@st.cache_data(ttl=READ_TTL_S, show_spinner="Computing paired statistics…", max_entries=8)
-def report(url: str, name: str) -> dict[str, Any]:
+@st.cache_data(ttl=STORE_TTL_S, show_spinner="Computing paired statistics…", max_entries=8)
+def _report(url: str, name: str, version: object) -> dict[str, Any]:
     return report_from_checked(checked(url, name), name)
 
 
-@st.cache_data(ttl=READ_TTL_S, show_spinner=False, max_entries=8)
-def change_counts(url: str, name: str) -> dict[str, int]:
+@st.cache_data(ttl=STORE_TTL_S, show_spinner=False, max_entries=8)
+def _counts(url: str, name: str, version: object) -> dict[str, int]:
     return _change_counts(checked(url, name))
+
+
+report = _versioned(_report)
+change_counts = _versioned(_counts)
 
 
 def after_settings_change() -> None:

@@ -5,20 +5,40 @@ import pandas as pd
 import streamlit as st
 from sqlmodel import Session
 
+from lib.review import fmt
 from lib.review.comparisons import get_comparison
+from lib.review.fmt import DASH
 from lib.store.columns import from_json
 from pages import _catalog_ui, _shared
 
 st.title("Comparisons")
+PREVIEW_ROWS = 200
+
+
+def _when(value: object) -> str:
+    return DASH if fmt.missing(value) else pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")
+
+
+def _list_view(rows: list[dict]) -> pd.DataFrame:
+    """One line per comparison, every cell text or a count (no None), narrow enough for 1280 px."""
+    return pd.DataFrame({
+        "name": [r["name"] for r in rows],
+        "baseline → candidate": [f"{r['baseline']} → {r['candidate']}" for r in rows],
+        "cases": [r["n_cases"] for r in rows], "errors": [r["n_errors"] for r in rows],
+        "status": [r["status"] or DASH for r in rows], "system": [r["system"] or DASH for r in rows],
+        "dataset": [r["dataset"] or DASH for r in rows], "created (UTC)": [_when(r["created_at"]) for r in rows]})
 
 
 def _render_list(rows: list[dict]) -> None:
-    table = pd.DataFrame([{k: r[k] for k in ("name", "baseline", "candidate", "n_cases", "n_errors",
-                                            "status", "source", "system", "dataset", "created_at")}
-                          for r in rows])
-    st.dataframe(table, hide_index=True, width="stretch", key="comparisons_table",
-                 column_config={"n_cases": st.column_config.NumberColumn("cases"),
-                                "n_errors": st.column_config.NumberColumn("errors")})
+    st.dataframe(_list_view(rows), hide_index=True, width="stretch", key="comparisons_table",
+                 column_config={"name": st.column_config.TextColumn(width=150),
+                                "baseline → candidate": st.column_config.TextColumn(width=200),
+                                "cases": st.column_config.NumberColumn(width=55),
+                                "errors": st.column_config.NumberColumn(width=55),
+                                "status": st.column_config.TextColumn(width=75),
+                                "system": st.column_config.TextColumn(width=70),
+                                "dataset": st.column_config.TextColumn(width=90),
+                                "created (UTC)": st.column_config.TextColumn(width=115)})
     names = [r["name"] for r in rows]
     active = _shared.active_comparison()
     choice = st.selectbox("Open", names, index=names.index(active) if active in names else 0,
@@ -52,7 +72,7 @@ def _render_active(info: dict) -> None:
     if info["status"] in ("running", "partial", "pending") and info["source"] == "run":
         st.warning("This run is unfinished or has errors. Re-running it resumes: completed cases are "
                    "never sent again.")
-        st.page_link("pages/run.py", label="Resume on the Run page", icon=":material/play_arrow:")
+        st.page_link("pages/run.py", label="Resume on the Run page", icon="▶️")
 
 
 def _render_notes(name: str) -> None:
@@ -69,10 +89,24 @@ def _render_notes(name: str) -> None:
 def _render_preview(name: str) -> None:
     frame = _shared.pairs(_shared.database_url(), name)
     st.subheader(f"Outputs ({len(frame)} pairs)")
-    cols = ["case_key", "category", "input_text", "b_text", "c_text", "b_error", "c_error"]
-    st.dataframe(frame[cols].head(200), hide_index=True, width="stretch", key="comparisons_preview",
-                 column_config={"b_text": "baseline output", "c_text": "candidate output",
-                                "input_text": "input", "case_key": "case"})
+    head = frame.head(PREVIEW_ROWS)
+    view = pd.DataFrame({  # an output that failed shows its error in its place; nothing reads None
+        "case": head["case_key"].astype(str), "category": head["category"].astype("string").fillna(DASH),
+        "input": head["input_text"].astype("string").fillna(""),
+        "baseline output": _output(head, "b"), "candidate output": _output(head, "c")})
+    st.caption(f"The first {min(len(frame), PREVIEW_ROWS)} pairs; every pair with its status is on **Diffs**.")
+    st.dataframe(view, hide_index=True, width="stretch", key="comparisons_preview",
+                 column_config={"case": st.column_config.TextColumn(width=80),
+                                "category": st.column_config.TextColumn(width=90),
+                                "input": st.column_config.TextColumn(width=200),
+                                "baseline output": st.column_config.TextColumn(width=200),
+                                "candidate output": st.column_config.TextColumn(width=200)})
+
+
+def _output(frame: pd.DataFrame, side: str) -> pd.Series:
+    text = frame[f"{side}_text"].astype("string")
+    error = "error: " + frame[f"{side}_error"].astype("string")
+    return text.fillna(error).fillna("(no output)")
 
 
 rows = _shared.comparisons(_shared.database_url())

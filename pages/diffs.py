@@ -4,11 +4,16 @@ from __future__ import annotations
 import html
 import json
 
+import numpy as np
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
+from lib.review import fmt
 from lib.review.browse import FILTERS, BrowseQuery, page_of, select_cases
 from lib.review.checks.similarity import diff_html
+from lib.review.fmt import DASH
+from lib.review.status import STATUSES, pair_statuses, status_colors
 from pages import _labels, _shared
 
 st.title("Diffs")
@@ -18,15 +23,26 @@ FOCUS_KEY = "diffs_focus"  # {"filter", "case_id", "repeat"}: one case the Overv
 CHECKS = [("refused", "refused"), ("correct", "correct"), ("json_strict", "JSON valid (strict)"),
           ("json_lenient", "JSON valid (lenient)"), ("truncated", "truncated"), ("len_chars", "characters"),
           ("len_words", "words"), ("latency_s", "latency (s)"), ("cost_usd", "cost (USD)")]
+CELL_CHARS = 120  # characters of each text in the table (the full texts are below it)
+# Widths in pixels that fit side by side in the main area at 1280 px with the sidebar open (~820 px with the
+# row selector); wider windows stretch them.
+TABLE_COLUMNS = {
+    "status": st.column_config.MultiselectColumn("status", options=list(STATUSES), color=status_colors(),
+                                                 width=130, help="What changed between the two outputs"),
+    "case": st.column_config.TextColumn(width=65), "repeat": st.column_config.NumberColumn(width=50),
+    "category": st.column_config.TextColumn(width=75), "input": st.column_config.TextColumn(width=130),
+    "baseline": st.column_config.TextColumn(width=145), "candidate": st.column_config.TextColumn(width=145),
+    "similarity": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f", width=70,
+                                                  help="1 = identical characters, 0 = nothing in common"),
+}
 STYLE = """<style>
-.diff-box{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:0.85rem;padding:0.6rem;
- border:1px solid #ddd;border-radius:0.4rem;max-height:28rem;overflow:auto;background:#fafafa}
+.diff-box{white-space:pre-wrap;overflow-wrap:anywhere;font-family:ui-monospace,monospace;font-size:0.85rem;
+ padding:0.6rem;border:1px solid #ddd;border-radius:0.4rem;max-height:28rem;overflow:auto;background:#fafafa}
 .diff-del{background:#ffd7d5;text-decoration:line-through} .diff-ins{background:#ccf3d4;text-decoration:none}
 </style>"""
 
 
-def _query(frame: pd.DataFrame) -> BrowseQuery:
-    a, b, c = st.columns([2, 2, 3])
+def _query(frame: pd.DataFrame, a: DeltaGenerator, b: DeltaGenerator, c: DeltaGenerator) -> BrowseQuery:
     names = list(FILTERS)
     if st.session_state.get(FILTER_KEY) not in names:
         st.session_state[FILTER_KEY] = "all"
@@ -56,53 +72,72 @@ def _select_focus(rows: pd.DataFrame, focus: dict) -> bool:
     return bool(len(at))
 
 
-def _render_table(rows: pd.DataFrame, query: BrowseQuery, focused: bool) -> pd.Series | None:
+def _visible(view: pd.DataFrame, optional: tuple[str, ...]) -> pd.DataFrame:
+    """Drop the optional columns whose value is the same on every shown row (repeat 0 everywhere)."""
+    constant = [c for c in optional if c in view and view[c].astype("string").nunique(dropna=False) <= 1]
+    return view.drop(columns=constant)
+
+
+def _short(texts: pd.Series) -> pd.Series:
+    return texts.astype("string").fillna("").str.slice(0, CELL_CHARS)
+
+
+def _table_view(page: pd.DataFrame) -> pd.DataFrame:
+    """The rows as a reviewer scans them: what happened, which case, the three texts, how alike."""
+    view = pd.DataFrame({
+        "status": page["status"].to_numpy(), "case": page["case_key"].astype(str).to_numpy(),
+        "repeat": page["repeat"].to_numpy(), "category": page["category"].astype("string").fillna(DASH).to_numpy(),
+        "input": _short(page["input_text"]).to_numpy(),
+        "baseline": _short(page["b_text"].fillna(page["b_error"])).to_numpy(),
+        "candidate": _short(page["c_text"].fillna(page["c_error"])).to_numpy(),
+        "similarity": page["similarity"].astype(float).to_numpy()})
+    return _visible(view, ("repeat", "category"))
+
+
+def _render_table(rows: pd.DataFrame, query: BrowseQuery, focused: bool,
+                  pager: DeltaGenerator) -> pd.Series | None:
     """One page of matching cases; returns the selected row (the first when none is selected)."""
     last = max(1, -(-len(rows) // PAGE_SIZE))
     if st.session_state.get("diffs_page", 1) > last:  # the filter shrank the result: back to page 1
         st.session_state["diffs_page"] = 1
-    page_no = st.number_input("Page", 1, last, 1, key="diffs_page")
+    page_no = pager.number_input("Page", 1, last, 1, key="diffs_page")
     # A row ticked on another page, filter or search is not a row of this view (a deep link just chose it)
     _shared.clear_selection_if_moved("diffs_table", (query.filter, query.categories, query.search, int(page_no)),
                                      keep=focused)
     page, n_pages = page_of(rows, int(page_no), PAGE_SIZE)
     page = _shared.page_texts(page)  # texts of this page only: the checks frame carries none
-    st.caption(f"{len(rows):,} matching pairs · page {int(page_no)} of {n_pages}")
-    view = pd.DataFrame({
-        "case": page["case_key"].astype(str), "repeat": page["repeat"], "category": page["category"],
-        "input": page["input_text"].str.slice(0, 120),
-        "baseline": page["b_text"].fillna(page["b_error"]).astype("string").str.slice(0, 120),
-        "candidate": page["c_text"].fillna(page["c_error"]).astype("string").str.slice(0, 120),
-        "similarity": page["similarity"].astype(float)})
-    event = st.dataframe(view, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
-                         key="diffs_table",
-                         column_config={"similarity": st.column_config.ProgressColumn(min_value=0, max_value=1,
-                                                                                      format="%.2f")})
+    page = page.assign(status=pair_statuses(page))
+    st.caption(f"{len(rows):,} matching pairs · page {int(page_no)} of {n_pages} · select a row to compare "
+               "its outputs below")
+    event = st.dataframe(_table_view(page), hide_index=True, width="stretch", on_select="rerun",
+                         selection_mode="single-row", key="diffs_table", column_config=TABLE_COLUMNS)
     at = _shared.selected_row(event, len(page))
     return page.iloc[at] if at is not None else (page.iloc[0] if len(page) else None)
 
 
-def _checks_table(row: pd.Series) -> pd.DataFrame:
-    def val(side: str, col: str) -> str:
-        v = row.get(f"{side}_{col}")
-        return "—" if v is None or pd.isna(v) else str(v)
+def _shown(value: object) -> str:
+    if fmt.missing(value):
+        return DASH
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return fmt.num(float(value))
+    return str(value)
 
-    return pd.DataFrame({"check": [label for _, label in CHECKS],
-                         "baseline": [val("b", c) for c, _ in CHECKS],
-                         "candidate": [val("c", c) for c, _ in CHECKS]})
+
+def _checks_table(row: pd.Series) -> pd.DataFrame:
+    """Each check on both sides; checks unknown on both sides are left out."""
+    rows = [{"check": label, "baseline": _shown(row.get(f"b_{col}")), "candidate": _shown(row.get(f"c_{col}"))}
+            for col, label in CHECKS]
+    return pd.DataFrame([r for r in rows if (r["baseline"], r["candidate"]) != (DASH, DASH)],
+                        columns=["check", "baseline", "candidate"])
 
 
 def _text_box(title: str, body_html: str) -> str:
     return f"<div><strong>{html.escape(title)}</strong><div class='diff-box'>{body_html}</div></div>"
 
 
-def _render_pair(row: pd.Series) -> None:
-    st.subheader(f"Case {_shared.md_text(row['case_key'])} (repeat {row['repeat']})", anchor=False)
-    st.caption(f"category {_shared.md_text(row['category'])} · similarity "
-               f"{'—' if pd.isna(row['similarity']) else format(row['similarity'], '.2f')}")
-    expected = row["expected"] if isinstance(row["expected"], str) else None
-    st.html(STYLE + _text_box("Input", html.escape(row["input_text"] or ""))
-            + (_text_box(f"Expected ({row['match'] or 'normalized'})", html.escape(expected)) if expected else ""))
+def _side_html(row: pd.Series) -> tuple[str, str]:
     b_text = row["b_text"] if isinstance(row["b_text"], str) else None
     c_text = row["c_text"] if isinstance(row["c_text"], str) else None
     left, right = diff_html(b_text or "", c_text or "")
@@ -110,7 +145,21 @@ def _render_pair(row: pd.Series) -> None:
         left = f"<em>error: {html.escape(str(row['b_error'] or 'no output'))}</em>"
     if c_text is None:
         right = f"<em>error: {html.escape(str(row['c_error'] or 'no output'))}</em>"
-    col_b, col_c = st.columns(2)
+    return left, right
+
+
+def _render_pair(row: pd.Series) -> None:
+    st.subheader(f"Case {_shared.md_text(row['case_key'])} (repeat {row['repeat']})", anchor=False)
+    similarity = DASH if fmt.missing(row["similarity"]) else format(row["similarity"], ".2f")
+    st.markdown(" ".join(f":{STATUSES[s][0]}-badge[{s}]" for s in row["status"])
+                + f" · similarity **{similarity}** (1 = identical characters) · category "
+                + _shared.md_text(row["category"] if isinstance(row["category"], str) else DASH))
+    expected = row["expected"] if isinstance(row["expected"], str) else None
+    left, right = _side_html(row)
+    col_i, col_b, col_c = st.columns(3)
+    with col_i:
+        st.html(STYLE + _text_box("Input", html.escape(row["input_text"] or ""))
+                + (_text_box(f"Expected ({row['match'] or 'normalized'})", html.escape(expected)) if expected else ""))
     with col_b:
         st.html(STYLE + _text_box("Baseline", left))
     with col_c:
@@ -127,7 +176,8 @@ if name is None:
     st.stop()
 frame = _shared.checked(_shared.database_url(), name)
 focus = _take_focus()
-query = _query(frame)
+filters = st.columns([2, 2, 3, 1])  # the page number sits in the same row: the table starts higher
+query = _query(frame, *filters[:3])
 if query.search.strip():  # searching needs every text: read once, cached
     frame = _shared.searchable(_shared.database_url(), name)
 rows = select_cases(frame, query)
@@ -135,7 +185,7 @@ if rows.empty:
     st.info("No pair matches these filters.")
     st.stop()
 focused = focus is not None and _select_focus(rows, focus)
-selected = _render_table(rows, query, focused=focused)
+selected = _render_table(rows, query, focused=focused, pager=filters[3])
 if selected is not None:
     _render_pair(selected)
     _labels.render(name, selected)

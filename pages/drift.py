@@ -16,12 +16,19 @@ from lib.drift.analysis import (
     report_html,
 )
 from lib.drift.embeddings import LOCAL, local_available
+from lib.drift.labels import HEADERS, summary_rows
 from lib.errors import ReviewInputError
 from pages import _shared
 
 st.title("Drift")
 REMOTE = "litellm model"
 REPORT_HEIGHT = 900
+# pixel widths that fit beside the sidebar at 1280 px (~818 px); wider windows stretch them
+SUMMARY_COLUMNS = {"measure": st.column_config.TextColumn(width=150), "drifted": st.column_config.TextColumn(width=60),
+                   "test": st.column_config.TextColumn(width=140), "p-value": st.column_config.TextColumn(width=62),
+                   "ROC AUC": st.column_config.TextColumn(width=65), "distance": st.column_config.TextColumn(width=62),
+                   "what the score means": st.column_config.TextColumn(width=190,
+                                                                       help="Each test's rule for calling drift")}
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -71,14 +78,8 @@ def _run(name: str, options: DriftOptions) -> None:
 
 
 def _summary_table(result: StoredDrift) -> pd.DataFrame:
-    """Drifted columns first, then the rest, then those not tested and why."""
-    thresholds = result.details.get("thresholds", {})
-    tested = sorted(result.summary["columns"].items(), key=lambda item: not item[1]["drifted"])
-    rows = [{"column": name, "drifted": col["drifted"], "score": col["score"], "method": col["method"],
-             "threshold": thresholds.get(name)} for name, col in tested]
-    rows += [{"column": name, "drifted": None, "score": None, "method": f"not tested: {reason}", "threshold": None}
-             for name, reason in result.details.get("skipped", {}).items()]
-    return pd.DataFrame(rows)
+    """One row per measure, the score under its kind (p-value, AUC or distance), all in words."""
+    return pd.DataFrame(summary_rows(result.summary, result.details), columns=list(HEADERS))
 
 
 def _file_name(comparison: str) -> str:
@@ -93,7 +94,11 @@ def _show(name: str, result: StoredDrift) -> None:
     n = len(result.summary["columns"])
     st.metric("Drifted share", f"{share:.0%}", help=f"{round(share * n)} of {n} tested columns drifted")
     st.dataframe(_summary_table(result), hide_index=True, width="stretch", key="drift_summary",
-                 column_config={"score": st.column_config.NumberColumn(format="%.4g")})
+                 column_config=SUMMARY_COLUMNS)
+    # Evidently's report is ~4 MB of HTML and scripts: sent to the browser only when asked for, so the
+    # page opens at once on the summary above.
+    if not st.toggle("Show Evidently's full report (charts per measure, ~4 MB)", key="drift_show_report"):
+        return
     html = _html(_shared.database_url(), result.id)
     st.download_button("Download the HTML report", html, file_name=_file_name(name),
                        mime="text/html", key="drift_download")

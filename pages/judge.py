@@ -56,9 +56,9 @@ def _reference(drift: dict[str, Any], name: str) -> str:
 def _render_drift(drift: dict[str, Any], name: str) -> None:
     text = _shared.md(drift.get("message", drift["status"]) + _reference(drift, name))
     if drift.get("flagged"):
-        st.warning(f"**The judge itself changed.** {text}", icon=":material/warning:")
+        st.warning(f"**The judge itself changed.** {text}", icon="⚠️")
     elif drift["status"] in ("stable", "reference"):
-        st.success(f"Judge drift check: {text}", icon=":material/check_circle:")
+        st.success(f"Judge drift check: {text}", icon="✅")
     else:
         st.info(f"Judge drift check: {text}")
 

@@ -11,7 +11,6 @@ import zipfile
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from aiohttp import web
@@ -254,7 +253,12 @@ def test_page_runs_the_analysis_and_embeds_the_report(engine) -> None:
     at.button[0].click().run()
     assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
     table = at.dataframe[0].value
-    assert table.set_index("column").loc["refusal", "drifted"]
+    assert table.set_index("measure").loc["Refusals (share)", "drifted"] == "yes"
     assert at.metric[0].value != "0%"
+    # every cell is text a person reads: no None/nan, and p-values and AUCs in their own columns
+    assert not table.isin(["None", "nan", "NaN", "<NA>"]).any().any() and table.notna().all().all()
+    assert table.set_index("measure").loc["Wording (the raw text)", "p-value"] == "—"
+    assert 0.5 <= float(table.set_index("measure").loc["Wording (the raw text)", "ROC AUC"]) <= 1
+    assert not at.get("iframe")  # the 4 MB report only when asked for
+    at.toggle(key="drift_show_report").set_value(True).run()
     assert len(at.get("iframe")[0].proto.srcdoc) > 1_000_000
-    assert np.isfinite(table["score"].dropna()).all()

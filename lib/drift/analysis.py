@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from sqlalchemy import text
@@ -28,7 +28,6 @@ from sqlmodel import Session, select
 from lib.data.golden import get_dataset
 from lib.drift.embeddings import embed_texts, require_available
 from lib.drift.entities import DriftResult
-from lib.drift.evidently_report import DriftRun, Sample, run_report
 from lib.errors import DatasetNotFound, NotFoundError, ReviewInputError
 from lib.review.checks.patterns import compile_user_pattern
 from lib.review.checks.refusal import RefusalDetector
@@ -40,6 +39,9 @@ from lib.store.audit import as_utc
 from lib.store.columns import from_json, to_json
 from lib.store.engine import session_scope
 from lib.store.entities import Comparison
+
+if TYPE_CHECKING:  # Evidently takes seconds to import: only analyses load it, never a page showing a result
+    from lib.drift.evidently_report import DriftRun, Sample
 
 NO_EMBEDDINGS = "none"
 MIN_ROWS = 10  # per side; below this every test is noise (and the text classifier cannot split)
@@ -99,11 +101,15 @@ def output_drift(engine: Engine, comparison: str, options: DriftOptions,
                for side in ("b", "c")]
     _embed(engine, samples, options, progress)
     _say(progress, f"running the drift report on {len(pairs)} pairs")
+    from lib.drift.evidently_report import run_report
+
     return run_report(samples[0], samples[1], categorical=_flag_columns(options))
 
 
 def _sample(texts: pd.Series, regex: dict[str, str], detector: RefusalDetector | None = None,
             schemas: pd.Series | None = None, labels: pd.Series | None = None) -> Sample:
+    from lib.drift.evidently_report import Sample
+
     extra = pd.DataFrame(index=texts.index)
     if detector is not None:
         flags = detector.flags(texts)
@@ -250,6 +256,8 @@ def input_drift(engine: Engine, reference: str, current: str | None = None, spli
     samples = [_sample(frame["input_text"].astype(str).reset_index(drop=True), options.regex) for frame in (ref, cur)]
     _embed(engine, samples, options, progress)
     _say(progress, f"running the drift report on {len(ref)} and {len(cur)} inputs")
+    from lib.drift.evidently_report import run_report
+
     return run_report(samples[0], samples[1], categorical=_flag_columns(options))
 
 
