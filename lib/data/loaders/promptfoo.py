@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from lib.data.fields import content_key, scalar_text, text_or_json
+from lib.data.loaders.store import Recorded, assemble, choose_models, mapping_rule
 from lib.data.tables import Table, decode_text, file_kind
 from lib.errors import RecordedLoadError
-from lib.data.loaders.store import Recorded, assemble, choose_models, mapping_rule
 
 if TYPE_CHECKING:
     from lib.data.loaders import LoadMapping
