@@ -25,6 +25,7 @@ def _register() -> None:
         redteam_cmd,
         report_cmd,
         run_cmd,
+        settings_cmd,
     )
 
 

@@ -113,12 +113,16 @@ def gate_cmd(comparison: str = typer.Argument(..., help="The comparison to gate.
              as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON.")) -> None:
     """Apply a locked policy to a comparison. Exit 0 go, 1 no-go, 3 inconclusive, 2 bad input."""
     engine = get_engine()
-    verdict, _report = compute_verdict(engine, comparison, policy)
+    verdict, report = compute_verdict(engine, comparison, policy)
     record_verdict(engine, verdict)
     if as_json:
-        print_json(verdict.to_dict())
+        print_json(verdict.to_dict() | {"settings": report["settings"]})
     else:
+        from lib.review.settings import describe, settings_from_dict
+
         _print_verdict(verdict)
+        typer.echo(f"settings: {describe(settings_from_dict(report['settings']))} "
+                   f"(change with `./review settings set {comparison} ...`)")
     _exit(GATE_EXIT[verdict.verdict])
 
 

@@ -224,6 +224,7 @@ class _Writer:
             repeats.append(counts[position])
             counts[position] += 1
         text = df[self.cols.output].map(lambda v: v if v is None or isinstance(v, str) else text_or_json(v))
+        text = long.answered_text(text, values.get("error"))
         columns: dict[str, list] = {
             "run_id": side.map(self.run_ids).tolist(), "case_id": [self.first_case_id + p for p in positions],
             "repeat": repeats, "text": _plain(text)}

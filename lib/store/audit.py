@@ -25,7 +25,8 @@ from lib.store.entities import AuditEvent, AuditHead
 GENESIS_HASH = "0" * 64
 EVENT_KINDS = ("dataset_imported", "policy_created", "run_started", "run_finished", "comparison_loaded",
                "verdict_computed", "decision_signed", "comment_added", "key_registered", "owner_set",
-               "judge_run_finished", "canary_checked", "monitor_point", "monitor_alert", "monitor_baseline_set")
+               "judge_run_finished", "canary_checked", "monitor_point", "monitor_alert", "monitor_baseline_set",
+               "settings_changed", "log_imported")
 
 
 @dataclass(frozen=True)

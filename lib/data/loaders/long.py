@@ -172,6 +172,13 @@ def _logged_at(table: Table, df: pd.DataFrame, column: str, columns: dict[str, s
     return None
 
 
+def answered_text(text: pd.Series, error: pd.Series | None) -> pd.Series:
+    """A logged row without an error answered, so a blank output cell is an empty answer (""), not a
+    missing one: CSV cannot tell the two apart, and empty answers are what the empty-output check counts."""
+    blank = text.isna() if error is None else text.isna() & error.isna()
+    return text.where(~blank, "")
+
+
 def model_summary(models: pd.Series, stamps: pd.Series | None) -> str:
     """Each model value with its row count and first/last timestamp, for a "which is which?" error."""
     parts = []
@@ -221,7 +228,8 @@ def parse(table: Table, m: LoadMapping) -> Recorded:
     frame = pd.DataFrame({
         "key": keys(table, df, key_col) if key_col else df[input_col].map(content_key),
         "side": (models[df.index] == candidate).map({False: "baseline", True: "candidate"}),
-        "row": df.index, "input": df[input_col] if input_col else None, "text": df[output_col],
+        "row": df.index, "input": df[input_col] if input_col else None,
+        "text": answered_text(df[output_col], read["error"][keep] if "error" in read else None),
         **{name: col[keep] for name, col in read.items()},
     }, index=df.index)
     return assemble(frame, table, baseline, candidate, rule, warnings, has_input=input_col is not None)
