@@ -21,6 +21,7 @@ def _register() -> None:
         governance_cmds,
         judge_cmd,
         list_cmd,
+        log_cmds,
         monitor_cmd,
         redteam_cmd,
         report_cmd,

@@ -1,0 +1,96 @@
+"""`log import|list`, `timeline`, `compare-windows`, `similar`: production logs over time."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from lib.cli.app import app, print_json, progress
+
+log_app = typer.Typer(help="Production logs: import a log to see one model over time.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+TIMESTAMP_FORMAT_HELP = ("strftime format of the timestamps, e.g. '%m/%d/%Y, %H:%M:%S' (default: ISO 8601 or epoch "
+                         "seconds/milliseconds; a day/month order is never guessed).")
+
+
+@log_app.command("import")
+def log_import(
+    path: Path = typer.Argument(..., help="A CSV, JSONL (.gz too: streamed), JSON or Parquet log."),
+    name: str = typer.Option(..., "--name", help="Name of the new log."),
+    id_col: Optional[str] = typer.Option(None, "--id-col", help="Request id column."),
+    input_col: Optional[str] = typer.Option(None, "--input-col", help="Input (prompt) column; optional."),
+    output_col: Optional[str] = typer.Option(None, "--output-col", help="Output (response) column."),
+    model_col: Optional[str] = typer.Option(None, "--model-col", help="Model column."),
+    latency_col: Optional[str] = typer.Option(None, "--latency-col", help="Latency column (*_ms is converted)."),
+    cost_col: Optional[str] = typer.Option(None, "--cost-col", help="Cost (USD) column."),
+    prompt_tokens_col: Optional[str] = typer.Option(None, "--prompt-tokens-col", help="Prompt tokens column."),
+    completion_tokens_col: Optional[str] = typer.Option(
+        None, "--completion-tokens-col", help="Completion tokens column."),
+    timestamp_col: Optional[str] = typer.Option(None, "--timestamp-col", help="Timestamp column (UTC)."),
+    timestamp_format: Optional[str] = typer.Option(None, "--timestamp-format", help=TIMESTAMP_FORMAT_HELP),
+) -> None:
+    """Store a production log (timestamp, model, output; input, id, latency, tokens, cost, metadata optional)."""
+    from lib.data.loaders import LoadMapping
+    from lib.release.log_import import import_log_file
+    from lib.store.engine import get_engine
+
+    mapping = LoadMapping(id_col=id_col, input_col=input_col, output_col=output_col, model_col=model_col,
+                          latency_col=latency_col, cost_col=cost_col, prompt_tokens_col=prompt_tokens_col,
+                          completion_tokens_col=completion_tokens_col, timestamp_col=timestamp_col,
+                          timestamp_format=timestamp_format)
+    result = import_log_file(get_engine(), path, name, mapping, progress=lambda rows: progress(f"read {rows} rows"))
+    for warning in result.warnings:
+        progress(f"warning: {warning}")
+    models = ", ".join(f"{m} ({n})" for m, n in result.models.items())
+    typer.echo(f"imported log '{result.name}': {result.rows} rows, {result.first} .. {result.last}; models: {models}")
+    typer.echo(f"next: ./review timeline {result.name}")
+
+
+@app.command("timeline")
+def timeline_cmd(
+    name: str = typer.Argument(..., help="Log name (see `log import`)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Only this model."),
+    window: str = typer.Option("day", "--window", help="hour | day | week."),
+    as_json: bool = typer.Option(False, "--json", help="Print the timeline JSON."),
+) -> None:
+    """Per-window metrics of a log per model, and the change points (confirmed by an unpaired test)."""
+    from lib.release.timeline import timeline
+    from lib.store.engine import get_engine
+
+    doc = timeline(get_engine(), name, model, window)
+    if as_json:
+        print_json(doc)
+        return
+    _print_timeline(doc)
+
+
+def _print_timeline(doc: dict[str, Any]) -> None:
+    from lib.review import fmt
+
+    typer.echo(f"{'MODEL':<24} {'START':<26} {'N':>7} {'REFUSAL':>8} {'EMPTY':>7} {'JSON':>7} {'LENGTH':>8} "
+               f"{'ERRORS':>7} {'LATENCY':>8}")
+    for w in doc["windows"]:
+        m = w["metrics"]
+        typer.echo(f"{w['model']:<24} {w['start']:<26} {w['n']:>7} {fmt.pct(m['refusal_rate']):>8} "
+                   f"{fmt.pct(m['empty_rate']):>7} {fmt.pct(m['json_valid_rate']):>7} "
+                   f"{fmt.num(m['length_chars_mean']):>8} {fmt.pct(m['error_rate']):>7} "
+                   f"{fmt.num(m['latency_s_mean']):>8}")
+    if not doc["change_points"]:
+        typer.echo("no change points")
+    for p in doc["change_points"]:
+        typer.echo(f"change point: {p['model']} {p['metric']} at {p['at']}: {_value(p, 'before')} -> "
+                   f"{_value(p, 'after')} ({_delta(p)}, p {fmt.p_value(p['p_value'])})")
+
+
+def _value(block: dict[str, Any], key: str) -> str:
+    from lib.review import fmt
+
+    return fmt.metric_value(block[key], block["metric"].endswith("_rate"))
+
+
+def _delta(block: dict[str, Any]) -> str:
+    from lib.review import fmt
+
+    return fmt.metric_delta(block["delta"], block["ci_low"], block["ci_high"], block["metric"].endswith("_rate"))

@@ -1,0 +1,191 @@
+"""One model over time: per-window metrics of a production log and the change points between them.
+
+Windows: each model's requests grouped by hour, day or week (UTC). Metrics per window: refusal, empty and
+JSON-valid rates and mean length over answered requests, error rate over all requests, mean latency.
+
+Change points (`ruptures` PELT, l2 cost) run on each metric's window series standardised under "no change":
+z_t = (x_t - pooled) / (sd / sqrt(n_t)), with the pooled rate's binomial sd or the pooled sd of the values.
+Under no change z is close to iid N(0, 1), so the penalty is calibrated by simulation once per series length:
+the (1 - FALSE_ALARM / number of series) quantile of the best single split's l2 gain on N(0, 1) series
+(Bonferroni over the metrics and models of a log). Each break is then confirmed by the canary's unpaired
+test of the requests between the neighbouring breaks (lib.release.canary_stats: Newcombe/Fisher for rates,
+Welch or bootstrap with Mann-Whitney for means) and kept only when p < alpha; its interval is reported.
+Measured (tests/test_timeline.py): no change point in >= 95% of simulated flat logs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from lib.errors import ReviewInputError
+from lib.release.canary_stats import mean_difference, rate_difference
+from lib.release.log_import import get_log
+from lib.review.stats import ALPHA
+
+WINDOWS = {"hour": "h", "day": "D", "week": "W-MON"}
+RATE_METRICS = {"refusal_rate": "refused", "empty_rate": "empty", "json_valid_rate": "json_valid",
+                "error_rate": "errored"}
+MEAN_METRICS = {"length_chars_mean": "length_chars", "latency_s_mean": "latency_s"}
+METRICS = ("refusal_rate", "empty_rate", "json_valid_rate", "length_chars_mean", "error_rate", "latency_s_mean")
+FALSE_ALARM = 0.05  # per log: the chance of any change point when nothing changed
+MIN_WINDOWS = 4  # fewer windows: no change-point search
+N_SIMULATIONS = 4000
+SEED = 0
+
+_COLUMNS = ("ts", "model", "request_id", "refused", "empty", "json_valid", "length_chars", "error", "latency_s")
+
+
+class TimelineInputError(ReviewInputError):
+    """A bad window, period, model or log name for the timeline."""
+
+
+def read_log(engine: Engine, name: str, model: str | None = None, texts: bool = False) -> pd.DataFrame:
+    """The log's records (check columns; with `texts`, input and output too), ts as UTC."""
+    with Session(engine) as session:
+        log = get_log(session, name)
+    cols = [*_COLUMNS, *(("input_text", "output_text") if texts else ())]
+    sql = f"SELECT {', '.join(cols)} FROM logrecord WHERE log_id = ?" + (" AND model = ?" if model else "")
+    with engine.connect() as conn:
+        frame = pd.read_sql_query(sql, conn.connection.driver_connection,
+                                  params=(log.id, model) if model else (log.id,))
+    if model and frame.empty:
+        with engine.connect() as conn:
+            models = pd.read_sql_query("SELECT DISTINCT model FROM logrecord WHERE log_id = ?",
+                                       conn.connection.driver_connection, params=(log.id,))["model"].tolist()
+        raise TimelineInputError(f"log '{name}' has no rows of model '{model}' (models: {', '.join(models)})")
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="mixed")
+    frame["errored"] = frame["error"].notna().astype(float)
+    for col in ("refused", "empty", "json_valid", "length_chars", "latency_s"):
+        frame[col] = pd.to_numeric(frame[col]).astype(float)
+    return frame
+
+
+def window_starts(frame: pd.DataFrame, window: str) -> pd.Series:
+    if window not in WINDOWS:
+        raise TimelineInputError(f"unknown window '{window}' (use {', '.join(WINDOWS)})")
+    period = "W-SUN" if window == "week" else WINDOWS[window]  # weeks Monday..Sunday
+    return frame["ts"].dt.tz_localize(None).dt.to_period(period).dt.start_time.dt.tz_localize("UTC")
+
+
+def _window_metrics(group: pd.DataFrame) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key in METRICS:
+        col = RATE_METRICS.get(key) or MEAN_METRICS[key]
+        values = group[col].dropna()
+        out[key] = float(values.mean()) if len(values) else None
+    return out
+
+
+@dataclass
+class Series:
+    model: str
+    starts: list[pd.Timestamp]
+    groups: list[pd.DataFrame]
+
+
+def _series(frame: pd.DataFrame, window: str) -> list[Series]:
+    frame = frame.assign(window=window_starts(frame, window))
+    out = []
+    for model, rows in frame.groupby("model", sort=True):
+        starts, groups = zip(*rows.groupby("window", sort=True))
+        out.append(Series(str(model), list(starts), list(groups)))
+    return out
+
+
+def _end(start: pd.Timestamp, window: str) -> pd.Timestamp:
+    return start + {"hour": pd.Timedelta(hours=1), "day": pd.Timedelta(days=1), "week": pd.Timedelta(days=7)}[window]
+
+
+def timeline(engine: Engine, name: str, model: str | None = None, window: str = "day",
+             alpha: float = ALPHA) -> dict[str, Any]:
+    """The `timeline --json` document: windows per model and the confirmed change points."""
+    frame = read_log(engine, name, model)
+    series = _series(frame, window)
+    windows = [{"model": s.model, "start": start.isoformat(), "end": _end(start, window).isoformat(),
+                "n": int(len(group)), "metrics": _window_metrics(group)}
+               for s in series for start, group in zip(s.starts, s.groups)]
+    n_tests = max(1, len(series) * len(METRICS))
+    points = [p for s in series for metric in METRICS for p in change_points(s, metric, n_tests, alpha)]
+    return {"log": name, "windows": windows, "change_points": points}
+
+
+# ---------------------------------------------------------------- change points
+
+def standardised(groups: list[pd.DataFrame], col: str, rate: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(z per window with data, index of those windows): deviations from the pooled value in null SEs."""
+    values = [g[col].dropna().to_numpy() for g in groups]
+    keep = np.array([i for i, v in enumerate(values) if len(v)], dtype=int)
+    if len(keep) == 0:
+        return np.zeros(0), keep
+    n = np.array([len(values[i]) for i in keep], dtype=float)
+    means = np.array([values[i].mean() for i in keep])
+    pooled_all = np.concatenate([values[i] for i in keep])
+    center = pooled_all.mean()
+    sd = np.sqrt(center * (1 - center)) if rate else pooled_all.std(ddof=1) if len(pooled_all) > 1 else 0.0
+    if not sd > 0:
+        return np.zeros(len(keep)), keep
+    return (means - center) / (sd / np.sqrt(n)), keep
+
+
+@lru_cache(maxsize=256)
+def penalty(length: int, n_tests: int = 1, false_alarm: float = FALSE_ALARM) -> float:
+    """PELT penalty for a length-`length` N(0,1) series: the (1 - false_alarm / n_tests) quantile of the best
+    single split's l2 cost reduction under no change (simulated)."""
+    rng = np.random.default_rng(SEED)
+    x = rng.standard_normal((N_SIMULATIONS, length))
+    total = x.cumsum(axis=1)
+    k = np.arange(1, length)
+    left = total[:, :-1]
+    full = total[:, -1:]
+    # gain of a split after k points: k (T-k) / T * (mean_left - mean_right)^2
+    gain = (left - k / length * full) ** 2 * length / (k * (length - k))
+    best = gain.max(axis=1)
+    return float(np.quantile(best, 1 - false_alarm / n_tests))
+
+
+def _breaks(z: np.ndarray, n_tests: int) -> list[int]:
+    import ruptures as rpt
+
+    if len(z) < MIN_WINDOWS:
+        return []
+    pen = penalty(len(z), n_tests)
+    return [b for b in rpt.Pelt(model="l2", min_size=1, jump=1).fit(z.reshape(-1, 1)).predict(pen=pen)
+            if b < len(z)]
+
+
+def change_points(series: Series, metric: str, n_tests: int = 1, alpha: float = ALPHA) -> list[dict[str, Any]]:
+    """Confirmed change points of one metric of one model's windows."""
+    rate = metric in RATE_METRICS
+    col = RATE_METRICS.get(metric) or MEAN_METRICS[metric]
+    z, keep = standardised(series.groups, col, rate)
+    breaks = _breaks(z, n_tests)
+    out = []
+    bounds = [0, *breaks, len(keep)]
+    for i, b in enumerate(breaks):
+        before = np.concatenate([series.groups[j][col].dropna().to_numpy() for j in keep[bounds[i]:b]])
+        after = np.concatenate([series.groups[j][col].dropna().to_numpy() for j in keep[b:bounds[i + 2]]])
+        test = unpaired(before, after, rate, alpha)
+        if test is None or test["p_value"] >= alpha:
+            continue
+        test.pop("n_before"), test.pop("n_after")  # the change point's keys are an interface
+        out.append({"model": series.model, "metric": metric, "at": series.starts[keep[b]].isoformat(), **test})
+    return out
+
+
+def unpaired(before: np.ndarray, after: np.ndarray, rate: bool, alpha: float = ALPHA) -> dict[str, Any] | None:
+    """before, after, delta (after - before), CI, p and n of two independent periods (canary statistics)."""
+    if rate:
+        res = rate_difference(int(before.sum()), len(before), int(after.sum()), len(after), alpha)
+    else:
+        res = mean_difference(before, after, alpha)
+    if res is None:
+        return None
+    return {"before": res["control"], "after": res["canary"], "delta": res["delta"], "ci_low": res["ci_low"],
+            "ci_high": res["ci_high"], "p_value": res["p_value"], "n_before": res["n_control"],
+            "n_after": res["n_canary"]}
