@@ -94,3 +94,63 @@ def _delta(block: dict[str, Any]) -> str:
     from lib.review import fmt
 
     return fmt.metric_delta(block["delta"], block["ci_low"], block["ci_high"], block["metric"].endswith("_rate"))
+
+
+@app.command("compare-windows")
+def compare_windows_cmd(
+    name: str = typer.Argument(..., help="Log name."),
+    before: str = typer.Option(..., "--before", help="START..END (ISO dates or times, UTC; END date inclusive)."),
+    after: str = typer.Option(..., "--after", help="START..END."),
+    model: Optional[str] = typer.Option(None, "--model", help="Only this model."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison JSON."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write the output drift report (HTML) here."),
+) -> None:
+    """Two periods of a log: every metric (unpaired CI, p, n), Evidently drift, example requests."""
+    from lib.release.timeline_compare import compare_windows
+    from lib.store.engine import get_engine
+
+    doc, pages = compare_windows(get_engine(), name, before, after, model)
+    if html is not None and "outputs" in pages:
+        html.write_text(pages["outputs"], encoding="utf-8")
+        progress(f"wrote the output drift report to {html}")
+    if as_json:
+        print_json(doc)
+        return
+    from lib.review import fmt
+
+    typer.echo(f"{name}: before {doc['before']['start']} .. {doc['before']['end']} (n={doc['before']['n']}) vs "
+               f"after {doc['after']['start']} .. {doc['after']['end']} (n={doc['after']['n']})")
+    for metric, m in doc["metrics"].items():
+        if m is None:
+            continue
+        rate = metric.endswith("_rate")
+        typer.echo(f"{metric:<20} {fmt.metric_value(m['before'], rate):>9} {fmt.metric_value(m['after'], rate):>9}  "
+                   f"{fmt.metric_delta(m['delta'], m['ci_low'], m['ci_high'], rate):<30} p {fmt.p_value(m['p_value'])}")
+    for kind, block in doc["drift"].items():
+        if block and "drifted_share" in block:
+            typer.echo(f"drift of {kind}: {fmt.pct(block['drifted_share'])} of columns drifted")
+        elif block:
+            typer.echo(f"drift of {kind}: skipped ({block['skipped']})")
+
+
+@app.command("similar")
+def similar_cmd(
+    name: str = typer.Argument(..., help="Log name."),
+    text: str = typer.Argument(..., help="A complaint or an example request."),
+    model: Optional[str] = typer.Option(None, "--model", help="Only this model."),
+    at: Optional[str] = typer.Option(None, "--at", help="The change (ISO time); default: the first change point."),
+    k: int = typer.Option(5, "--k", min=1, max=100, help="Requests per period."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results JSON."),
+) -> None:
+    """The logged requests nearest a complaint, with their outputs before and after the change."""
+    from lib.release.timeline_search import similar
+    from lib.store.engine import get_engine
+
+    doc = similar(get_engine(), name, text, model, at, k)
+    if as_json:
+        print_json(doc)
+        return
+    typer.echo(f"nearest requests by their {doc['searched']} (split at {doc['split_at'] or 'no change point'}):")
+    for r in doc["results"]:
+        typer.echo(f"[{r['period'] or '-'}] {r['ts']} {r['request_id']} score {r['score']}: "
+                   f"{(r['input'] or '')[:80]!r} -> {(r['output'] or '')[:100]!r}")

@@ -4,7 +4,7 @@ The file (CSV or JSONL, gzipped too, streamed in chunks; a JSON array or Parquet
 written chunk by chunk inside ONE transaction: a bad line anywhere stores nothing. Every row needs a
 timestamp (ISO 8601, epoch seconds or milliseconds, or `timestamp_format`) and an output; input, request
 id, latency, tokens, cost, error and metadata are optional. The per-output checks the timeline shows
-(refusal, empty, JSON validity, length) are computed once, here.
+(refusal, empty, JSON validity of outputs meant as JSON, length) are computed once, here.
 """
 from __future__ import annotations
 
@@ -108,9 +108,13 @@ def _checks(text: pd.Series, error: pd.Series | None) -> dict[str, pd.Series]:
     from lib.review.checks.structured import json_validity
 
     answered = text if error is None else text.where(error.isna())
+    # JSON validity is judged on outputs meant as JSON (they open with {, [ or a code fence): a chat log
+    # has no JSON rate rather than a flat 0%.
+    opening = answered.astype("string").str.lstrip().str[:3]
+    meant = opening.str[:1].isin(["{", "["]) | (opening == "```")
+    valid = json_validity(answered, pd.Series("{}", index=text.index))["strict"]
     return {"refused": RefusalDetector().flags(answered), "empty": empty_flags(answered),
-            "json_valid": json_validity(answered, pd.Series("{}", index=text.index))["strict"],
-            "length_chars": char_lengths(answered)}
+            "json_valid": valid.where(meant.fillna(False).astype(bool)), "length_chars": char_lengths(answered)}
 
 
 def _plain(series: pd.Series) -> list:
