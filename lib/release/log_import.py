@@ -90,8 +90,8 @@ def _parquet_tables(raw: IO[bytes], filename: str, chunk_rows: int) -> Iterator[
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
-        pfile = pq.ParquetFile(raw)
+    try:  # Parquet needs random access: the (compressed) file is held, its rows are read in batches
+        pfile = pq.ParquetFile(io.BytesIO(raw.read()))
     except (pa.ArrowInvalid, OSError) as exc:
         raise LogImportError(filename, f"is not a Parquet file ({exc})") from None
     columns, row = pfile.schema_arrow.names, 0
