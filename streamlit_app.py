@@ -25,6 +25,7 @@ PAGES = {
     "After release": [
         st.Page("pages/canary.py", title="Canary", icon=":material/flutter_dash:"),
         st.Page("pages/monitor.py", title="Monitor", icon=":material/monitor_heart:"),
+        st.Page("pages/timeline.py", title="Timeline", icon="📈"),
     ],
     "Get data in": [
         st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:"),

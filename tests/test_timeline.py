@@ -154,3 +154,43 @@ def test_cli_planted_log_end_to_end(db_url: str, tmp_path: Path) -> None:
     assert hits["results"] and hits["split_at"].startswith("2023-07-13")
     missing = _cli(db_url, "timeline", "nope")
     assert missing.returncode == 2 and "no log named 'nope'" in missing.stderr
+
+
+def frame_with(at, column: str) -> pd.DataFrame:
+    """The first table showing `column` (AppTest finds only selectable tables by key)."""
+    return next(df.value for df in at.dataframe if column in df.value.columns)
+
+
+def test_timeline_page_shows_change_points_compares_periods_and_searches(engine) -> None:
+    from datetime import date
+
+    from streamlit.testing.v1 import AppTest
+
+    _import(engine, log_rows(change_day=12), "planted")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    at.switch_page("pages/timeline.py").run()
+    assert not at.exception, at.exception
+    points = at.dataframe(key="timeline_points").value
+    assert set(points["metric"]) == {"Refusal rate", "Length (chars)"}
+    assert set(points["at"]) == {"2023-07-13T00:00:00+00:00"}
+    at.date_input(key="timeline_before").set_value((date(2023, 7, 1), date(2023, 7, 12)))
+    at.date_input(key="timeline_after").set_value((date(2023, 7, 13), date(2023, 7, 20)))
+    at.button(key="timeline_compare_pick").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    table = frame_with(at, "n before").set_index("metric")
+    assert table.loc["Refusal rate", "n before"] == 1800 and table.loc["Refusal rate", "delta [CI]"].startswith("+12")
+    assert len(frame_with(at, "request_id")) == 5
+    at.text_area(key="timeline_complaint").set_value("my refund for the order was refused").run()
+    at.button(key="timeline_search").click().run()
+    assert not at.exception, at.exception
+    found = frame_with(at, "score")
+    assert set(found["period"]) == {"before", "after"} and found["input"].str.contains("refund").all()
+
+
+def test_timeline_page_without_logs_says_how_to_import(engine) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    at.switch_page("pages/timeline.py").run()
+    assert not at.exception and "./review log import FILE --name NAME" in at.info[0].value

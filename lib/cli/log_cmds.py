@@ -154,3 +154,20 @@ def similar_cmd(
     for r in doc["results"]:
         typer.echo(f"[{r['period'] or '-'}] {r['ts']} {r['request_id']} score {r['score']}: "
                    f"{(r['input'] or '')[:80]!r} -> {(r['output'] or '')[:100]!r}")
+
+
+@log_app.command("list")
+def log_list(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
+    """Imported production logs."""
+    from lib.release.log_import import list_logs
+    from lib.store.engine import get_engine
+
+    logs = list_logs(get_engine())
+    if as_json:
+        print_json(logs)
+        return
+    if not logs:
+        typer.echo("No logs yet. Import one with `./review log import FILE --name NAME`.")
+    for log in logs:
+        models = ", ".join(f"{m} ({n})" for m, n in log["models"].items())
+        typer.echo(f"{log['name']:<24} {log['rows']:>9} rows  {log['source']}  models: {models}")

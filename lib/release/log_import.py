@@ -240,3 +240,14 @@ def _iso(value: pd.Timestamp | None) -> str | None:
 def _chain(first: Table, rest: Iterator[Table]) -> Iterator[Table]:
     yield first
     yield from rest
+
+
+def list_logs(engine: Engine) -> list[dict[str, Any]]:
+    """Imported logs, newest first: name, source, rows, models, first and last timestamps."""
+    from lib.store.columns import from_json
+
+    with Session(engine) as session:
+        logs = session.exec(select(ProductionLog).order_by(ProductionLog.id.desc())).all()  # type: ignore[union-attr]
+        return [{"name": log.name, "source": log.source, "rows": log.n_rows, "has_input": log.has_input,
+                 "models": (from_json(log.notes_json) or {}).get("models", {}), "created_at": log.created_at}
+                for log in logs]
