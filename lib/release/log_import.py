@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import String, bindparam, insert, update
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -23,12 +24,11 @@ from lib.data.loaders import LoadMapping, long
 from lib.data.loaders.stream import CHUNK_ROWS, HashingReader, chunk_frame, iter_tables
 from lib.data.tables import Table, read_rows
 from lib.errors import FileInputError, NotFoundError
-from lib.release.log_entities import LogRecord, ProductionLog
+from lib.release.log_entities import ProductionLog
 from lib.store.audit import record_event
 from lib.store.columns import to_json
 from lib.store.engine import session_scope
 
-SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
 METADATA_COLS = ("metadata", "meta")
 
 
@@ -111,10 +111,12 @@ def _checks(text: pd.Series, error: pd.Series | None) -> dict[str, pd.Series]:
     # JSON validity is judged on outputs meant as JSON (they open with {, [ or a code fence): a chat log
     # has no JSON rate rather than a flat 0%.
     opening = answered.astype("string").str.lstrip().str[:3]
-    meant = opening.str[:1].isin(["{", "["]) | (opening == "```")
-    valid = json_validity(answered, pd.Series("{}", index=text.index))["strict"]
-    return {"refused": RefusalDetector().flags(answered), "empty": empty_flags(answered),
-            "json_valid": valid.where(meant.fillna(False).astype(bool)), "length_chars": char_lengths(answered)}
+    meant = (opening.str[:1].isin(["{", "["]) | (opening == "```")).fillna(False).astype(bool)
+    valid = pd.Series(pd.NA, index=text.index, dtype="boolean")
+    if meant.any():  # only these are parsed: most of a chat log is not JSON
+        valid[meant] = json_validity(answered[meant], pd.Series("{}", index=answered[meant].index))["strict"]
+    return {"refused": RefusalDetector().flags(answered), "empty": empty_flags(answered), "json_valid": valid,
+            "length_chars": char_lengths(answered)}
 
 
 def _plain(series: pd.Series) -> list:
@@ -129,10 +131,24 @@ class _State:
     last: pd.Timestamp | None = None
 
 
-def _rows(table: Table, cols: _Columns, m: LoadMapping, log_id: int, state: _State) -> list[dict[str, Any]]:
+def _sqlite_times(stamps: pd.Series) -> list:
+    """UTC times as SQLAlchemy stores a DateTime in SQLite ('YYYY-MM-DD HH:MM:SS.ffffff'), vectorised."""
+    text = np.datetime_as_string(stamps.dt.tz_convert(None).to_numpy(dtype="datetime64[us]"), unit="us")
+    return np.char.replace(text, "T", " ").tolist()
+
+
+def _insert(conn: Any, columns: dict[str, list]) -> None:
+    """One executemany on the DB-API cursor: SQLAlchemy's per-row parameter processing cost more than the
+    insert itself (the values are plain Python values already, in the column types SQLite stores)."""
+    names = list(columns)
+    sql = f"INSERT INTO logrecord ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    conn.connection.driver_connection.executemany(sql, zip(*columns.values()))
+
+
+def _rows(table: Table, cols: _Columns, m: LoadMapping, log_id: int, state: _State) -> dict[str, list]:
     df = chunk_frame(table, cols.needed(), keep_blank=(cols.output,))
     if df.empty:
-        return []
+        return {}
     stamps = long.timestamps(table, df, cols.ts, m.timestamp_format)
     values = long.read_columns(table, df, cols.optional, m)
     error = values.get("error")
@@ -142,13 +158,13 @@ def _rows(table: Table, cols: _Columns, m: LoadMapping, log_id: int, state: _Sta
         "(unnamed)", index=df.index)
     if models.isna().any():
         table.fail(int(df.index[models.isna().to_numpy().argmax()]), "is empty", field=cols.model)
-    columns: dict[str, list] = {"ts": _plain(stamps.dt.strftime(SQLITE_DATETIME)), "model": models.tolist(),
-                                "output_text": _plain(text)}
+    columns: dict[str, list] = {"ts": _sqlite_times(stamps), "model": models.tolist(), "output_text": _plain(text)}
     if cols.input:
         columns["input_text"] = _plain(df[cols.input].map(lambda v: v if v is None or isinstance(v, str)
                                                           else to_json(v)))
     if cols.request_id:
-        columns["request_id"] = _plain(long.keys(table, df, cols.request_id))
+        ids = df[cols.request_id].map(lambda v: None if v is None else str(v).strip() or None)
+        columns["request_id"] = _plain(ids)
     if cols.metadata:
         columns["metadata_json"] = _plain(df[cols.metadata].map(lambda v: v if v is None or isinstance(v, str)
                                                                 else to_json(v)))
@@ -159,8 +175,8 @@ def _rows(table: Table, cols: _Columns, m: LoadMapping, log_id: int, state: _Sta
             columns[name] = _plain(values[name])
     columns.update({name: _plain(v) for name, v in _checks(text, error).items()})
     _track(state, stamps, models)
-    constant = {"log_id": log_id}
-    return [{**constant, **dict(zip(columns, row))} for row in zip(*columns.values())]
+    columns = {"log_id": [log_id] * len(df), **columns}
+    return columns
 
 
 def _track(state: _State, stamps: pd.Series, models: pd.Series) -> None:
@@ -195,11 +211,10 @@ def import_log(engine: Engine, raw: IO[bytes], filename: str, name: str, mapping
         session.add(log)
         session.flush()
         conn = session.connection()
-        stmt = insert(LogRecord.__table__).values(ts=bindparam("ts", type_=String))
         for table in _chain(first, tables):
-            rows = _rows(table, cols, m, log.id, state)
-            if rows:
-                conn.execute(stmt, rows)
+            columns = _rows(table, cols, m, log.id, state)
+            if columns:
+                _insert(conn, columns)
             if progress is not None:
                 progress(state.rows)
         if state.rows == 0:
