@@ -53,6 +53,16 @@ def test_a_log_without_an_input_column_loads_and_says_what_is_skipped(engine) ->
         assert {c.input_text for c in session.exec(select(Case)).all()} == {""}
 
 
+def test_an_input_token_limit_on_a_log_without_inputs_is_refused(engine) -> None:
+    from lib.review.settings import ReviewSettings
+
+    mapping = LoadMapping(baseline=GPT4O, candidate=GPT41, review=ReviewSettings(input_token_limit=100))
+    with pytest.raises(RecordedLoadError, match="input token limit cannot be checked"):
+        load_recorded(engine, label_log(), "prod.csv", "limit", None, mapping)
+    with pytest.raises(RecordedLoadError, match="input token limit cannot be checked"):
+        load_recorded(engine, label_log(), "prod.csv", "limit", "shadow", mapping)
+
+
 def test_a_log_with_neither_id_nor_input_is_refused() -> None:
     from lib.store.engine import get_engine
 

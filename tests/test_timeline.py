@@ -34,7 +34,7 @@ def sim_frame(rng: np.random.Generator, days: int = 20, per_day: int = 150, step
     after = day >= step_day if step_day is not None else np.zeros(n, dtype=bool)
     ts = pd.Timestamp("2023-07-01", tz="UTC") + pd.to_timedelta(day * 86_400 + rng.integers(0, 86_400, n), unit="s")
     return pd.DataFrame({
-        "ts": ts, "model": "m", "request_id": [str(i) for i in range(n)],
+        "ts": ts, "model": "m",
         "refused": (rng.random(n) < np.where(after, refusal[1], refusal[0])).astype(float),
         "empty": (rng.random(n) < 0.02).astype(float),
         "json_valid": np.where(rng.random(n) < 0.3, (rng.random(n) < 0.9).astype(float), np.nan),

@@ -363,6 +363,9 @@ def load_shadow(engine: Engine, raw: IO[bytes], filename: str, name: str, mappin
     tables = iter_tables(io.BufferedReader(reader), filename, RecordedLoadError, chunk_rows)
     first = next(tables)
     cols = _resolve(first, mapping)
+    if cols.input is None and mapping.review is not None and mapping.review.input_token_limit:
+        first.fail_header("has no input column, so the input token limit cannot be checked; name the input "
+                          "column (--input-col) or drop --input-token-limit", field="input_token_limit")
     names = _side_names(first, cols, mapping)
     state = _State(names["baseline"], names["candidate"])
     with session_scope(engine) as session:

@@ -40,7 +40,9 @@ MIN_WINDOWS = 4  # fewer windows: no change-point search
 N_SIMULATIONS = 4000
 SEED = 0
 
-_COLUMNS = ("ts", "model", "request_id", "refused", "empty", "json_valid", "length_chars", "error", "latency_s")
+# What a timeline reads per request (no texts: 1M requests stay well under a gigabyte).
+_COLUMNS = ("ts", "model", "refused", "empty", "json_valid", "length_chars", "error IS NOT NULL AS errored",
+            "latency_s")
 
 
 class TimelineInputError(ReviewInputError):
@@ -51,7 +53,7 @@ def read_log(engine: Engine, name: str, model: str | None = None, texts: bool = 
     """The log's records (check columns; with `texts`, input and output too), ts as UTC."""
     with Session(engine) as session:
         log = get_log(session, name)
-    cols = [*_COLUMNS, *(("input_text", "output_text") if texts else ())]
+    cols = [*_COLUMNS, *(("request_id", "input_text", "output_text") if texts else ())]
     sql = f"SELECT {', '.join(cols)} FROM logrecord WHERE log_id = ?" + (" AND model = ?" if model else "")
     with engine.connect() as conn:
         frame = pd.read_sql_query(sql, conn.connection.driver_connection,
@@ -62,8 +64,7 @@ def read_log(engine: Engine, name: str, model: str | None = None, texts: bool = 
                                        conn.connection.driver_connection, params=(log.id,))["model"].tolist()
         raise TimelineInputError(f"log '{name}' has no rows of model '{model}' (models: {', '.join(models)})")
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="mixed")
-    frame["errored"] = frame["error"].notna().astype(float)
-    for col in ("refused", "empty", "json_valid", "length_chars", "latency_s"):
+    for col in ("refused", "empty", "json_valid", "length_chars", "latency_s", "errored"):
         frame[col] = pd.to_numeric(frame[col]).astype(float)
     return frame
 

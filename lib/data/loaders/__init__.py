@@ -127,6 +127,14 @@ def _check_name(engine: Engine, name: str, filename: str) -> str:
     return name
 
 
+def _no_input_limit(filename: str, mapping: LoadMapping | None) -> None:
+    """An input token limit on a log without inputs would count nothing and report 0% over the limit."""
+    if mapping is not None and mapping.review is not None and mapping.review.input_token_limit:
+        raise RecordedLoadError(filename, "has no input column, so the input token limit cannot be checked; "
+                                          "name the input column (--input-col) or drop --input-token-limit",
+                                field="input_token_limit")
+
+
 def _check_now(engine: Engine, name: str, mapping: LoadMapping | None) -> None:
     # Check and store every output now, so the first report of this comparison reads stored columns.
     from lib.review.checked import ensure_checked  # heavy (pyarrow, jsonschema): only for a load
@@ -144,6 +152,8 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
     if fmt == shadow.FORMAT or (fmt is None and filename.lower().endswith(".gz")):
         return _load_shadow(engine, io.BytesIO(data), filename, name, mapping, system)
     fmt, rec = _parse(data, filename, fmt, mapping or LoadMapping())
+    if not rec.has_input:
+        _no_input_limit(filename, mapping)
     if mapping is None or mapping.match is None:
         from lib.data.loaders.rule_advice import default_rule_notes  # imports the matching checks
 
