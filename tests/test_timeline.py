@@ -194,3 +194,14 @@ def test_timeline_page_without_logs_says_how_to_import(engine) -> None:
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
     at.switch_page("pages/timeline.py").run()
     assert not at.exception and "./review log import FILE --name NAME" in at.info[0].value
+
+
+def test_similar_by_embeddings_finds_the_same_request(engine, llm_server) -> None:
+    rows = log_rows(days=4, per_day=10, change_day=2)
+    _import(engine, rows, "small")
+    target = rows[25]
+    doc = similar(engine, "small", target["prompt"], at="2023-07-03", k=1, embeddings="openai/test-embed",
+                  api_base=llm_server.url)
+    assert doc["method"] == "embeddings (openai/test-embed)"
+    best = max(doc["results"], key=lambda r: r["score"])
+    assert best["request_id"] == target["request_id"] and best["score"] == pytest.approx(1.0, abs=1e-4)

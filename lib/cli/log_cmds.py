@@ -140,13 +140,16 @@ def similar_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Only this model."),
     at: Optional[str] = typer.Option(None, "--at", help="The change (ISO time); default: the first change point."),
     k: int = typer.Option(5, "--k", min=1, max=100, help="Requests per period."),
+    embeddings: Optional[str] = typer.Option(
+        None, "--embeddings", help="Search by embeddings: 'local' (optional package) or a litellm embedding model."),
+    api_base: Optional[str] = typer.Option(None, "--api-base", help="API base of the embedding model."),
     as_json: bool = typer.Option(False, "--json", help="Print the results JSON."),
 ) -> None:
     """The logged requests nearest a complaint, with their outputs before and after the change."""
     from lib.release.timeline_search import similar
     from lib.store.engine import get_engine
 
-    doc = similar(get_engine(), name, text, model, at, k)
+    doc = similar(get_engine(), name, text, model, at, k, embeddings, api_base)
     if as_json:
         print_json(doc)
         return

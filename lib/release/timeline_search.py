@@ -1,8 +1,8 @@
 """"Find requests like this complaint": the logged requests nearest a pasted text, before and after a change.
 
 Lexical by default (TF-IDF of word 1-2-grams, cosine similarity, over each request's input, or its output
-when the log has no inputs); with `embeddings=True` and the optional sentence-transformers model installed
-(lib.drift.embeddings), embedding cosine instead.
+when the log has no inputs); with an embedding model (`local` when the optional sentence-transformers model
+is installed, or any litellm embedding model; lib.drift.embeddings, cached), embedding cosine instead.
 """
 from __future__ import annotations
 
@@ -28,6 +28,18 @@ def _scores_lexical(texts: pd.Series, query: str) -> np.ndarray:
     return (matrix[:-1] @ matrix[-1].T).toarray().ravel()
 
 
+def _scores_embedded(engine: Engine, texts: pd.Series, query: str, model: str, api_base: str | None
+                     ) -> np.ndarray:
+    """Cosine similarity of embeddings (lib.drift.embeddings: cached by text, so a second search is cheap)."""
+    from lib.drift.embeddings import embed_texts
+
+    unique = pd.unique(texts.astype(str))
+    vectors = embed_texts(engine, [*unique.tolist(), query], model, api_base)
+    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    by_text = dict(zip(unique, vectors[:-1] @ vectors[-1]))
+    return texts.astype(str).map(by_text).to_numpy(dtype=float)
+
+
 def _split_at(engine: Engine, name: str, model: str | None, at: str | None) -> pd.Timestamp | None:
     if at is not None:
         try:
@@ -45,17 +57,21 @@ def _row(r: Any, score: float, period: str | None) -> dict[str, Any]:
 
 
 def similar(engine: Engine, name: str, text: str, model: str | None = None, at: str | None = None,
-            k: int = TOP_K) -> dict[str, Any]:
+            k: int = TOP_K, embeddings: str | None = None, api_base: str | None = None) -> dict[str, Any]:
     """The `similar --json` document: the k nearest requests before and after the change (`at`, else the
-    log's first change point; with neither, the k nearest overall)."""
+    log's first change point; with neither, the k nearest overall). `embeddings`: a model for
+    lib.drift.embeddings (`local`, or a litellm embedding model with `api_base`) instead of TF-IDF."""
     if not text.strip():
         raise TimelineInputError("the complaint text is empty")
     frame = read_log(engine, name, model, texts=True)
     field = "input_text" if frame["input_text"].notna().any() else "output_text"
-    scores = _scores_lexical(frame[field].fillna(""), text)
+    texts = frame[field].fillna("")
+    scores = (_scores_embedded(engine, texts, text, embeddings, api_base) if embeddings
+              else _scores_lexical(texts, text))
     frame = frame.assign(score=scores)
     split = _split_at(engine, name, model, at)
-    doc: dict[str, Any] = {"log": name, "query": text, "searched": field.split("_")[0] + "s", "method": "lexical",
+    doc: dict[str, Any] = {"log": name, "query": text, "searched": field.split("_")[0] + "s",
+                           "method": f"embeddings ({embeddings})" if embeddings else "lexical",
                            "split_at": split.isoformat() if split is not None else None, "results": []}
     groups = ([("before", frame[frame["ts"] < split]), ("after", frame[frame["ts"] >= split])]
               if split is not None else [(None, frame)])
