@@ -16,14 +16,13 @@ from typing import IO, Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from lib.data.loaders import LoadMapping, long
 from lib.data.loaders.stream import CHUNK_ROWS, HashingReader, chunk_frame, iter_tables, stream_kind
 from lib.data.tables import Table, read_rows
-from lib.errors import FileInputError, NotFoundError
+from lib.errors import NotFoundError, RecordedLoadError
 from lib.release.log_entities import ProductionLog
 from lib.store.audit import record_event
 from lib.store.columns import to_json
@@ -32,7 +31,7 @@ from lib.store.engine import session_scope
 METADATA_COLS = ("metadata", "meta")
 
 
-class LogImportError(FileInputError):
+class LogImportError(RecordedLoadError):
     """A production log cannot be imported (names the file, line and field)."""
 
 
@@ -254,6 +253,7 @@ def import_log(engine: Engine, raw: IO[bytes], filename: str, name: str, mapping
         log = ProductionLog(name=name, source=filename, has_input=cols.input is not None)
         session.add(log)
         session.flush()
+        assert log.id is not None  # flushed
         conn = session.connection()
         for table in _chain(first, tables):
             columns = _rows(table, cols, m, log.id, state)
@@ -265,8 +265,8 @@ def import_log(engine: Engine, raw: IO[bytes], filename: str, name: str, mapping
             raise LogImportError(filename, "has no rows")
         notes = {"columns": {k: v for k, v in vars(cols).items() if k != "optional"} | cols.optional,
                  "warnings": warnings, "models": state.models}
-        conn.execute(update(ProductionLog.__table__).where(ProductionLog.__table__.c.id == log.id)
-                     .values(sha256=reader.sha256.hexdigest(), n_rows=state.rows, notes_json=to_json(notes)))
+        log.sha256, log.n_rows, log.notes_json = reader.sha256.hexdigest(), state.rows, to_json(notes)
+        session.add(log)
         record_event(session, "log_imported", {"log": name, "source": filename, "rows": state.rows,
                                                "sha256": reader.sha256.hexdigest()})
     return LogImportResult(name, state.rows, state.models, _iso(state.first), _iso(state.last), warnings)

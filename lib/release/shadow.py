@@ -60,7 +60,7 @@ class _Columns:
     role: str | None
     optional: dict[str, str | None]
 
-    def needed(self) -> list[str]:
+    def needed(self) -> list[str | None]:
         return [self.key, self.input, self.output, self.model, self.role, *self.optional.values()]
 
 
@@ -90,7 +90,7 @@ def _resolve(table: Table, m: LoadMapping) -> _Columns:
     if m.baseline is not None or m.candidate is not None:
         role = m.role_col and role  # model values given: a role column is used only when named
     if role is None:
-        require(table, model, long.MODEL_COLS, "model", "--model-col")
+        model = require(table, model, long.MODEL_COLS, "model", "--model-col")
         if m.baseline is None or m.candidate is None:
             table.fail_header("which is the baseline and which the candidate? pass --baseline and --candidate (the "
                               "model values), or log a role column ('role': serving/shadow); the model values in the "
@@ -127,7 +127,8 @@ def _sides(table: Table, df: pd.DataFrame, cols: _Columns, state: _State) -> pd.
 
 def _first_models(table: Table, model: str, m: LoadMapping) -> str:
     """Each model value of the first chunk with its row count and first/last timestamp."""
-    df = chunk_frame(table, [model, m.timestamp_col or long.pick(table, None, long.TIMESTAMP_COLS, "timestamp")])
+    stamp_col = m.timestamp_col or long.pick(table, None, long.TIMESTAMP_COLS, "timestamp")
+    df = chunk_frame(table, [model, stamp_col])
     if df.empty:
         return "(none)"
     stamps = None
