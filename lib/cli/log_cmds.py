@@ -7,13 +7,10 @@ from typing import Any, Optional
 import typer
 
 from lib.cli.app import app, print_json, progress
+from lib.cli.data_cmds import TIMESTAMP_FORMAT_HELP  # one wording for load and log import
 
 log_app = typer.Typer(help="Production logs: import a log to see one model over time.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
-
-TIMESTAMP_FORMAT_HELP = ("strftime format of the timestamps, e.g. '%m/%d/%Y, %H:%M:%S' (default: ISO 8601 or epoch "
-                         "seconds/milliseconds; a day/month order is never guessed).")
-
 
 @log_app.command("import")
 def log_import(
