@@ -29,6 +29,7 @@ PAGES = {
     "After release": [
         st.Page("pages/canary.py", title="Canary", icon="🐤"),
         st.Page("pages/monitor.py", title="Monitor", icon="🩺"),
+        st.Page("pages/timeline.py", title="Timeline", icon="📈"),
     ],
     "Get data in": [
         st.Page("pages/datasets.py", title="Datasets", icon="🗃️"),

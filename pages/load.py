@@ -64,9 +64,11 @@ def _sides(fmt: str, raw: pd.DataFrame, columns: list[str], fields: dict) -> Non
             return
     values = sorted(map(str, raw[fields["model_col"]].dropna().unique())) if fields["model_col"] else []
     if values:
-        fields["baseline"] = st.selectbox("baseline model value", values, key="load_baseline")
-        fields["candidate"] = st.selectbox("candidate model value", values,
-                                           index=min(1, len(values) - 1), key="load_candidate")
+        # Nothing preselected: a guessed order reverses every delta.
+        for side in ("baseline", "candidate"):
+            picked = st.selectbox(f"{side} model value", values, index=None, placeholder="choose the model",
+                                  key=f"load_{side}")
+            fields[side] = picked
 
 
 def _table_mapping(fmt: str, data: bytes, filename: str) -> LoadMapping | None:
@@ -92,6 +94,9 @@ def _table_mapping(fmt: str, data: bytes, filename: str) -> LoadMapping | None:
         else:
             _sides(fmt, raw, columns, fields)
     fields.update(_optional_columns(columns, traffic=fmt == "shadow"))
+    fields["timestamp_format"] = st.text_input(
+        "timestamp format (strftime; empty: ISO 8601 or epoch seconds/milliseconds)", key="load_timestamp_format",
+        placeholder="%m/%d/%Y, %H:%M:%S").strip() or None
     return LoadMapping(**fields)
 
 
@@ -121,7 +126,10 @@ def _render() -> None:
         mapping = _rule_fields(mapping)
     name = st.text_input("Comparison name", value=upload.name.rsplit(".", 1)[0], key="load_name").strip()
     system = st.text_input("System", value="default", key="load_system").strip() or "default"
-    if st.button("Load", type="primary", key="load_submit", disabled=not name):
+    sides_missing = fmt in ("long", "shadow") and not mapping.role_col and not (mapping.baseline and mapping.candidate)
+    if sides_missing:
+        st.info("Choose the baseline and the candidate model values.")
+    if st.button("Load", type="primary", key="load_submit", disabled=not name or sides_missing):
         _do_load(data, upload.name, name, fmt, mapping, system)
 
 
@@ -138,8 +146,10 @@ def _do_load(data: bytes, filename: str, name: str, fmt: str, mapping: LoadMappi
     if result.baseline_only or result.candidate_only:
         st.warning(f"Unpaired rows: {result.baseline_only} baseline only, {result.candidate_only} candidate "
                    f"only (first ids: {_shared.md(', '.join(result.first_unpaired_ids))}).")
+    for note in result.notes:
+        st.info(_shared.md(note))
     for warning in result.warnings:
-        st.info(_shared.md(warning))
+        st.warning(_shared.md(warning))
 
 
 _render()

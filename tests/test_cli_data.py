@@ -86,7 +86,7 @@ def test_load_long_with_flags(db_url: str) -> None:
 def test_load_errors_exit_2_with_one_line(db_url: str, engine) -> None:
     long_csv = FIXTURES / "long.csv"
     assert_one_line_error(cli(db_url, "load", long_csv, "--name", "shadow"), "long.csv:", "which is the baseline",
-                          "'gpt-4o-2024-08-06', 'gpt-4.1-2025-04-14'")
+                          "'gpt-4.1-2025-04-14' (4 rows, 2025-03-01T09:00:02+00:00 .. ")
     assert_one_line_error(cli(db_url, "load", long_csv, "--name", "s", "--format", "tall"),
                           "unknown format 'tall'")
     assert_one_line_error(cli(db_url, "load", FIXTURES / "wide.csv", "--name", "w", "--match", "regex"),

@@ -191,7 +191,10 @@ def test_long_without_sides_asks_which_is_which(engine) -> None:
         load(engine, "long.csv")
     message = str(info.value)
     assert "which is the baseline" in message
-    assert "'gpt-4o-2024-08-06', 'gpt-4.1-2025-04-14'" in message and "--baseline" in message
+    assert "--baseline" in message
+    # each model with its row count and first/last timestamp, never an order guessed
+    assert "'gpt-4.1-2025-04-14' (4 rows, 2025-03-01T09:00:02+00:00 .. 2025-03-01T09:04:00+00:00)" in message
+    assert "'gpt-4o-2024-08-06' (" in message
     # naming one side is enough when there are two values
     res = load(engine, "long.csv", LoadMapping(candidate="gpt-4o-2024-08-06"))
     assert (res.baseline, res.candidate) == ("gpt-4.1-2025-04-14", "gpt-4o-2024-08-06")
@@ -272,7 +275,11 @@ BAD_LOADS = [
     ("log.csv", b"id,model,input,output,latency_ms\n1,a,q,x,12\n1,b,q,y,fast\n",
      LoadMapping(baseline="a", candidate="b"), None, 3, "latency_ms", "is 'fast', not a number"),
     ("log.csv", b"id,model,input,output,timestamp\n1,a,q,x,yesterday\n1,b,q,y,2025-01-01\n",
-     LoadMapping(baseline="a", candidate="b"), None, 2, "timestamp", "not an ISO 8601 timestamp"),
+     LoadMapping(baseline="a", candidate="b", timestamp_col="timestamp"), None, 2, "timestamp",
+     "is 'yesterday', not ISO 8601 or epoch"),
+    ("log.csv", b"id,model,input,output,ts\n1,a,q,x,07/02/2023\n1,b,q,y,07/03/2023\n",
+     LoadMapping(baseline="a", candidate="b", timestamp_col="ts", timestamp_format="%d/%m/%Y %H"), None, 2, "ts",
+     "not a timestamp in the format '%d/%m/%Y %H'"),
     ("log.csv", b"id,model,input,output\n1,a,q,x\n2,b,q,y\n", LoadMapping(baseline="a", candidate="b"), None,
      None, None, "no pairs"),
     ("log.csv", b"id,model,input,output\n1,a,q,x\n1,,q,y\n", LoadMapping(baseline="a", candidate="b"), None,

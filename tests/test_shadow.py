@@ -136,7 +136,7 @@ def test_load_recorded_routes_the_shadow_format(engine) -> None:
 
 
 @pytest.mark.parametrize("mutate, filename, line, fragment", [
-    (lambda b: b.replace(b"2025-03-01T09:00:11Z", b"yesterday", 1), "t.csv", 24, "not an ISO 8601"),
+    (lambda b: b.replace(b"2025-03-01T09:00:11Z", b"yesterday", 1), "t.csv", 24, "not ISO 8601"),
     (lambda b: b.replace(b",511,", b",fast,", 1), "t.csv", 24, "not a number"),
     (lambda b: b + b"r99,2025-03-01T10:00:00Z,m,serving,q,a,1,,extra\n", "t.csv", 42, "cells but the header"),
     (lambda b: b.replace(b'"r15"', b'"r15', 1), "t.jsonl", 31, "invalid JSON"),

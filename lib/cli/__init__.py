@@ -23,11 +23,13 @@ def _register() -> None:
         governance_cmds,
         judge_cmd,
         list_cmd,
+        log_cmds,
         models_cmd,
         monitor_cmd,
         redteam_cmd,
         report_cmd,
         run_cmd,
+        settings_cmd,
     )
 
 

@@ -11,6 +11,9 @@ from lib.cli.report_cmd import LIMIT_HELP, SCHEMA_HELP
 from lib.data.formats import FORMATS
 from lib.errors import DatasetImportError, RecordedLoadError
 
+TIMESTAMP_FORMAT_HELP = ("strftime format of the timestamps, e.g. '%m/%d/%Y, %H:%M:%S' (default: ISO 8601 or epoch "
+                         "seconds/milliseconds; a day/month order is never guessed).")
+
 dataset_app = typer.Typer(help="Golden datasets: import a file, list versions.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 
@@ -89,6 +92,8 @@ def load(
     completion_tokens_col: Optional[str] = typer.Option(
         None, "--completion-tokens-col", help="Completion tokens column."),
     timestamp_col: Optional[str] = typer.Option(None, "--timestamp-col", help="Log timestamp column (UTC)."),
+    timestamp_format: Optional[str] = typer.Option(
+        None, "--timestamp-format", help=TIMESTAMP_FORMAT_HELP),
     role_col: Optional[str] = typer.Option(
         None, "--role-col", help="shadow: column saying serving (baseline) or shadow (candidate) per row; "
                                  "--baseline/--candidate then only name the sides."),
@@ -112,9 +117,12 @@ def load(
         candidate=candidate, baseline_col=baseline_col, candidate_col=candidate_col,
         expected_col=expected_col, category_col=category_col, latency_col=latency_col, cost_col=cost_col,
         prompt_tokens_col=prompt_tokens_col, completion_tokens_col=completion_tokens_col,
-        timestamp_col=timestamp_col, role_col=role_col, match=match, pattern=pattern, review=review)
+        timestamp_col=timestamp_col, timestamp_format=timestamp_format, role_col=role_col, match=match,
+        pattern=pattern, review=review)
     result = load_recorded_file(engine(), path, name, fmt, mapping, system,
                                 progress=lambda rows: progress(f"read {rows} rows"))
+    for note in result.notes:
+        progress(f"note: {note}")
     for warning in result.warnings:
         progress(f"warning: {warning}")
     typer.echo(f"loaded comparison '{result.comparison}' ({result.fmt}): {result.n_pairs} pairs, "

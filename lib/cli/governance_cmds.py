@@ -147,12 +147,16 @@ def gate_cmd(comparison: str = typer.Argument(..., help="The comparison to gate.
     from lib.governance.gate import compute_verdict, record_verdict
 
     store = engine()
-    verdict, _report = compute_verdict(store, comparison, policy)
+    verdict, report = compute_verdict(store, comparison, policy)
     record_verdict(store, verdict)
     if as_json:
-        print_json(verdict.to_dict())
+        print_json(verdict.to_dict() | {"settings": report["settings"]})
     else:
+        from lib.review.settings import describe, settings_from_dict
+
         _print_verdict(verdict)
+        typer.echo(f"settings: {describe(settings_from_dict(report['settings']))} "
+                   f"(change with `./review settings set {comparison} ...`)")
     _exit(GATE_EXIT[verdict.verdict])
 
 

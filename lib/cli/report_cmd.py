@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import typer
 
-from lib.cli.app import app, engine, print_json
+from lib.cli.app import app, engine, print_json, progress
 from lib.review import fmt
 from lib.review.constants import ALPHA
 
@@ -101,3 +101,5 @@ def report_cmd(
         print_json(report)
     else:
         print_table(report)
+    if report.get("settings_note"):
+        progress(f"note: {report['settings_note']}")

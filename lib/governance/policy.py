@@ -37,8 +37,8 @@ JUDGE_SCORE = "judge_score"
 COST_PER_1K = "cost_per_1k"  # USD per 1,000 requests, from report["cost_projection"] (lib.catalog.cost)
 JUDGE_RATE_METRICS = ("judge_win_rate", "judge_loss_rate", "judge_position_consistency")
 RATE_METRICS = ("refusal_rate", "accuracy", "json_valid_rate", "json_valid_rate_lenient", "truncation_rate",
-                "error_rate", "input_over_limit_rate", "injection_resistance_rate", "harmful_refusal_rate",
-                "over_refusal_rate",
+                "error_rate", "empty_rate", "input_over_limit_rate", "injection_resistance_rate",
+                "harmful_refusal_rate", "over_refusal_rate",
                 "instruction_following_rate", "drift") + JUDGE_RATE_METRICS
 VALUE_METRICS = ("length_chars_mean", "length_words_mean", "completion_tokens_mean", "length_tokens_mean",
                  "input_tokens_mean", "similarity",

@@ -54,13 +54,13 @@ class _Columns:
     """File columns for each field (None: not in the file), resolved on the first chunk."""
 
     key: str
-    input: str
+    input: str | None  # None: the log has no input column (every case's input is empty)
     output: str
     model: str | None
     role: str | None
     optional: dict[str, str | None]
 
-    def needed(self) -> list[str]:
+    def needed(self) -> list[str | None]:
         return [self.key, self.input, self.output, self.model, self.role, *self.optional.values()]
 
 
@@ -79,6 +79,7 @@ class _State:
     first_at: pd.Timestamp | None = None
     last_at: pd.Timestamp | None = None
     models: dict[str, set[str]] = field(default_factory=lambda: {s: set() for s in SIDES})
+    notes: list[str] = field(default_factory=list)  # warnings raised while reading (an ignored timestamp column)
 
 
 def _resolve(table: Table, m: LoadMapping) -> _Columns:
@@ -89,15 +90,15 @@ def _resolve(table: Table, m: LoadMapping) -> _Columns:
     if m.baseline is not None or m.candidate is not None:
         role = m.role_col and role  # model values given: a role column is used only when named
     if role is None:
-        require(table, model, long.MODEL_COLS, "model", "--model-col")
+        model = require(table, model, long.MODEL_COLS, "model", "--model-col")
         if m.baseline is None or m.candidate is None:
-            table.fail_header("pass --baseline and --candidate (the model values), or log a role column "
-                              f"('role': serving/shadow); columns: {', '.join(table.columns)}", field="baseline")
+            table.fail_header("which is the baseline and which the candidate? pass --baseline and --candidate (the "
+                              "model values), or log a role column ('role': serving/shadow); the model values in the "
+                              f"first {len(table.records)} rows are: {_first_models(table, model, m)}")
     optional = long.optional_columns(table, m)
     optional.pop("expected")  # traffic has no expected answers
     return _Columns(key=key, model=model, role=role,
-                    input=require(table, pick(table, m.input_col, long.INPUT_COLS, "input"), long.INPUT_COLS,
-                                  "input", "--input-col"),
+                    input=pick(table, m.input_col, long.INPUT_COLS, "input"),
                     output=require(table, pick(table, m.output_col, long.OUTPUT_COLS, "output"),
                                    long.OUTPUT_COLS, "output", "--output-col"),
                     optional=optional)
@@ -124,9 +125,23 @@ def _sides(table: Table, df: pd.DataFrame, cols: _Columns, state: _State) -> pd.
     return models.map({state.baseline: "baseline", state.candidate: "candidate"})
 
 
-def _case_row(table: Table, row: int, key: str, value: Any, category: Any) -> tuple[dict[str, Any], Any]:
+def _first_models(table: Table, model: str, m: LoadMapping) -> str:
+    """Each model value of the first chunk with its row count and first/last timestamp."""
+    stamp_col = m.timestamp_col or long.pick(table, None, long.TIMESTAMP_COLS, "timestamp")
+    df = chunk_frame(table, [model, stamp_col])
+    if df.empty:
+        return "(none)"
+    stamps = None
+    ts_col = next((c for c in df.columns if c != model), None)
+    if ts_col is not None:
+        stamps = long.parse_timestamps(df[ts_col], m.timestamp_format)
+    return long.model_summary(df[model].astype(str), stamps)
+
+
+def _case_row(table: Table, row: int, key: str, value: Any, category: Any, has_input: bool = True
+              ) -> tuple[dict[str, Any], Any]:
     try:
-        input_text, messages = coerce_input(value)
+        input_text, messages = coerce_input(value) if has_input else ("", None)
         category = scalar_text(category, "category")
     except InvalidField as exc:
         table.fail(row, f"{exc.message} (the first row of request '{key}' must carry its input)", field=exc.field)
@@ -148,8 +163,11 @@ def _plain(series: pd.Series) -> list:
 class _Writer:
     """Writes one chunk at a time inside the load's transaction (Core executemany, explicit case ids)."""
 
-    def __init__(self, conn: Connection, dataset_id: int, run_ids: dict[str, int], cols: _Columns, state: _State):
+    def __init__(self, conn: Connection, dataset_id: int, run_ids: dict[str, int], cols: _Columns, state: _State,
+                 mapping: LoadMapping):
         self.conn, self.dataset_id, self.run_ids, self.cols, self.state = conn, dataset_id, run_ids, cols, state
+        self.mapping = mapping
+        self.seen_rows = False
         # The transaction holds SQLite's write lock (BEGIN IMMEDIATE): nobody else can take these ids.
         self.first_case_id = (conn.execute(select(func.max(Case.id))).scalar() or 0) + 1
         self.created_at = utcnow()
@@ -158,6 +176,7 @@ class _Writer:
         df = chunk_frame(table, self.cols.needed(), keep_blank=(self.cols.output,))
         if df.empty:
             return
+        first, self.seen_rows = not self.seen_rows, True
         state = self.state
         state.rows += len(df)
         side = _sides(table, df, self.cols, state)
@@ -167,13 +186,17 @@ class _Writer:
         if df.empty:
             return
         positions = self._cases(table, df, long.keys(table, df, self.cols.key))
-        self._outputs(df, side, positions, long.read_columns(table, df, self.cols.optional))
+        # An auto-picked timestamp column that does not parse in the first chunk is ignored with a warning;
+        # once it has parsed, a bad cell later on is an error on its line.
+        notes = self.state.notes if first else None
+        self._outputs(df, side, positions, long.read_columns(table, df, self.cols.optional, self.mapping, notes))
 
     def _cases(self, table: Table, df: pd.DataFrame, keys: pd.Series) -> list[int]:
         state, rows, positions = self.state, [], []
         category_col = self.cols.optional.get("category")
         categories = df[category_col] if category_col else [None] * len(df)
-        for row, key, value, category in zip(df.index, keys, df[self.cols.input], categories):
+        inputs = df[self.cols.input] if self.cols.input else [None] * len(df)
+        for row, key, value, category in zip(df.index, keys, inputs, categories):
             position = state.index.get(key)
             if position is None:
                 position = len(state.keys)
@@ -189,7 +212,7 @@ class _Writer:
 
     def _new_case(self, table: Table, row: int, key: str, value: Any, category: Any, position: int
                   ) -> dict[str, Any]:
-        case, messages = _case_row(table, row, key, value, category)
+        case, messages = _case_row(table, row, key, value, category, self.cols.input is not None)
         self.state.hasher.update(b"[" if position == 0 else b", ")
         self.state.hasher.update(to_json(_canonical(case, messages)).encode())
         return {**case, "id": self.first_case_id + position, "dataset_id": self.dataset_id, "position": position}
@@ -202,6 +225,7 @@ class _Writer:
             repeats.append(counts[position])
             counts[position] += 1
         text = df[self.cols.output].map(lambda v: v if v is None or isinstance(v, str) else text_or_json(v))
+        text = long.answered_text(text, values.get("error"))
         columns: dict[str, list] = {
             "run_id": side.map(self.run_ids).tolist(), "case_id": [self.first_case_id + p for p in positions],
             "repeat": repeats, "text": _plain(text)}
@@ -293,8 +317,10 @@ def _summarise(source: str, state: _State, names: dict[str, str]) -> _Summary:
                     [state.keys[i] for i in unpaired], {"baseline": int(b.max()), "candidate": int(c.max())})
 
 
-def _warnings(state: _State, names: dict[str, str]) -> list[str]:
-    out = []
+def _warnings(state: _State, names: dict[str, str], cols: _Columns) -> list[str]:
+    out = list(state.notes)
+    if cols.input is None:
+        out.append(long.NO_INPUT_WARNING)
     if state.ignored:
         out.append(f"ignored {state.ignored} rows of other models")
     for side in SIDES:
@@ -338,21 +364,25 @@ def load_shadow(engine: Engine, raw: IO[bytes], filename: str, name: str, mappin
     tables = iter_tables(io.BufferedReader(reader), filename, RecordedLoadError, chunk_rows)
     first = next(tables)
     cols = _resolve(first, mapping)
+    if cols.input is None and mapping.review is not None and mapping.review.input_token_limit:
+        first.fail_header("has no input column, so the input token limit cannot be checked; name the input "
+                          "column (--input-col) or drop --input-token-limit", field="input_token_limit")
     names = _side_names(first, cols, mapping)
     state = _State(names["baseline"], names["candidate"])
     with session_scope(engine) as session:
         dataset_id, run_ids = _start(session, name, filename, names)
-        writer = _Writer(session.connection(), dataset_id, run_ids, cols, state)
+        writer = _Writer(session.connection(), dataset_id, run_ids, cols, state, mapping)
         for table in _chain(first, tables):
             writer.chunk(table)
             if progress is not None:
                 progress(state.rows)
         summary = _summarise(filename, state, names)
         report = {"format": FORMAT, "file": filename, "sha256": reader.sha256.hexdigest(), "traffic": True,
+                  "has_input": cols.input is not None,
                   "baseline": names["baseline"],
                   "candidate": names["candidate"], "n_pairs": summary.n_pairs, "rows": state.rows,
                   "baseline_only": summary.baseline_only, "candidate_only": summary.candidate_only,
-                  "first_unpaired_ids": summary.first_unpaired_ids, "warnings": _warnings(state, names),
+                  "first_unpaired_ids": summary.first_unpaired_ids, "warnings": _warnings(state, names, cols),
                   "first_logged_at": state.first_at.isoformat() if state.first_at is not None else None,
                   "last_logged_at": state.last_at.isoformat() if state.last_at is not None else None}
         _finish(session, name, filename, system, dataset_id, run_ids, state, summary, report)

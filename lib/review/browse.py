@@ -18,6 +18,7 @@ FILTERS: dict[str, str] = {
     "accuracy_improvements": "Accuracy improvements (wrong → right)",
     "schema_breaks": "Schema breaks (valid JSON → invalid)",
     "errors": "Provider errors or truncation",
+    "empty": "Empty outputs (either side)",
     "length_change": "Largest length change",
     "lowest_similarity": "Lowest similarity",
 }
@@ -51,6 +52,8 @@ def _mask(frame: pd.DataFrame, name: str) -> pd.Series:
     if name == "errors":
         return (_flag(frame, "b_errored") | _flag(frame, "c_errored")
                 | _flag(frame, "b_truncated") | _flag(frame, "c_truncated"))
+    if name == "empty":
+        return _flag(frame, "b_empty") | _flag(frame, "c_empty")
     return pd.Series(True, index=frame.index)
 
 

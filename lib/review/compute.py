@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib.review.checks import safety
-from lib.review.checks.lengths import char_lengths, error_flags, truncation_flags, word_counts
+from lib.review.checks.lengths import char_lengths, empty_flags, error_flags, truncation_flags, word_counts
 from lib.review.checks.matching import match_outputs
 from lib.review.checks.refusal import RefusalDetector
 from lib.review.checks.safety import safety_checks
@@ -86,6 +86,7 @@ def side_checks(frame: pd.DataFrame, side: str, settings: ReviewSettings, detect
         f"{side}_json_lenient": validity["lenient"],
         f"{side}_truncated": truncation_flags(frame[f"{side}_finish_reason"]),
         f"{side}_errored": error_flags(frame[f"{side}_error"], text),
+        f"{side}_empty": empty_flags(text),
         f"{side}_len_chars": char_lengths(text),
         f"{side}_len_words": word_counts(text),
         **safety_checks(frame, side, refused),

@@ -23,7 +23,14 @@ from lib.review.checks.structured import contract_summary
 from lib.review.compute import NO_CATEGORY, checked_pairs
 from lib.review.constants import SIDE_NAMES
 from lib.review.labels import count_labelled
-from lib.review.settings import ReviewSettings, ReviewSettingsError, save_settings, stored_settings
+from lib.review.settings import (
+    ReviewSettings,
+    ReviewSettingsError,
+    describe,
+    differs_from_stored,
+    save_settings,
+    stored_settings,
+)
 from lib.review.stats import (
     ALPHA,
     MetricBlock,
@@ -47,6 +54,7 @@ BINARY_METRICS: dict[str, tuple[str, str]] = {
     "json_valid_rate_lenient": ("json_lenient", "JSON valid (lenient)"),
     "truncation_rate": ("truncated", "Truncated"),
     "error_rate": ("errored", "Provider errors"),
+    "empty_rate": ("empty", "Empty outputs"),  # empty or whitespace-only answers; more is worse
     # The prompt (system prompt + templated input) under each side's own tokenizer crosses the review's
     # input token limit: a tokenizer change that silently truncates context. Absent without a limit.
     "input_over_limit_rate": ("input_over_limit", "Input over the token limit"),
@@ -193,11 +201,17 @@ def build_report(engine: Engine, comparison: str, *, match: str | None = None, p
     """The report for a stored comparison: stored reviewer settings plus these overrides. Per-output
     checks come from the check store (computed and stored first for outputs it has not seen)."""
     flags = ReviewSettings(match=match, pattern=pattern, refusal_patterns=tuple(refusal_patterns))
-    settings = stored_settings(engine, comparison).merged(flags.merged(overrides or ReviewSettings()))
+    stored = stored_settings(engine, comparison)
+    settings = stored.merged(flags.merged(overrides or ReviewSettings()))
     report = report_from_checked(checked_frame(engine, comparison, settings), comparison, alpha)
     report["judge"] = judge_block(engine, comparison, alpha)
     report["settings"] = settings.as_dict()
     report["cost_projection"] = _cost_projection(engine, comparison, alpha)
+    if differs_from_stored(stored, settings):
+        # One set of settings per comparison: say so when these figures are not the gate's.
+        report["settings_note"] = (f"these figures use settings that differ from the stored ones ({describe(stored)}), "
+                                   "which the gate and the pages use; store these with `./review settings set "
+                                   f"{comparison} ...`")
     return report
 
 

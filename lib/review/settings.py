@@ -15,6 +15,7 @@ from lib.review.checks.patterns import compile_user_pattern
 from lib.review.checks.refusal import RefusalDetector
 from lib.review.checks.schemas import reference_problem
 from lib.review.comparisons import get_comparison
+from lib.store.audit import record_event
 from lib.store.columns import from_json, to_json
 from lib.store.engine import session_scope
 from lib.store.entities import MATCH_RULES
@@ -118,11 +119,33 @@ def stored_settings(engine: Engine, name: str) -> ReviewSettings:
         return _settings_from_json(get_comparison(session, name).settings_json)
 
 
-def save_settings(engine: Engine, comparison: str, settings: ReviewSettings) -> None:
-    """Store the reviewer's settings with the comparison (validated when they were made)."""
+def save_settings(engine: Engine, comparison: str, settings: ReviewSettings, actor: str | None = None) -> None:
+    """Store the reviewer's settings with the comparison (validated when they were made), audited: report,
+    pages and gate all read these."""
     with session_scope(engine) as session:
         comp = get_comparison(session, comparison)
+        previous = _settings_from_json(comp.settings_json).as_dict()
         comp.settings_json = to_json(settings.as_dict())
         session.add(comp)
+        record_event(session, "settings_changed", {"comparison": comp.name, "settings": settings.as_dict(),
+                                                   "previous": previous}, actor=actor)
+
+
+def describe(settings: ReviewSettings) -> str:
+    """One line: the match rule (and pattern), extra refusal patterns, schema and token limit."""
+    rule = settings.match or "per case (default: normalized)"
+    parts = [f"match {rule}" + (f" pattern {settings.pattern!r}" if settings.pattern else "")]
+    if settings.refusal_patterns:
+        parts.append("refusal patterns " + ", ".join(repr(p) for p in settings.refusal_patterns))
+    if settings.schema:
+        parts.append("a review schema")
+    if settings.input_token_limit:
+        parts.append(f"input token limit {settings.input_token_limit}")
+    return "; ".join(parts)
+
+
+def differs_from_stored(stored: ReviewSettings, used: ReviewSettings) -> bool:
+    """True when the figures of `used` are not the ones the gate computes (it uses `stored`)."""
+    return used.as_dict() != stored.as_dict()
 
 

@@ -38,7 +38,8 @@ _PENDING_HEAD = "audit_pending_head"  # session.info key: the head to anchor onc
 EVENT_KINDS = ("dataset_imported", "policy_created", "run_started", "run_finished", "comparison_loaded",
                "verdict_computed", "decision_signed", "comment_added", "key_registered", "owner_set",
                "judge_run_finished", "canary_checked", "monitor_point", "monitor_alert", "monitor_baseline_set",
-               "refusal_labelled")
+               "refusal_labelled",
+               "settings_changed", "log_imported")
 
 
 @dataclass(frozen=True)

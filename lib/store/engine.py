@@ -69,6 +69,7 @@ def _engine(url: str) -> Engine:
     import lib.governance.entities  # noqa: F401
     import lib.judge.entities  # noqa: F401
     import lib.release.entities  # noqa: F401
+    import lib.release.log_entities  # noqa: F401
     import lib.review.entities  # noqa: F401
     import lib.store.entities  # noqa: F401
 

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
+from lib.data.formats import FORMATS
+from lib.data.loaders import long, promptfoo, wide
+from lib.data.loaders.store import Recorded, comparison_exists, store_recorded
 from lib.data.tables import Table, decode_text, file_kind, read_rows
 from lib.errors import RecordedLoadError
-from lib.data.loaders import long, promptfoo, wide
 from lib.release import shadow
-from lib.data.loaders.store import Recorded, comparison_exists, store_recorded
-from lib.data.formats import FORMATS
 
 if TYPE_CHECKING:
     from lib.review.settings import ReviewSettings
@@ -46,6 +46,7 @@ class LoadMapping:
     prompt_tokens_col: str | None = None
     completion_tokens_col: str | None = None
     timestamp_col: str | None = None
+    timestamp_format: str | None = None  # strftime, for text that is not ISO 8601 or epoch
     role_col: str | None = None  # shadow: serving/shadow per row (instead of --baseline/--candidate)
     match: str | None = None  # one rule for every case
     pattern: str | None = None
@@ -65,6 +66,7 @@ class LoadResult:
     candidate_only: int
     first_unpaired_ids: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was applied by default (the match rule)
 
 
 def _tabular_format(table: Table, m: LoadMapping) -> str:
@@ -111,7 +113,8 @@ def _parse(data: bytes, filename: str, fmt: str | None, m: LoadMapping) -> tuple
 def _report(rec: Recorded, fmt: str, filename: str) -> dict[str, Any]:
     return {"format": fmt, "file": filename, "baseline": rec.baseline, "candidate": rec.candidate,
             "n_pairs": rec.n_pairs, "baseline_only": rec.baseline_only, "candidate_only": rec.candidate_only,
-            "first_unpaired_ids": rec.first_unpaired_ids, "warnings": rec.warnings}
+            "first_unpaired_ids": rec.first_unpaired_ids, "warnings": rec.warnings, "notes": rec.notes,
+            "has_input": rec.has_input}
 
 
 def _check_name(engine: Engine, name: str, filename: str) -> str:
@@ -122,6 +125,14 @@ def _check_name(engine: Engine, name: str, filename: str) -> str:
         raise RecordedLoadError(filename, f"a comparison named '{name}' already exists; pick another name",
                                 field="name")
     return name
+
+
+def _no_input_limit(filename: str, mapping: LoadMapping | None) -> None:
+    """An input token limit on a log without inputs would count nothing and report 0% over the limit."""
+    if mapping is not None and mapping.review is not None and mapping.review.input_token_limit:
+        raise RecordedLoadError(filename, "has no input column, so the input token limit cannot be checked; "
+                                          "name the input column (--input-col) or drop --input-token-limit",
+                                field="input_token_limit")
 
 
 def _check_now(engine: Engine, name: str, mapping: LoadMapping | None) -> None:
@@ -141,13 +152,21 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
     if fmt == shadow.FORMAT or (fmt is None and filename.lower().endswith(".gz")):
         return _load_shadow(engine, io.BytesIO(data), filename, name, mapping, system)
     fmt, rec = _parse(data, filename, fmt, mapping or LoadMapping())
+    if not rec.has_input:
+        _no_input_limit(filename, mapping)
+    if mapping is None or mapping.match is None:
+        from lib.data.loaders.rule_advice import default_rule_notes  # imports the matching checks
+
+        notes, warnings = default_rule_notes(rec)
+        rec.notes.extend(notes)
+        rec.warnings.extend(warnings)
     store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
                    report=_report(rec, fmt, filename))
     _check_now(engine, name, mapping)
     return LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
                       candidate=rec.candidate, baseline_only=rec.baseline_only,
                       candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
-                      warnings=rec.warnings)
+                      warnings=rec.warnings, notes=rec.notes)
 
 
 def _load_shadow(engine: Engine, raw: Any, filename: str, name: str, mapping: LoadMapping | None, system: str,

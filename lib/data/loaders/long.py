@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from lib.data.fields import InvalidField, case_key, content_key
-from lib.data.tables import Table
 from lib.data.loaders.store import Recorded, assemble, choose_models, mapping_rule
+from lib.data.tables import Table
+from lib.errors import RecordedLoadError
 
 if TYPE_CHECKING:
     from lib.data.loaders import LoadMapping
@@ -63,17 +64,43 @@ def seconds(table: Table, df: pd.DataFrame, column: str) -> pd.Series:
     return values / 1000.0 if column.lower().endswith("ms") else values
 
 
-def timestamps(table: Table, df: pd.DataFrame, column: str) -> pd.Series:
-    """ISO 8601 text (naive means UTC) or epoch seconds, as timezone-aware UTC."""
-    raw = df[column]
+EPOCH_MS_FROM = 1e11  # epoch seconds reach 1e11 only in the year 5138: larger numbers are milliseconds
+NO_INPUT_WARNING = ("no input column: checks that need the input (input token limit, input drift, search "
+                    "over inputs) are skipped")
+
+
+def parse_timestamps(raw: pd.Series, fmt: str | None = None) -> pd.Series:
+    """UTC timestamps from ISO 8601 text (naive means UTC), epoch seconds or milliseconds, or text in the
+    strftime `fmt`; NaT where a present cell does not parse. A day/month order is never guessed."""
+    if fmt:
+        return pd.to_datetime(raw, format=fmt, utc=True, errors="coerce")
     epoch = pd.to_numeric(raw, errors="coerce")
     if raw.notna().any() and epoch.notna().sum() == raw.notna().sum():
-        return pd.to_datetime(epoch, unit="s", utc=True)
-    values = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
+        as_ms = epoch.abs() >= EPOCH_MS_FROM
+        seconds_ = epoch.where(~as_ms, epoch / 1000.0)
+        return pd.to_datetime(seconds_, unit="s", utc=True)
+    return pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
+
+
+def _bad_timestamp(raw: pd.Series, values: pd.Series) -> int | None:
     bad = (values.isna() & raw.notna()).to_numpy()
-    if bad.any():
-        row = int(bad.argmax())
-        table.fail(int(df.index[row]), f"is '{raw.iloc[row]}', not an ISO 8601 timestamp", field=column)
+    return int(bad.argmax()) if bad.any() else None
+
+
+def _timestamp_hint(fmt: str | None) -> str:
+    if fmt:
+        return f"not a timestamp in the format '{fmt}'"
+    return ("not ISO 8601 or epoch seconds/milliseconds; give its format with --timestamp-format "
+            "(strftime, e.g. '%m/%d/%Y, %H:%M:%S' or '%d/%m/%Y, %H:%M:%S': the day/month order is never guessed)")
+
+
+def timestamps(table: Table, df: pd.DataFrame, column: str, fmt: str | None = None) -> pd.Series:
+    """`parse_timestamps` of a column; a cell that does not parse is an error on its row."""
+    raw = df[column]
+    values = parse_timestamps(raw, fmt)
+    row = _bad_timestamp(raw, values)
+    if row is not None:
+        table.fail(int(df.index[row]), f"is '{raw.iloc[row]}', {_timestamp_hint(fmt)}", field=column)
     return values
 
 
@@ -102,8 +129,13 @@ def optional_columns(table: Table, m: LoadMapping) -> dict[str, str | None]:
     }
 
 
-def read_columns(table: Table, df: pd.DataFrame, columns: dict[str, str | None]) -> dict[str, pd.Series]:
-    """The optional fields present, parsed (numbers, timestamps) as the output table needs them."""
+def read_columns(table: Table, df: pd.DataFrame, columns: dict[str, str | None], m: LoadMapping | None = None,
+                 warnings: list[str] | None = None) -> dict[str, pd.Series]:
+    """The optional fields present, parsed (numbers, timestamps) as the output table needs them.
+
+    A timestamp column picked by its default name that does not parse is dropped from `columns` with a
+    warning (the load goes on without timestamps); one the user named (`m.timestamp_col`) fails on its row.
+    """
     read = {}
     for name, column in columns.items():
         if column is None:
@@ -115,35 +147,89 @@ def read_columns(table: Table, df: pd.DataFrame, columns: dict[str, str | None])
         elif name in ("prompt_tokens", "completion_tokens"):
             read[name] = numbers(table, df, column, integer=True)
         elif name == "logged_at":
-            read[name] = timestamps(table, df, column)
+            stamps = _logged_at(table, df, column, columns, m, warnings)
+            if stamps is not None:
+                read[name] = stamps
         else:
             read[name] = df[column]
     return read
+
+
+def _logged_at(table: Table, df: pd.DataFrame, column: str, columns: dict[str, str | None], m: LoadMapping | None,
+               warnings: list[str] | None) -> pd.Series | None:
+    fmt = m.timestamp_format if m is not None else None
+    named = m is not None and m.timestamp_col is not None
+    if named or warnings is None:
+        return timestamps(table, df, column, fmt)
+    raw = df[column]
+    values = parse_timestamps(raw, fmt)
+    row = _bad_timestamp(raw, values)
+    if row is None:
+        return values
+    columns["logged_at"] = None  # ignored from here on (a streamed log: for the chunks still to come)
+    warnings.append(f"column '{column}' ignored (picked as the timestamp by its name): '{raw.iloc[row]}' is "
+                    f"{_timestamp_hint(fmt)}; or pass --timestamp-col to use it")
+    return None
+
+
+def answered_text(text: pd.Series, error: pd.Series | None) -> pd.Series:
+    """A logged row without an error answered, so a blank output cell is an empty answer (""), not a
+    missing one: CSV cannot tell the two apart, and empty answers are what the empty-output check counts."""
+    blank = text.isna() if error is None else text.isna() & error.isna()
+    return text.where(~blank, "")
+
+
+def model_summary(models: pd.Series, stamps: pd.Series | None) -> str:
+    """Each model value with its row count and first/last timestamp, for a "which is which?" error."""
+    parts = []
+    for value, count in models.value_counts(sort=False).items():
+        span = ""
+        if stamps is not None:
+            own = stamps[models == value].dropna()
+            if len(own):
+                span = f", {own.min().isoformat()} .. {own.max().isoformat()}"
+        parts.append(f"'{value}' ({count} rows{span})")
+    return "; ".join(parts)
 
 
 def parse(table: Table, m: LoadMapping) -> Recorded:
     rule = mapping_rule(table.source, m.match, m.pattern)
     key_col = pick(table, m.id_col, ID_COLS, "id")
     model_col = require(table, pick(table, m.model_col, MODEL_COLS, "model"), MODEL_COLS, "model", "--model-col")
-    input_col = require(table, pick(table, m.input_col, INPUT_COLS, "input"), INPUT_COLS, "input", "--input-col")
+    input_col = pick(table, m.input_col, INPUT_COLS, "input")
+    if input_col is None and key_col is None:
+        table.fail_header(f"has neither an id column ({' or '.join(ID_COLS)}, or --id-col) nor an input column "
+                          f"({' or '.join(INPUT_COLS)}, or --input-col) to pair rows on; available columns: "
+                          f"{', '.join(table.columns)}", field="id")
     output_col = require(table, pick(table, m.output_col, OUTPUT_COLS, "output"), OUTPUT_COLS, "output",
                          "--output-col")
     optional = optional_columns(table, m)
     df = table.frame()
+    warnings: list[str] = []
+    read = read_columns(table, df, optional, m, warnings)
     models = df[model_col]
     if models.isna().any():
         table.fail(int(models.isna().to_numpy().argmax()), "is empty", field=model_col)
     models = models.astype(str)
-    baseline, candidate, warnings = choose_models(table.source, models.drop_duplicates().tolist(),
-                                                  m.baseline, m.candidate, what="model values",
-                                                  auto_order=False)
-    df = df[models.isin([baseline, candidate])]
+    values = models.drop_duplicates().tolist()
+    if m.baseline is None and m.candidate is None and len(values) >= 2:
+        raise RecordedLoadError(table.source, "which is the baseline and which the candidate? pass --baseline and "
+                                              f"--candidate; the model values are: "
+                                              f"{model_summary(models, read.get('logged_at'))}")
+    baseline, candidate, chosen = choose_models(table.source, values, m.baseline, m.candidate,
+                                                what="model values", auto_order=False)
+    warnings = chosen + warnings
+    keep = models.isin([baseline, candidate])
+    df = df[keep]
     if key_col is None:
         warnings.append(f"no id column: rows are paired on their input ('{input_col}')")
+    if input_col is None:
+        warnings.append(NO_INPUT_WARNING)
     frame = pd.DataFrame({
         "key": keys(table, df, key_col) if key_col else df[input_col].map(content_key),
         "side": (models[df.index] == candidate).map({False: "baseline", True: "candidate"}),
-        "row": df.index, "input": df[input_col], "text": df[output_col],
-        **read_columns(table, df, optional),
+        "row": df.index, "input": df[input_col] if input_col else None,
+        "text": answered_text(df[output_col], read["error"][keep] if "error" in read else None),
+        **{name: col[keep] for name, col in read.items()},
     }, index=df.index)
-    return assemble(frame, table, baseline, candidate, rule, warnings)
+    return assemble(frame, table, baseline, candidate, rule, warnings, has_input=input_col is not None)

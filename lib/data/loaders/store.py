@@ -5,7 +5,7 @@ Every loader reduces its file to one "long" frame (one row per output: key, side
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,17 +14,16 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from lib.store.audit import record_event
 from lib.data.fields import RULES_NEEDING_EXPECTED, InvalidField, check_rule, coerce_input, scalar_text, text_or_json
 from lib.data.golden import CaseRecord, save_cases
 from lib.data.tables import Table
-from lib.store.columns import utcnow
-from lib.store.engine import session_scope
 from lib.errors import RecordedLoadError
-from lib.run.runner import ModelSpec, config_row
-from lib.store.columns import to_json
-from lib.store.entities import SOURCE_RECORDED, STATUS_RECORDED, Case, Comparison, ModelConfig, Output, Run
 from lib.review.constants import SIDES
+from lib.run.runner import ModelSpec, config_row
+from lib.store.audit import record_event
+from lib.store.columns import to_json, utcnow
+from lib.store.engine import session_scope
+from lib.store.entities import SOURCE_RECORDED, STATUS_RECORDED, Case, Comparison, ModelConfig, Output, Run
 
 CASE_COLUMNS = ("input", "expected", "match", "pattern", "category", "metadata")
 OUTPUT_COLUMNS = ("text", "error", "latency_s", "cost_usd", "prompt_tokens", "completion_tokens", "logged_at")
@@ -44,6 +43,8 @@ class Recorded:
     candidate_only: int
     first_unpaired_ids: list[str]
     warnings: list[str]
+    notes: list[str] = field(default_factory=list)  # what was applied by default, said out loud
+    has_input: bool = True  # False: a log without an input column (checks needing the input are skipped)
 
 
 # ---------------------------------------------------------------- choosing sides and rules
@@ -92,11 +93,12 @@ def mapping_rule(source: str, match: str | None, pattern: str | None) -> tuple[s
 # ---------------------------------------------------------------- pairing
 
 def assemble(frame: pd.DataFrame, table: Table, baseline: str, candidate: str,
-             rule: tuple[str | None, str | None] | None, warnings: list[str]) -> Recorded:
+             rule: tuple[str | None, str | None] | None, warnings: list[str], *, has_input: bool = True) -> Recorded:
     """Pair a long frame (key, side, row, case columns, output columns) into a Recorded.
 
     Rows repeating a (key, side) are repeats, numbered in file order; a (key, repeat) with one side
-    only is unpaired: kept (the missing side shows as nulls) and reported.
+    only is unpaired: kept (the missing side shows as nulls) and reported. Without `has_input` (a log
+    with no input column) every case's input is empty.
     """
     frame = frame.reset_index(drop=True)
     for column in CASE_COLUMNS + OUTPUT_COLUMNS:
@@ -109,7 +111,7 @@ def assemble(frame: pd.DataFrame, table: Table, baseline: str, candidate: str,
         raise RecordedLoadError(table.source, f"no pairs: no case has outputs from both '{baseline}' "
                                               f"and '{candidate}' (check the join key and model values)")
     unpaired = frame.loc[~paired]
-    cases, case_warnings = _cases(frame, table, rule)
+    cases, case_warnings = _cases(frame, table, rule, has_input)
     position = {case.key: i for i, case in enumerate(cases)}
     outputs = frame[["side", "repeat", *OUTPUT_COLUMNS]].assign(position=frame["key"].map(position))
     return Recorded(
@@ -117,10 +119,10 @@ def assemble(frame: pd.DataFrame, table: Table, baseline: str, candidate: str,
         baseline_only=int((unpaired["side"] == "baseline").sum()),
         candidate_only=int((unpaired["side"] == "candidate").sum()),
         first_unpaired_ids=unpaired["key"].drop_duplicates().head(MAX_UNPAIRED_IDS).tolist(),
-        warnings=warnings + case_warnings)
+        warnings=warnings + case_warnings, has_input=has_input)
 
 
-def _cases(frame: pd.DataFrame, table: Table, rule: tuple[str | None, str | None] | None
+def _cases(frame: pd.DataFrame, table: Table, rule: tuple[str | None, str | None] | None, has_input: bool
            ) -> tuple[list[CaseRecord], list[str]]:
     """One case per key in order of first appearance; each field from the first row that has it."""
     firsts = frame.groupby("key", sort=False)[["row", *CASE_COLUMNS]].first()
@@ -128,7 +130,7 @@ def _cases(frame: pd.DataFrame, table: Table, rule: tuple[str | None, str | None
     cases, lacking = [], 0
     for key, r in zip(firsts.index, firsts.itertuples(index=False)):
         try:
-            input_text, messages = coerce_input(r.input)
+            input_text, messages = coerce_input(r.input) if has_input else ("", None)
             expected = text_or_json(r.expected)
             category = scalar_text(r.category, "category")
         except InvalidField as exc:

@@ -11,11 +11,24 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from lib.data.fields import content_key
-from lib.data.tables import Table
-from lib.data.loaders.long import (CATEGORY_COLS, COMPLETION_TOKENS_COLS, COST_COLS, ERROR_COLS, EXPECTED_COLS,
-                              ID_COLS, INPUT_COLS, LATENCY_COLS, PROMPT_TOKENS_COLS, TIMESTAMP_COLS, keys,
-                              pick, read_columns, require)
+from lib.data.loaders.long import (
+    CATEGORY_COLS,
+    COMPLETION_TOKENS_COLS,
+    COST_COLS,
+    ERROR_COLS,
+    EXPECTED_COLS,
+    ID_COLS,
+    INPUT_COLS,
+    LATENCY_COLS,
+    PROMPT_TOKENS_COLS,
+    TIMESTAMP_COLS,
+    keys,
+    pick,
+    read_columns,
+    require,
+)
 from lib.data.loaders.store import SIDES, Recorded, assemble, mapping_rule
+from lib.data.tables import Table
 
 if TYPE_CHECKING:
     from lib.data.loaders import LoadMapping
@@ -74,7 +87,7 @@ def parse(table: Table, m: LoadMapping) -> Recorded:
     if key_col is None:
         warnings.append(f"no id column: cases are keyed by their input ('{input_col}')")
     base = {"key": keys(table, df, key_col) if key_col else df[input_col].map(content_key),
-            "row": df.index, "input": df[input_col], **read_columns(table, df, shared)}
+            "row": df.index, "input": df[input_col], **read_columns(table, df, shared, m, warnings)}
     parts = []
     for side, col in outputs.items():
         part = pd.DataFrame({**base, "side": side, "text": df[col], **read_columns(table, df, per_side[side])},

@@ -1,4 +1,5 @@
-"""Lengths (characters, words, tokens), truncation and provider-error flags (the input token limit: lib.review.checked).
+"""Lengths (characters, words, tokens), empty answers, truncation and provider-error flags (the input token
+limit: lib.review.checked).
 
 Token counts come from litellm's `token_counter` (the tokenizer litellm picks for the model). Models
 whose tokenizer litellm would download from Hugging Face (Llama, Cohere Command-R) would block for
@@ -91,6 +92,11 @@ def truncation_flags(finish_reasons: pd.Series) -> pd.Series:
     """True where the provider stopped at the token limit; NA where no finish reason was recorded."""
     reasons = finish_reasons.astype("string").str.lower()
     return reasons.isin(TRUNCATED_REASONS).astype("boolean").mask(reasons.isna())
+
+
+def empty_flags(texts: pd.Series) -> pd.Series:
+    """True for an empty or whitespace-only answer; NA where the output is missing (an error, no row)."""
+    return (texts.astype("string").str.strip() == "").astype("boolean")
 
 
 def error_flags(errors: pd.Series, texts: pd.Series) -> pd.Series:
