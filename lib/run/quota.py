@@ -254,9 +254,10 @@ class Pacer:
     def _cut_found_rate(self, now: float) -> None:
         """Undeclared quota: start from the rate that was succeeding, then decrease multiplicatively."""
         if self.requests is None:
+            if len(self.successes) < 2:
+                return  # nothing to measure a rate on yet: the in-flight limit and the hold do the work
             span = min(SUCCESS_WINDOW_S, now - (self.stats.first_at or now)) or 1.0
-            rate = max(1.0, 60.0 * len(self.successes) / span)
-            self.requests = Bucket(rate, now)
+            self.requests = Bucket(60.0 * len(self.successes) / span, now)
         else:
             storm = now - self.last_found_cut < STORM_S
             self.requests.per_minute = max(1.0, self.requests.per_minute * (FOUND_STORM_DECREASE if storm
