@@ -3,6 +3,7 @@ quota is found from 429s (AIMD); the flags, the pre-run warning and the summary 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -194,7 +195,11 @@ def test_cli_says_an_unreachable_quota_before_the_run_and_the_achieved_rate_afte
         assert "no latency known yet" in err
         assert "rpm achieved, 0 429s" in out
         _, err = cli_run("second")  # now the store knows the models' latency
-        assert "warning: candidate at 1 in flight and ~0.2 s per call, at most 300 rpm (quota 6000)" in err
+        found = re.search(r"warning: candidate at 1 in flight and ~([\d.]+) s per call, at most (\d+) rpm "
+                          r"\(quota 6000\): raise --concurrency to reach it", err)
+        assert found, err
+        latency, ceiling = float(found[1]), int(found[2])
+        assert latency >= 0.2 and ceiling == pytest.approx(60 / latency, rel=0.1)
 
 
 def test_run_result_carries_the_achieved_rate(engine, llm_server: LLMServer) -> None:
