@@ -426,14 +426,14 @@ class RetryingCaller:
         if pacer is None:
             async with self.semaphore:
                 return await self._attempt(kwargs)
-        await pacer.acquire(tokens)
+        sent_at = await pacer.acquire(tokens)
         out = None
         try:
             async with self.semaphore:  # released while backing off: others keep the slots busy
                 out = await self._attempt(kwargs)
             return out
         finally:
-            _release(pacer, out, tokens)
+            _release(pacer, out, tokens, sent_at)
 
     async def complete(self, kwargs: dict[str, Any], pacer: Any = None) -> CallOutcome:
         """One request after every retry. `pacer`: a `lib.run.quota.Pacer` for this model's quota."""
@@ -452,7 +452,7 @@ class RetryingCaller:
             await asyncio.sleep(self.delay(out.error, attempt))
 
 
-def _release(pacer: Any, out: _Attempt | None, tokens: int) -> None:
+def _release(pacer: Any, out: _Attempt | None, tokens: int, sent_at: float) -> None:
     """Tell the pacer how an attempt went (a cancelled attempt counts as neither success nor 429)."""
     if out is None:
         pacer.release(ok=False, rate_limited=False, latency_s=0.0, estimated_tokens=tokens, used_tokens=tokens)
@@ -463,4 +463,5 @@ def _release(pacer: Any, out: _Attempt | None, tokens: int) -> None:
         used = 0  # refused before the model ran: those tokens were not spent
     pacer.release(ok=c is not None, rate_limited=error is not None and error.kind == "rate_limit",
                   latency_s=out.latency, estimated_tokens=tokens, used_tokens=used,
-                  retry_after=error.retry_after if error is not None else None, headers=out.headers)
+                  retry_after=error.retry_after if error is not None else None, headers=out.headers,
+                  sent_at=sent_at)

@@ -8,6 +8,7 @@ A `Pacer` per side (a quota is per model, as providers count it) gates every att
 - without a declared quota the pace is found: the first 429 sets the request rate to the rate that was
   succeeding, later 429s cut it (multiplicative decrease), clean seconds raise it (additive increase);
   the in-flight limit does the same (halved on a 429, +1/limit per success), so a quota is found, not hammered.
+  Only a 429 to a call sent after the last cut cuts again: those sent before it were answered by it.
 Everything runs on one event loop (a side's worker or the in-process loop): no locks beyond asyncio's.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lib.errors import ReviewInputError
 
 BURST_S = 0.25  # a bucket holds this many seconds of quota: short idle spells are caught up, never a flood
 FOUND_DECREASE = 0.85  # an undeclared quota: the rate after a further 429 ...
-FOUND_STORM_DECREASE = 0.5  # ... or after one within STORM_S of the last cut (the rate is still far too high)
+FOUND_STORM_DECREASE = 0.7  # ... or after one within STORM_S of the last cut (the rate is still far too high)
 STORM_S = 1.0
 FOUND_INCREASE_PER_S = 0.05  # ... and its growth per second without a 429 (fraction of the rate)
 INFLIGHT_DECREASE = 0.5  # the in-flight limit after a 429
@@ -165,7 +166,6 @@ class Pacer:
         self.hold_until = 0.0
         self.found_at = 0.0  # when the found rate last changed (additive increase runs from here)
         self.last_cut = self.last_found_cut = -math.inf
-        self.latency = 1.0  # recent attempt latency: at most one decrease per round trip
         self.successes: deque[float] = deque()
         self.stats = PaceStats()
         self._gate = asyncio.Lock()  # FIFO: waiting calls are paced in arrival order, one at a time
@@ -182,7 +182,8 @@ class Pacer:
         self._room.set()
 
     # ---- sending ------------------------------------------------------------------------------------
-    async def acquire(self, tokens: int = 0) -> None:
+    async def acquire(self, tokens: int = 0) -> float:
+        """Wait for the side's pace and a free slot; returns the send time (give it back to `release`)."""
         async with self._gate:
             while True:
                 now = self.clock()
@@ -195,6 +196,7 @@ class Pacer:
                 else:
                     break
             self._take(now, tokens)
+            return now
 
     def _wait(self, now: float, tokens: int) -> float:
         self._grow_found_rate(now)
@@ -218,17 +220,16 @@ class Pacer:
     # ---- after the response -----------------------------------------------------------------------
     def release(self, *, ok: bool, rate_limited: bool, latency_s: float, estimated_tokens: int = 0,
                 used_tokens: int | None = None, retry_after: float | None = None,
-                headers: Mapping[str, str] | None = None) -> None:
+                headers: Mapping[str, str] | None = None, sent_at: float | None = None) -> None:
         now = self.clock()
         self.in_flight -= 1
-        self.latency = 0.8 * self.latency + 0.2 * latency_s
         self.stats.last_at = now
         if self.tokens is not None and used_tokens is not None:
             self.tokens.give_back(estimated_tokens - used_tokens)  # negative when the estimate was low
         if headers:
             self._read_headers(headers, now)
         if rate_limited:
-            self._on_rate_limit(now, retry_after)
+            self._on_rate_limit(now, retry_after, now if sent_at is None else sent_at)
         elif ok:
             self._on_success(now)
         self._room.set()
@@ -240,12 +241,12 @@ class Pacer:
             self.successes.popleft()
         self.limit = min(float(self.max_in_flight), self.limit + 1.0 / max(self.limit, 1.0))
 
-    def _on_rate_limit(self, now: float, retry_after: float | None) -> None:
+    def _on_rate_limit(self, now: float, retry_after: float | None, sent_at: float) -> None:
         self.stats.rate_limited += 1
         if retry_after is not None:
             self.hold_until = max(self.hold_until, now + retry_after)
-        if now - self.last_cut < self.latency:
-            return  # the calls in flight when the quota ran out: one cut per round trip
+        if sent_at <= self.last_cut:
+            return  # sent before the last cut, at the old pace: that cut answered it already
         self.last_cut = now
         self.limit = max(1.0, self.limit * INFLIGHT_DECREASE)
         if self.quota.rpm is None:
