@@ -8,6 +8,16 @@ log has the arrival times, on the same monotonic clock as the child's start and 
 --phases times the parts of the fixed cost in this process (CLI import, litellm import, the cost
 estimate, preparing the store, the end-of-run checks) on the same store, so the total can be
 attributed: measured, not guessed.
+
+Measured on 2 shared cores at load average 10-12 (everything ~3-4x slower than on an idle machine):
+1000 x 2, latency 0.2, concurrency 32, per-side workers (auto): fixed 26.1 s = 23.5 s to the first call +
+2.6 s from the last response to exit (median of 2; calls 15.1 s). Where it goes (a phase trace of the
+same command, and --phases): the CLI's import 0.2 s; SQLAlchemy/SQLModel import and the store 1.0-3 s;
+litellm's import 9.2 s alone, and it is imported twice at once, by this process for the cost estimate
+(prices, token counter) and by the workers' fork server, which compete for the 2 cores (the first
+estimate_cost call took 30 s, the second 0.4 s: counting 1000 prompts is ~0.1 s idle); the workers' fork
+and first call 2.3 s. After the last response: joining the workers, the run's end records 0.05 s, the
+end-of-run checks 0.3-0.5 s, interpreter shutdown ~0.9 s. The fixed cost is bound by litellm's import.
 """
 from __future__ import annotations
 
@@ -54,7 +64,6 @@ def phases(db_url: str, args: argparse.Namespace) -> None:
         return float(out.stdout.strip().splitlines()[-1])
 
     t = "import time; t = time.perf_counter(); {}; print(time.perf_counter() - t)"
-    print(f"  python -c pass (interpreter start): measured by the shell, not here")
     print(f"  import lib.cli + register commands: {child(t.format('from lib.cli import _register; _register()')):.2f}s")
     print(f"  import lib.run.runner (sqlalchemy, sqlmodel): {child(t.format('import lib.run.runner')):.2f}s")
     print(f"  import litellm (configured): {child(t.format('from lib.run import llm; llm.litellm_module()')):.2f}s")
