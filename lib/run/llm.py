@@ -437,9 +437,7 @@ class RetryingCaller:
 
     async def complete(self, kwargs: dict[str, Any], pacer: Any = None) -> CallOutcome:
         """One request after every retry. `pacer`: a `lib.run.quota.Pacer` for this model's quota."""
-        from lib.run.quota import estimate_tokens
-
-        tokens = estimate_tokens(kwargs) if pacer is not None and pacer.counts_tokens else 0
+        tokens = estimate_call_tokens(kwargs) if pacer is not None and pacer.counts_tokens else 0
         attempt, busy = 0, 0.0
         while True:
             attempt += 1
@@ -450,6 +448,21 @@ class RetryingCaller:
             if not out.error.retryable or attempt > self.policy.max_retries:
                 return CallOutcome(None, out.error, attempt, out.latency, busy)
             await asyncio.sleep(self.delay(out.error, attempt))
+
+
+CHARS_PER_TOKEN = 4  # fallback estimate when the tokenizer fails
+PACING_COMPLETION_TOKENS = 256  # assumed completion tokens of a call without max_tokens, for pacing
+
+
+def estimate_call_tokens(kwargs: dict[str, Any]) -> int:
+    """A call's tokens before it is sent, for a tokens-per-minute quota: prompt tokens (`count_tokens`,
+    else characters / 4) plus max_tokens (else PACING_COMPLETION_TOKENS)."""
+    messages = kwargs.get("messages") or []
+    try:
+        prompt = count_tokens(str(kwargs.get("model", "")), messages).tokens
+    except Exception:  # noqa: BLE001  - an estimate: a failing tokenizer must not fail the call
+        prompt = sum(len(str(m.get("content") or "")) for m in messages) // CHARS_PER_TOKEN + 1
+    return prompt + int(kwargs.get("max_tokens") or PACING_COMPLETION_TOKENS)
 
 
 def _release(pacer: Any, out: _Attempt | None, tokens: int, sent_at: float) -> None:

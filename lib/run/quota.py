@@ -31,8 +31,6 @@ STORM_S = 1.0
 FOUND_INCREASE_PER_S = 0.10  # ... and its growth per second without a 429 (fraction of the rate)
 INFLIGHT_DECREASE = 0.5  # the in-flight limit after a 429
 SUCCESS_WINDOW_S = 3.0  # the first 429 sets the rate to the successes per second over this window
-CHARS_PER_TOKEN = 4  # fallback estimate when no tokenizer is at hand
-DEFAULT_COMPLETION_TOKENS = 256  # assumed completion tokens when max_tokens is not set
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -85,19 +83,6 @@ def parse_duration(value: str | None) -> float | None:
         pass
     parts = _DURATION.findall(value)
     return sum(float(n) * _UNIT_S[u] for n, u in parts) if parts else None
-
-
-def estimate_tokens(kwargs: dict[str, Any]) -> int:
-    """A call's tokens before it is sent: prompt tokens (litellm's counter, else characters / 4) plus
-    max_tokens (else DEFAULT_COMPLETION_TOKENS)."""
-    messages = kwargs.get("messages") or []
-    try:
-        from lib.run import llm
-
-        prompt = llm.count_tokens(str(kwargs.get("model", "")), messages).tokens
-    except Exception:  # noqa: BLE001  - an estimate: a failing tokenizer must not fail the call
-        prompt = sum(len(str(m.get("content") or "")) for m in messages) // CHARS_PER_TOKEN + 1
-    return prompt + int(kwargs.get("max_tokens") or DEFAULT_COMPLETION_TOKENS)
 
 
 class Bucket:
