@@ -259,3 +259,19 @@ def test_run_page_takes_a_quota_per_side_and_shows_the_achieved_rate(engine, llm
     assert _share_429(llm_server, "cand") == (0, 6)
     # from the second: the first call's connection set-up may delay its arrival next to the second's
     assert times[-1] - times[1] >= 4 * 0.5 * 0.9, [round(t - times[0], 3) for t in times]
+
+
+def test_judge_calls_are_paced_to_the_judge_models_quota(engine, llm_server: LLMServer) -> None:
+    from tests.test_judge import judge, load_comparison, script_defaults
+
+    load_comparison(engine, n=4)
+    script_defaults(llm_server)
+    llm_server.set_quota("judge", rpm=600, burst_s=1.0, headers=False)  # 10 per second, a bucket of 10
+    result = judge(engine, llm_server, calls={"concurrency": 8, "quota": Quota(rpm=600)})
+
+    assert result.status == "complete" and result.n_errors == 0
+    times = _times(llm_server, "judge")
+    n_429, sent = _share_429(llm_server, "judge")
+    assert n_429 == 0 and sent == result.n_sent
+    assert _max_in_window(times, 1.0) <= 10 + 2  # 10 per second, plus the client's start and arrival jitter
+    assert times[-1] - times[1] >= (sent - 2) * 0.1 * 0.9  # paced, where 8 in flight would send at once
