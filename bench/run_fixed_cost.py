@@ -9,15 +9,16 @@ log has the arrival times, on the same monotonic clock as the child's start and 
 estimate, preparing the store, the end-of-run checks) on the same store, so the total can be
 attributed: measured, not guessed.
 
-Measured on 2 shared cores at load average 10-12 (everything ~3-4x slower than on an idle machine):
-1000 x 2, latency 0.2, concurrency 32, per-side workers (auto): fixed 26.1 s = 23.5 s to the first call +
-2.6 s from the last response to exit (median of 2; calls 15.1 s). Where it goes (a phase trace of the
-same command, and --phases): the CLI's import 0.2 s; SQLAlchemy/SQLModel import and the store 1.0-3 s;
-litellm's import 9.2 s alone, and it is imported twice at once, by this process for the cost estimate
-(prices, token counter) and by the workers' fork server, which compete for the 2 cores (the first
-estimate_cost call took 30 s, the second 0.4 s: counting 1000 prompts is ~0.1 s idle); the workers' fork
-and first call 2.3 s. After the last response: joining the workers, the run's end records 0.05 s, the
-end-of-run checks 0.3-0.5 s, interpreter shutdown ~0.9 s. The fixed cost is bound by litellm's import.
+Measured (2 shared cores), 1000 x 2, latency 0.2, concurrency 32, per-side workers (auto):
+- load average ~2: fixed 6.7 s = 6.0 s to the first call + 0.7 s after the last response (median of 2;
+  calls 13.5 s, process 20.1 s). A phase trace of one run: CLI import 0.03 s; SQLAlchemy/SQLModel import
+  and the store 0.76 s; the first cost estimate 3.7 s, nearly all of it litellm's import (2.4 s alone,
+  slower here because the workers' fork server imports it at the same moment), the second 0.04 s;
+  preparing the store and the calls 0.03 s; forking the workers to their first call 0.55 s. After the
+  last response: the run's end records 0.01 s, the end-of-run checks 0.08 s, interpreter exit ~0.2 s.
+- load average 10-12: fixed 26.1 s (23.5 s + 2.6 s), litellm's import 9.2 s alone.
+The fixed cost is litellm's import, paid in this process for the cost estimate (prices, the token
+counter) while the fork server pays it again for the workers.
 """
 from __future__ import annotations
 
