@@ -8,8 +8,9 @@ import streamlit as st
 from lib.data.golden import list_datasets
 from lib.errors import ReviewInputError
 from lib.run.executor import WORKER_MODES, should_warm_up, warm_up
+from lib.run.quota import Quota
 from lib.run.resume import stored_run, unfinished
-from lib.run.runner import ModelSpec, ProgressEvent, RunOptions, calls_per_side, run_comparison
+from lib.run.runner import ModelSpec, ProgressEvent, RunOptions, RunResult, calls_per_side, run_comparison
 from lib.run.tools_spec import parse_tools
 from pages import _model_picker, _shared
 
@@ -90,6 +91,25 @@ def _options() -> RunOptions:
                                                "concurrency; auto: per-side for large runs"))
 
 
+def _quota() -> dict[str, Quota]:
+    """Each side's declared quota (per model; 0 = not declared: found from 429s and rate-limit headers)."""
+    st.subheader("Quota")
+    cols = st.columns(4)
+    quotas = {}
+    for i, side in enumerate(("baseline", "candidate")):
+        rpm = cols[2 * i].number_input(f"{side} rpm", 0, 10_000_000, 0, key=f"run_{side}_rpm",
+                                       help="Requests per minute the provider allows this model; 0 = not declared")
+        tpm = cols[2 * i + 1].number_input(f"{side} tpm", 0, 1_000_000_000, 0, key=f"run_{side}_tpm",
+                                           help="Tokens per minute the provider allows this model; 0 = not declared")
+        quotas[side] = Quota(float(rpm) or None, float(tpm) or None)
+    return quotas
+
+
+def _achieved(result: RunResult) -> str:
+    return "; ".join(f"{s.side}: {'—' if s.rpm is None else f'{s.rpm:.0f}'} rpm achieved, {s.rate_limited} 429s"
+                     for s in (result.baseline, result.candidate))
+
+
 def _cost_line(dataset: str, spec: ModelSpec, repeats: int) -> str:
     try:
         est = _shared.cost_estimate(_shared.database_url(), dataset, spec, repeats)
@@ -152,6 +172,7 @@ def _start(dataset: str, base: ModelSpec, cand: ModelSpec, name: str, options: R
         state = "complete" if result.status == "complete" else "error"
         status.update(label=f"{_shared.md(name)}: {result.status} in {result.wall_s:.1f}s ({result.workers})",
                       state=state)
+        st.caption(_achieved(result))
     if result.status != "complete":
         st.warning("Some calls failed after all retries; they are stored as errors. Start again to resume: "
                    "only the failed and missing cases are sent.")
@@ -189,6 +210,7 @@ def _render() -> None:
     if not _tools([base, cand]):
         return
     options = _options()
+    options.side_quotas = _quota()
     name = st.text_input("Comparison name", key="run_name",
                          help="Running an existing name again resumes it.").strip()
     system = st.text_input("System", value="default", key="run_system").strip() or "default"

@@ -3,8 +3,10 @@
 `LLMServer` runs an aiohttp app on 127.0.0.1 (free port) in its own event-loop thread and is steered
 from the test through plain methods: latency, scripted replies (text or tool calls), fingerprints,
 faults (429 with Retry-After, 500, 401 echoing the key, 404, slow past the client timeout, invalid JSON,
-JSON without `choices`, 400) and a request log (with each request's JSON body). Replies are deterministic per (model,
-messages) and differ between model names.
+JSON without `choices`, 400), per-model quotas (`set_quota`: requests and tokens per minute, answered like a
+provider: 429 with Retry-After / retry-after-ms when exceeded, x-ratelimit-* headers on every response) and a
+request log (with each request's JSON body). Replies are deterministic per (model, messages) and differ
+between model names.
 
 `serve_subprocess()` runs the same server in a child process (`python -m tests.llm_server`) so a
 benchmark's client does not share the GIL with it; that mode is configured by command-line flags.
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -98,6 +101,67 @@ class LoggedRequest:
     body: dict = field(default_factory=dict)  # the request's JSON body (tools, tool_choice, parameters)
 
 
+@dataclass
+class _Bucket:
+    """A provider-style token bucket: refills at `per_minute / 60` per second up to `capacity`."""
+
+    per_minute: float
+    capacity: float
+    level: float
+    at: float
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.at) * self.per_minute / 60.0)
+        self.at = now
+
+    def wait_for(self, cost: float) -> float:
+        """Seconds until `cost` fits (a cost above capacity fits a full bucket)."""
+        need = min(cost, self.capacity)
+        return 0.0 if self.level >= need else (need - self.level) * 60.0 / self.per_minute
+
+    def reset_s(self) -> float:
+        """Seconds until the bucket is full again (what x-ratelimit-reset-* report)."""
+        return (self.capacity - self.level) * 60.0 / self.per_minute
+
+
+@dataclass
+class Quota:
+    """A model's requests and tokens per minute. `burst_s`: how many seconds of quota may be spent at
+    once (real providers allow about a minute; tests scale it down to see pacing within seconds)."""
+
+    rpm: float | None = None
+    tpm: float | None = None
+    burst_s: float = 1.0
+    headers: bool = True  # send x-ratelimit-* headers (off: a provider that only answers 429)
+    buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def start(self, now: float) -> None:
+        for kind, per_minute in (("requests", self.rpm), ("tokens", self.tpm)):
+            if per_minute:
+                cap = max(1.0, per_minute * self.burst_s / 60.0)
+                self.buckets[kind] = _Bucket(per_minute, cap, cap, now)
+
+    def admit(self, tokens: int, now: float) -> float:
+        """0 and the request's cost taken when it fits; else the seconds to wait (nothing taken)."""
+        costs = {"requests": 1.0, "tokens": float(tokens)}
+        for bucket in self.buckets.values():
+            bucket.refill(now)
+        wait = max((b.wait_for(costs[k]) for k, b in self.buckets.items()), default=0.0)
+        if wait > 0:
+            return wait
+        for kind, bucket in self.buckets.items():
+            bucket.level -= costs[kind]
+        return 0.0
+
+    def header_values(self) -> dict[str, str]:
+        out = {}
+        for kind, bucket in self.buckets.items():
+            out[f"x-ratelimit-limit-{kind}"] = f"{bucket.per_minute:g}"
+            out[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
+            out[f"x-ratelimit-reset-{kind}"] = f"{bucket.reset_s():.3f}s"
+        return out if self.headers else {}
+
+
 @dataclass(frozen=True)
 class ToolCallsReply:
     """A scripted reply made of tool calls: (name, arguments) pairs; a str argument is sent verbatim."""
@@ -116,6 +180,7 @@ class LLMServer:
         self.served_models: dict[str, str] = {}
         self.listed_models: list[str] = ["local-small", "local-large"]  # what GET /models lists
         self.log: list[LoggedRequest] = []
+        self.quotas: dict[str, Quota] = {}
         self._attempts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,6 +202,17 @@ class LLMServer:
         fault = Fault(kind, first, fraction, model, contains, retry_after, delay)
         self.faults.append(fault)
         return fault
+
+    def set_quota(self, model: str, *, rpm: float | None = None, tpm: float | None = None, burst_s: float = 1.0,
+                  headers: bool = True) -> Quota:
+        """Limit `model` to `rpm` requests and `tpm` tokens (prompt words + max_tokens) per minute, as a
+        provider does: over it, 429 with Retry-After (whole seconds) and retry-after-ms; with `headers`,
+        x-ratelimit-limit/remaining/reset-requests (and -tokens) on every response of that model."""
+        quota = Quota(rpm, tpm, burst_s, headers)
+        quota.start(time.monotonic())
+        with self._lock:
+            self.quotas[model] = quota
+        return quota
 
     def clear_faults(self) -> None:
         self.faults.clear()
@@ -176,6 +252,7 @@ class LLMServer:
             self.scripts.clear()
             self.fingerprints.clear()
             self.served_models.clear()
+            self.quotas.clear()
             self.log.clear()
             self._attempts.clear()
 
@@ -184,14 +261,32 @@ class LLMServer:
                   body: dict | None = None) -> tuple[LoggedRequest, Fault | None]:
         key = json.dumps([model, messages], sort_keys=True)
         prompt = last_user_prompt(messages)
+        now = time.monotonic()
         with self._lock:
             self._attempts[key] += 1
             attempt = self._attempts[key]
-            fault = next((f for f in self.faults if f.applies(model, prompt, key, attempt)), None)
-            entry = LoggedRequest(model, prompt, messages, attempt, fault.kind if fault else None,
-                                  time.monotonic(), body or {})
+            fault = self._quota_fault(model, messages, body or {}, now)
+            if fault is None:
+                fault = next((f for f in self.faults if f.applies(model, prompt, key, attempt)), None)
+            entry = LoggedRequest(model, prompt, messages, attempt, fault.kind if fault else None, now, body or {})
             self.log.append(entry)
         return entry, fault
+
+    def _quota_fault(self, model: str, messages: list[dict], body: dict, now: float) -> Fault | None:
+        """A 429 when the model's quota is spent (caller holds the lock)."""
+        quota = self.quotas.get(model)
+        if quota is None:
+            return None
+        tokens = sum(_words(_content_text(m.get("content"))) for m in messages) + int(body.get("max_tokens") or 16)
+        wait = quota.admit(tokens, now)
+        return None if wait <= 0 else Fault("429", retry_after=wait)
+
+    def _quota_headers(self, model: str) -> dict[str, str]:
+        quota = self.quotas.get(model)
+        if quota is None:
+            return {}
+        with self._lock:
+            return quota.header_values()
 
     def _reply_text(self, model: str, prompt: str) -> str | ToolCallsReply:
         for s_model, contains, reply in self.scripts:
@@ -230,7 +325,12 @@ class LLMServer:
     async def _fault_response(self, fault: Fault, model: str) -> web.Response | None:
         """The response a fault produces, or None when it only delays (slow)."""
         if fault.kind == "429":
-            headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+            headers = self._quota_headers(model)
+            if fault.retry_after is not None and model in self.quotas:  # a quota: seconds and milliseconds
+                headers.update({"Retry-After": str(math.ceil(fault.retry_after)),
+                                "retry-after-ms": f"{fault.retry_after * 1000:.0f}"})
+            elif fault.retry_after is not None:
+                headers["Retry-After"] = f"{fault.retry_after:g}"
             return web.json_response({"error": {"message": "Rate limit reached", "type": "rate_limit"}},
                                      status=429, headers=headers)
         if fault.kind == "500":
@@ -264,7 +364,7 @@ class LLMServer:
             response = await self._fault_response(fault, model)
             if response is not None:
                 return response
-        return web.json_response(self._completion(model, messages, entry.prompt))
+        return web.json_response(self._completion(model, messages, entry.prompt), headers=self._quota_headers(model))
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": m, "object": "model", "owned_by": "test"}

@@ -85,6 +85,9 @@ def judge_cmd(
     parse_retries: int = typer.Option(2, "--parse-retries", min=0, help="Correction turns after invalid JSON."),
     drift_threshold: float = typer.Option(0.5, "--drift-threshold", min=0.0,
                                           help="Mean absolute anchor-score change that flags a changed judge."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", help="The judge model's requests per minute; calls are "
+                                        "paced to it. Unset: found from 429s and rate-limit headers."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", help="The judge model's tokens per minute."),
     as_json: bool = typer.Option(False, "--json", help="Print the run and the judge block as JSON."),
 ) -> None:
     """Judge a comparison with a pinned LLM judge; exit 1 when calls still fail after retries."""
@@ -95,6 +98,10 @@ def judge_cmd(
     from lib.judge.sampling import parse_sample
     from lib.judge.summary import judge_block
     from lib.review.stats import ALPHA
+    from lib.run.quota import Quota
+
+    quota = Quota(rpm, tpm)
+    quota.validate("--")
 
     chosen = load_rubric(rubric)
     if dimensions:
@@ -103,7 +110,8 @@ def judge_cmd(
                              json_mode=not no_json_mode, rubric=chosen)
     options = JudgeOptions(sample=parse_sample(sample), pairwise=pairwise, drift_threshold=drift_threshold,
                            api_base=api_base, calls=CallOptions(concurrency=concurrency, timeout=timeout,
-                                                                max_retries=max_retries, parse_retries=parse_retries))
+                                                                max_retries=max_retries, parse_retries=parse_retries,
+                                                                quota=quota))
     store = engine()
     result = run_judge(store, comparison, settings, options, progress=_ProgressPrinter())
     progress(f"judge run #{result.run_id}: {result.n_selected} of {result.n_pairs} pairs selected, "

@@ -42,13 +42,19 @@ class _ProgressPrinter:
         progress(f"{event.side}: {event.done}/{event.total} ({event.errors} errors{skipped})")
 
 
+def _rate(rpm: float | None, rate_limited: int) -> str:
+    achieved = "-" if rpm is None else f"{rpm:.0f}"
+    return f"{achieved} rpm achieved, {rate_limited} 429s"
+
+
 def _summary(result: RunResult) -> None:
     typer.echo(f"comparison '{result.comparison}' on {result.dataset} v{result.dataset_version}: "
                f"{result.status} in {result.wall_s:.1f}s ({result.workers})")
     for s in (result.baseline, result.candidate):
         typer.echo(f"  {s.side:<9} {s.model}: {s.succeeded}/{s.total} ok, {s.errors} errors, {s.sent} sent "
-                   f"now, {s.skipped} resumed; tokens {s.prompt_tokens} in / {s.completion_tokens} out; "
-                   f"cost {_usd(s.cost_usd)}; served {s.served_model or '-'} ({s.system_fingerprint or '-'})")
+                   f"now, {s.skipped} resumed; {_rate(s.rpm, s.rate_limited)}; tokens {s.prompt_tokens} in / "
+                   f"{s.completion_tokens} out; cost {_usd(s.cost_usd)}; served {s.served_model or '-'} "
+                   f"({s.system_fingerprint or '-'})")
 
 
 def model_spec(model: str, api_base: str | None, flags: dict[str, Any]) -> ModelSpec:
@@ -64,10 +70,33 @@ def model_spec(model: str, api_base: str | None, flags: dict[str, Any]) -> Model
 
 def run_options(flags: dict[str, Any]) -> RunOptions:
     """How calls are sent, from `run`'s flags."""
+    from lib.run.quota import Quota
     from lib.run.runner import RunOptions
 
+    sides = {side: Quota(flags.get(f"{side}_rpm"), flags.get(f"{side}_tpm")) for side in ("baseline", "candidate")}
     return RunOptions(concurrency=flags["concurrency"], timeout=flags["timeout"], max_retries=flags["max_retries"],
-                      repeats=flags["repeats"], workers=flags.get("workers", "auto"))
+                      repeats=flags["repeats"], workers=flags.get("workers", "auto"),
+                      quota=Quota(flags.get("rpm"), flags.get("tpm")),
+                      side_quotas={side: q for side, q in sides.items() if q != Quota()})
+
+
+def _quota_lines(store: Any, specs: dict[str, ModelSpec], options: RunOptions) -> list[str]:
+    """Each side's pace, and a warning when its concurrency cannot reach its declared rpm."""
+    from lib.run.quota import feasibility, recent_latency
+
+    in_flight = max(1, options.concurrency // len(specs))
+    lines = []
+    for side, spec in specs.items():
+        quota = options.quota_for(side)
+        if quota.rpm is None and quota.tpm is None:
+            lines.append(f"quota {side} {spec.model}: not declared; paced from 429s and rate-limit headers")
+            continue
+        declared = ", ".join(f"{v:g} {k}" for k, v in (("rpm", quota.rpm), ("tpm", quota.tpm)) if v is not None)
+        lines.append(f"quota {side} {spec.model}: {declared}")
+        warning = feasibility(quota, in_flight, recent_latency(store, spec.model))
+        if warning:
+            lines.append(f"warning: {side} {warning}")
+    return lines
 
 
 def _response_format(as_json: bool) -> dict | None:
@@ -107,6 +136,13 @@ def run_cmd(
     system: str = typer.Option("default", "--system", help="System (product) the comparison belongs to."),
     workers: str = typer.Option("auto", "--workers", help=f"{' | '.join(WORKER_MODES)}: per-side runs each "
                                 "side in its own process (faster at high concurrency); auto picks by size."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute allowed per model (each side); "
+                                        "calls are paced to it. Unset: found from 429s and rate-limit headers."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute allowed per model (each side)."),
+    baseline_rpm: Optional[float] = typer.Option(None, "--baseline-rpm", help="Baseline model's rpm (over --rpm)."),
+    candidate_rpm: Optional[float] = typer.Option(None, "--candidate-rpm", help="Candidate model's rpm (over --rpm)."),
+    baseline_tpm: Optional[float] = typer.Option(None, "--baseline-tpm", help="Baseline model's tpm (over --tpm)."),
+    candidate_tpm: Optional[float] = typer.Option(None, "--candidate-tpm", help="Candidate model's tpm (over --tpm)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the cost estimate and stop."),
 ) -> None:
     """Run (or resume) a live comparison; exit 1 when errors remain after retries."""
@@ -123,6 +159,8 @@ def run_cmd(
         warm_up()  # the workers' fork server imports litellm while this process prices the run
     for side, spec in specs.items():
         progress(_estimate_line(side, estimate_cost(store, dataset, spec, repeats)))
+    for line in _quota_lines(store, specs, options):
+        progress(line)
     if dry_run:
         return
     result = run_comparison(store, dataset=dataset, baseline=specs["baseline"], candidate=specs["candidate"],

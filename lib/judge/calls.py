@@ -1,15 +1,17 @@
 """Judge calls: bounded concurrency, a deadline per attempt, retries with backoff and Retry-After,
 then a bounded number of correction turns when the reply is not valid judgement JSON.
 
-The transport part (retries, Retry-After, concurrency) is `lib.run.llm.RetryingCaller`, as in the runner.
+The transport part (retries, Retry-After, concurrency, pacing to the judge model's quota) is
+`lib.run.llm.RetryingCaller` with a `lib.run.quota.Pacer`, as in the runner.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lib.judge.parsing import Parsed, parse_reply
 from lib.run import llm
+from lib.run.quota import Pacer, Quota
 
 CORRECTION = ("Your reply was not a valid JSON object of the requested form ({error}). "
               "Reply again with only the JSON object, nothing else.")
@@ -23,6 +25,7 @@ class CallOptions:
     parse_retries: int = 2  # correction turns after a reply that is not valid judgement JSON
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    quota: Quota = field(default_factory=Quota)  # the judge model's rpm/tpm (undeclared: found from 429s)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class JudgeCaller:
         self.options = options
         policy = llm.RetryPolicy(options.timeout, options.max_retries, options.backoff_base, options.backoff_cap)
         self.caller = llm.RetryingCaller(policy, options.concurrency)
+        self.pacer = Pacer(options.quota, options.concurrency)
 
     async def judge(self, kwargs: dict[str, Any], schema: dict[str, Any]) -> Reply:
         """Ask, validate, and on an invalid reply ask again with a correction turn (bounded)."""
@@ -51,7 +55,7 @@ class JudgeCaller:
         completion: llm.Completion | None = None
         parsed: Parsed | None = None
         for _turn in range(self.options.parse_retries + 1):
-            out = await self.caller.complete({**kwargs, "messages": messages})
+            out = await self.caller.complete({**kwargs, "messages": messages}, self.pacer)
             attempts, busy = attempts + out.attempts, busy + out.busy_s
             if out.error is not None:
                 return Reply(None, None, out.error, attempts, malformed, busy)

@@ -15,6 +15,9 @@ caller's `progress` callback in the caller's thread. Ctrl-C reaches the workers 
 stops (an exception in `progress`) stops them; a parent that dies (kill -9) closes their pipe, and
 they stop by themselves.
 
+Each side's attempts are paced to its model's quota by a `lib.run.quota.Pacer` (declared rpm/tpm, the
+provider's rate-limit headers, or found from 429s); a worker paces its own side.
+
 Concurrency is the bound on requests in flight across all sides, in both modes. Per side, each
 worker gets a share proportional to its pending calls (at least 1); when one finishes, its share
 goes to the others, so the tail of a run still has the whole budget.
@@ -29,7 +32,7 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -40,6 +43,7 @@ from sqlalchemy.engine import Engine
 from lib.errors import ReviewInputError
 from lib.run import llm, stoppable
 from lib.run.modes import WORKER_MODES
+from lib.run.quota import Pacer, Quota, quota_for
 from lib.store.columns import utcnow
 from lib.store.engine import get_engine, write_engine
 from lib.store.entities import Output, Run
@@ -63,10 +67,18 @@ class RunOptions:
     backoff_base: float = 0.5  # seconds before the first retry (doubling, with jitter)
     backoff_cap: float = 30.0
     workers: str = "auto"  # auto | in-process | per-side (one worker process per side)
+    quota: Quota = field(default_factory=Quota)  # every side's (per model: each side has all of it)
+    side_quotas: dict[str, Quota] = field(default_factory=dict)  # per side name, overriding `quota`
+
+    def quota_for(self, side: str) -> Quota:
+        return quota_for(self.quota, self.side_quotas.get(side, Quota()))
 
     def validate(self) -> None:
         if self.concurrency < 1 or self.repeats < 1 or self.max_retries < 0 or self.timeout <= 0:
             raise ReviewInputError("concurrency and repeats must be >= 1, max retries >= 0, timeout > 0")
+        self.quota.validate("--")
+        for side, quota in self.side_quotas.items():
+            quota.validate(f"--{side}-")
         if self.workers not in WORKER_MODES:
             raise ReviewInputError(f"workers must be one of {', '.join(WORKER_MODES)}, not '{self.workers}'")
 
@@ -94,6 +106,7 @@ class Side:
     served_model: str | None = None
     sent: int = 0
     errors: int = 0
+    pace: dict[str, Any] | None = None  # lib.run.quota.PaceStats.as_dict() once the side has run
 
     def event(self) -> ProgressEvent:
         skipped = len(self.done_keys)
@@ -123,6 +136,8 @@ class _Executor:
 
     def __init__(self, engine: Engine, options: RunOptions, progress: Progress | None, concurrency: int):
         self.engine, self.options, self.progress = write_engine(engine), options, progress
+        self.concurrency = concurrency
+        self.pacers: dict[str, tuple[Side, Pacer]] = {}  # per side name, made on the loop that uses them
         self.caller = llm.RetryingCaller(llm.RetryPolicy(options.timeout, options.max_retries, options.backoff_base,
                                                          options.backoff_cap), concurrency)
         # One writer thread: a commit that waits on the disk (WAL checkpoint) or on another writer's
@@ -132,6 +147,13 @@ class _Executor:
     def grow(self, slots: int) -> None:
         """More requests in flight from now on (a finished worker's share)."""
         self.caller.grow(slots)
+        for _side, pacer in self.pacers.values():
+            pacer.grow(slots)
+
+    def _pacer(self, side: Side) -> Pacer:
+        if side.name not in self.pacers:
+            self.pacers[side.name] = (side, Pacer(self.options.quota_for(side.name), self.concurrency))
+        return self.pacers[side.name][1]
 
     async def run(self, jobs: list[Job]) -> BaseException | None:
         """Run every job; returns what the progress callback raised to stop the run (lib.run.stoppable)."""
@@ -139,6 +161,8 @@ class _Executor:
             return await stoppable.gather_stoppable(self._job(job) for job in jobs)
         finally:
             self.writer.shutdown(wait=True)
+            for side, pacer in self.pacers.values():
+                side.pace = pacer.stats.as_dict()
 
     async def _job(self, job: Job) -> None:
         row = await self._call_with_retries(job)
@@ -149,7 +173,7 @@ class _Executor:
         stoppable.report(self.progress, side.event())
 
     async def _call_with_retries(self, job: Job) -> dict[str, Any]:
-        out = await self.caller.complete(job.kwargs)
+        out = await self.caller.complete(job.kwargs, self._pacer(job.side))
         if out.completion is not None:
             return _success_row(job, out.completion, out.latency_s, out.attempts)
         return _error_row(job, out.error, out.latency_s, out.attempts)
@@ -330,9 +354,9 @@ class _Workers:
         if latest is not None and self.progress is not None:
             self.progress(latest)
 
-    def _finished(self, name: str, sent: int, errors: int, cpu_s: float) -> ProgressEvent:
+    def _finished(self, name: str, sent: int, errors: int, cpu_s: float, pace: dict[str, Any] | None) -> ProgressEvent:
         side = self.sides[name]
-        side.sent, side.errors = sent, errors
+        side.sent, side.errors, side.pace = sent, errors, pace
         self.cpu_s += cpu_s
         self.conns.pop(name).close()
         self.procs[name].join(STOP_GRACE_S)
@@ -372,7 +396,7 @@ def _worker_main(task: _Task, conn: Connection) -> None:
     except BaseException:
         conn.send(("failed", traceback.format_exc(limit=8)))
         raise SystemExit(1) from None
-    conn.send(("done", task.side.sent, task.side.errors, time.process_time()))
+    conn.send(("done", task.side.sent, task.side.errors, time.process_time(), task.side.pace))
 
 
 async def _worker_loop(task: _Task, conn: Connection) -> None:

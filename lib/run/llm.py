@@ -297,12 +297,36 @@ def _malformed(exc: BaseException) -> bool:
     return isinstance(exc, litellm.APIResponseValidationError) or bool(_NO_CHOICES.search(str(exc)))
 
 
-def retry_after_seconds(exc: BaseException) -> float | None:
-    """The `Retry-After` header of an error response (seconds or an HTTP date), if any."""
+def error_headers(exc: BaseException) -> Any:
+    """The response headers of a failed call (a case-insensitive mapping), or None."""
     headers = getattr(exc, "litellm_response_headers", None)
     if headers is None:
         headers = getattr(getattr(exc, "response", None), "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
+    return headers
+
+
+def response_headers(response: Any) -> dict[str, str] | None:
+    """The provider's headers of a successful litellm response (lower-case names), or None."""
+    headers = getattr(response, "_response_headers", None)
+    if not headers:
+        hidden = getattr(response, "_hidden_params", None) or {}
+        headers = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    return {str(k).lower(): str(v) for k, v in headers.items()} if headers else None
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """How long an error response asks us to wait: `retry-after-ms`, else `Retry-After` (seconds or an
+    HTTP date), if any."""
+    headers = error_headers(exc)
+    if headers is None:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
     if not value:
         return None
     try:
@@ -358,9 +382,18 @@ class CallOutcome:
     busy_s: float  # every attempt's (not waiting for a slot or backing off)
 
 
+@dataclass
+class _Attempt:
+    completion: Completion | None
+    error: CallError | None
+    latency: float
+    headers: Any = None  # the provider's response headers, for the pacer
+
+
 class RetryingCaller:
     """`litellm.acompletion` under a concurrency limit, retried on transient errors with exponential
-    backoff and jitter, honouring Retry-After. Shared by the runner and the judge."""
+    backoff and jitter, honouring Retry-After. Shared by the runner and the judge. With a
+    `lib.run.quota.Pacer`, every attempt is also paced to that model's quota."""
 
     def __init__(self, policy: RetryPolicy, concurrency: int) -> None:
         self.policy = policy
@@ -373,16 +406,16 @@ class RetryingCaller:
         for _ in range(slots):
             self.semaphore.release()
 
-    async def _attempt(self, kwargs: dict[str, Any]) -> tuple[Completion | None, CallError | None, float]:
+    async def _attempt(self, kwargs: dict[str, Any]) -> _Attempt:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.policy.timeout):
                 response = await self.litellm.acompletion(**kwargs)
-            return parse_completion(response), None, time.monotonic() - started
+            return _Attempt(parse_completion(response), None, time.monotonic() - started, response_headers(response))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001  - every provider failure becomes a classified error
-            return None, classify_error(exc), time.monotonic() - started
+            return _Attempt(None, classify_error(exc), time.monotonic() - started, error_headers(exc))
 
     def delay(self, error: CallError, attempt: int) -> float:
         if error.retry_after is not None:
@@ -390,15 +423,60 @@ class RetryingCaller:
         backoff = min(self.policy.backoff_cap, self.policy.backoff_base * 2 ** (attempt - 1))
         return backoff * self.random.uniform(0.5, 1.0)
 
-    async def complete(self, kwargs: dict[str, Any]) -> CallOutcome:
+    async def _paced_attempt(self, kwargs: dict[str, Any], pacer: Any, tokens: int) -> _Attempt:
+        """One attempt inside the side's pace and the shared concurrency limit."""
+        if pacer is None:
+            async with self.semaphore:
+                return await self._attempt(kwargs)
+        sent_at = await pacer.acquire(tokens)
+        out = None
+        try:
+            async with self.semaphore:  # released while backing off: others keep the slots busy
+                out = await self._attempt(kwargs)
+            return out
+        finally:
+            _release(pacer, out, tokens, sent_at)
+
+    async def complete(self, kwargs: dict[str, Any], pacer: Any = None) -> CallOutcome:
+        """One request after every retry. `pacer`: a `lib.run.quota.Pacer` for this model's quota."""
+        tokens = estimate_call_tokens(kwargs) if pacer is not None and pacer.counts_tokens else 0
         attempt, busy = 0, 0.0
         while True:
             attempt += 1
-            async with self.semaphore:  # released while backing off: others keep the slots busy
-                completion, error, latency = await self._attempt(kwargs)
-            busy += latency
-            if completion is not None:
-                return CallOutcome(completion, None, attempt, latency, busy)
-            if not error.retryable or attempt > self.policy.max_retries:
-                return CallOutcome(None, error, attempt, latency, busy)
-            await asyncio.sleep(self.delay(error, attempt))
+            out = await self._paced_attempt(kwargs, pacer, tokens)
+            busy += out.latency
+            if out.completion is not None:
+                return CallOutcome(out.completion, None, attempt, out.latency, busy)
+            if not out.error.retryable or attempt > self.policy.max_retries:
+                return CallOutcome(None, out.error, attempt, out.latency, busy)
+            await asyncio.sleep(self.delay(out.error, attempt))
+
+
+CHARS_PER_TOKEN = 4  # fallback estimate when the tokenizer fails
+PACING_COMPLETION_TOKENS = 256  # assumed completion tokens of a call without max_tokens, for pacing
+
+
+def estimate_call_tokens(kwargs: dict[str, Any]) -> int:
+    """A call's tokens before it is sent, for a tokens-per-minute quota: prompt tokens (`count_tokens`,
+    else characters / 4) plus max_tokens (else PACING_COMPLETION_TOKENS)."""
+    messages = kwargs.get("messages") or []
+    try:
+        prompt = count_tokens(str(kwargs.get("model", "")), messages).tokens
+    except Exception:  # noqa: BLE001  - an estimate: a failing tokenizer must not fail the call
+        prompt = sum(len(str(m.get("content") or "")) for m in messages) // CHARS_PER_TOKEN + 1
+    return prompt + int(kwargs.get("max_tokens") or PACING_COMPLETION_TOKENS)
+
+
+def _release(pacer: Any, out: _Attempt | None, tokens: int, sent_at: float) -> None:
+    """Tell the pacer how an attempt went (a cancelled attempt counts as neither success nor 429)."""
+    if out is None:
+        pacer.release(ok=False, rate_limited=False, latency_s=0.0, estimated_tokens=tokens, used_tokens=tokens)
+        return
+    c, error = out.completion, out.error
+    used = None if c is None or c.prompt_tokens is None else c.prompt_tokens + (c.completion_tokens or 0)
+    if error is not None and error.kind in ("rate_limit", "bad_request"):
+        used = 0  # refused before the model ran: those tokens were not spent
+    pacer.release(ok=c is not None, rate_limited=error is not None and error.kind == "rate_limit",
+                  latency_s=out.latency, estimated_tokens=tokens, used_tokens=used,
+                  retry_after=error.retry_after if error is not None else None, headers=out.headers,
+                  sent_at=sent_at)

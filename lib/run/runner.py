@@ -109,6 +109,8 @@ class SideResult:
     cost_usd: float | None  # None when any successful output's cost is unknown
     system_fingerprint: str | None
     served_model: str | None
+    rpm: float | None = None  # successful calls per minute this invocation achieved (lib.run.quota)
+    rate_limited: int = 0  # attempts answered 429 in this invocation
 
 
 @dataclass
@@ -347,7 +349,13 @@ def _finish_side(session: Session, side: Side) -> SideResult:
     run.finished_at = utcnow()
     return SideResult(side.name, side.run_id, side.model, side.total, succeeded, errors, len(side.done_keys),
                       side.sent, run.status, p_tok or 0, c_tok or 0,
-                      (cost or 0.0) if n_cost == succeeded else None, run.system_fingerprint, run.served_model)
+                      (cost or 0.0) if n_cost == succeeded else None, run.system_fingerprint, run.served_model,
+                      *_pace(side))
+
+
+def _pace(side: Side) -> tuple[float | None, int]:
+    pace = side.pace or {}
+    return pace.get("rpm"), pace.get("rate_limited", 0)
 
 
 def _finish(engine: Engine, plan: _Plan, wall_s: float, stats: ExecStats) -> RunResult:
