@@ -293,14 +293,14 @@ def _number(value: str | None) -> float | None:
 
 def recent_latency(engine: Any, model: str, last: int = 200) -> float | None:
     """The median latency of `model`'s last successful calls in the store (None when it has none)."""
-    from sqlalchemy import select
+    from sqlmodel import col, select
 
     from lib.store.entities import ModelConfig, Output, Run
 
-    query = (select(Output.latency_s).join(Run, Run.id == Output.run_id)
-             .join(ModelConfig, ModelConfig.id == Run.config_id)
-             .where(ModelConfig.model == model, Output.error.is_(None), Output.latency_s.is_not(None))
-             .order_by(Output.id.desc()).limit(last))
+    query = (select(col(Output.latency_s)).join(Run, col(Run.id) == col(Output.run_id))
+             .join(ModelConfig, col(ModelConfig.id) == col(Run.config_id))
+             .where(ModelConfig.model == model, col(Output.error).is_(None), col(Output.latency_s).is_not(None))
+             .order_by(col(Output.id).desc()).limit(last))
     with engine.connect() as conn:
         values = sorted(v for (v,) in conn.execute(query))
     return values[len(values) // 2] if values else None
