@@ -7,6 +7,7 @@ import streamlit as st
 
 from lib.errors import ReviewInputError
 from lib.review import fmt
+from lib.review.fmt import DASH
 from pages import _shared
 
 BANNER_WITHIN_DAYS = 90
@@ -44,10 +45,10 @@ def deprecation_radar() -> None:
         st.caption("No model in use yet.")
         return
     table = pd.DataFrame([{"model": r["model"], "roles": ", ".join(r["roles"]), "used by": ", ".join(r["used_by"]),
-                           "deprecation date": r["deprecation_date"], "days left": r["days_left"],
-                           "successor": r["successor"], "source": r["source"]} for r in rows])
-    st.dataframe(table, hide_index=True, width="stretch", key="catalog_radar",
-                 column_config={"days left": st.column_config.NumberColumn(format="%d")})
+                           "deprecation date": r["deprecation_date"] or "none announced",
+                           "days left": DASH if r["days_left"] is None else str(r["days_left"]),
+                           "successor": r["successor"] or DASH, "source": r["source"] or DASH} for r in rows])
+    st.dataframe(table, hide_index=True, width="stretch", key="catalog_radar")
     st.caption("Dates from litellm's bundled model map; a user override file (REVIEW_MODEL_OVERRIDES) takes "
                "precedence and is named in `source`. For cron and CI: `./review models deprecations --within 60` "
                "exits 1 when one falls within 60 days.")

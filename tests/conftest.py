@@ -34,3 +34,15 @@ def llm_server() -> Iterator[LLMServer]:
     """A started in-process test server; faults, scripts and the log start empty."""
     with LLMServer() as server:
         yield server
+
+
+@pytest.fixture
+def worse(engine, tmp_path, monkeypatch):
+    """Accuracy falls 25 pp (20 regressions in 80 pairs); a policy named after the system is in force."""
+    from lib.governance.policy import create_policy
+    from tests.gov_helpers import make_comparison, pairs
+
+    monkeypatch.setenv("REVIEW_KEY_DIR", str(tmp_path / "keys"))
+    make_comparison(engine, "cmp", pairs(60, 20, category="arithmetic"), system="search")
+    create_policy(engine, "search", b"[criteria.accuracy]\nmax_decrease = 0.02\n")
+    return engine

@@ -108,6 +108,7 @@ def test_a_row_inserted_outside_the_trail_is_named(trail, db_url) -> None:
     assert any(n.startswith("owner assignment 2") and "not in the audit trail" in n for n in _names(trail))
 
 
+@pytest.mark.slow
 def test_verify_cli_exit_codes_and_json(trail, db_url, tmp_path) -> None:
     ok = cli(db_url, tmp_path, "verify")
     assert ok.returncode == 0 and ok.stdout.startswith("INTACT"), ok.stdout + ok.stderr

@@ -206,6 +206,7 @@ def not_pwned(pg) -> None:
 
 # --- tests -------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_deep_link_opened_first_runs_through_the_router(page, server) -> None:
     # First in this module on purpose: on a fresh server Streamlit would run `pages/diffs.py` alone
     # (legacy multipage mode) — no sidebar selector, a raw file list. pages/_shared.py switches it off.
@@ -216,6 +217,7 @@ def test_a_deep_link_opened_first_runs_through_the_router(page, server) -> None:
     no_exception(page)
 
 
+@pytest.mark.slow
 def test_first_screen_is_the_demo_overview(page, server) -> None:
     open_page(page, server, "", "Overview")
     expect(active(page)).to_have_value(DEMO)
@@ -227,6 +229,7 @@ def test_first_screen_is_the_demo_overview(page, server) -> None:
     shot(page, "overview")
 
 
+@pytest.mark.slow
 def test_every_page_opens_without_error(page, server) -> None:
     open_page(page, server, "", "Overview")
     links = page.get_by_test_id("stSidebarNav").get_by_role("link")
@@ -241,6 +244,7 @@ def test_every_page_opens_without_error(page, server) -> None:
         shot(page, path or "overview-root")
 
 
+@pytest.mark.slow
 def test_dataset_upload_with_column_mapping(page, server) -> None:
     open_page(page, server, "datasets", "Golden datasets")
     data = "\n".join(json.dumps({"qid": f"q{i}", "prompt": f"What is {i}+{i}?", "answer": str(2 * i)})
@@ -260,6 +264,7 @@ def test_dataset_upload_with_column_mapping(page, server) -> None:
     shot(page, "datasets-imported")
 
 
+@pytest.mark.slow
 def test_diff_opens_for_the_demo(page, server) -> None:
     open_page(page, server, "", "Overview")
     nav(page, "Diffs")
@@ -278,6 +283,7 @@ def test_diff_opens_for_the_demo(page, server) -> None:
     shot(page, "diffs-demo")
 
 
+@pytest.mark.slow
 def test_hostile_outputs_are_shown_as_text_and_never_run(page, server) -> None:
     open_page(page, server, "", "Overview")
     choose(page, "sidebar_active_comparison", HOSTILE)
@@ -307,6 +313,7 @@ def test_hostile_outputs_are_shown_as_text_and_never_run(page, server) -> None:
     not_pwned(page)
 
 
+@pytest.mark.slow
 def test_decision_is_signed_in_the_browser(page, server) -> None:
     # Through the root: a deep link as a fresh server's very first request runs the page without the
     # router (Streamlit's pages/ auto-discovery; reported to the lead).

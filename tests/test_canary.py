@@ -258,6 +258,7 @@ def test_bad_input_is_a_named_error_and_records_nothing(engine, policy: str, tmp
 
 # ---------------------------------------------------------------- the command
 
+@pytest.mark.slow
 def test_cli_exit_codes_continue_rollback_wait_and_bad_input(db_url: str, engine, policy: str, tmp_path: Path) -> None:
     healthy_log = write_log(tmp_path / "healthy.csv", healthy())
     spike = write_log(tmp_path / "spike.jsonl", [])

@@ -217,6 +217,7 @@ def test_the_map_read_from_litellms_file_equals_litellm_model_cost_on_every_fiel
     assert differ == []
 
 
+@pytest.mark.slow
 def test_searching_the_map_does_not_import_litellm() -> None:
     import subprocess
     import sys

@@ -34,6 +34,7 @@ def _commands() -> list[str]:
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [("gate",), ("bogus",), ("report", "x", "--nope"), ("run", "--dataset")])
 def test_usage_errors_exit_2_with_one_line(db_url: str, args: tuple[str, ...]) -> None:
     out = _cli(*args, db_url=db_url)
@@ -42,6 +43,7 @@ def test_usage_errors_exit_2_with_one_line(db_url: str, args: tuple[str, ...]) -
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_a_store_that_is_not_sqlite_is_refused_with_one_line() -> None:
     out = _cli("list", db_url="postgresql://review@db.internal/review")
     assert out.returncode == 2 and "Traceback" not in out.stderr
@@ -50,6 +52,7 @@ def test_a_store_that_is_not_sqlite_is_refused_with_one_line() -> None:
     assert "review@db.internal" not in line  # a URL may carry a password: never echoed
 
 
+@pytest.mark.slow
 def test_starting_the_cli_imports_neither_litellm_nor_evidently(db_url: str) -> None:
     code = ("import sys; from lib.cli import _register; _register(); "
             "print(sorted(m for m in ('litellm', 'evidently', 'torch') if m in sys.modules))")
@@ -60,6 +63,7 @@ def test_starting_the_cli_imports_neither_litellm_nor_evidently(db_url: str) -> 
 HEAVY = ("sqlalchemy", "sqlmodel", "pandas", "numpy", "scipy", "pyarrow", "jsonschema", "litellm", "evidently")
 
 
+@pytest.mark.slow
 def test_help_of_every_command_imports_nothing_heavy() -> None:
     """`--help` of the CLI and of each command renders from typer alone: heavy imports wait for the
     command itself, which keeps start-up under a second (bench/cli_start_bench.py measures it)."""

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import FIXTURES, ROOT
 from sqlalchemy import func
 from sqlmodel import Session, select
@@ -28,6 +29,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         assert fragment in lines[0]
 
 
+@pytest.mark.slow
 def test_dataset_import_then_unchanged_then_list(db_url: str, engine) -> None:
     path = FIXTURES / "golden_support.jsonl"
     first = cli(db_url, "dataset", "import", path, "--name", "support")
@@ -39,6 +41,7 @@ def test_dataset_import_then_unchanged_then_list(db_url: str, engine) -> None:
     assert listed.returncode == 0 and "support" in listed.stdout and "golden_support.jsonl" in listed.stdout
 
 
+@pytest.mark.slow
 def test_dataset_import_with_column_flags_warns_about_ignored_columns(db_url: str) -> None:
     proc = cli(db_url, "dataset", "import", FIXTURES / "golden_custom_columns.csv", "--name", "quiz",
                "--input-col", "question", "--expected-col", "answer", "--category-col", "topic")
@@ -47,6 +50,7 @@ def test_dataset_import_with_column_flags_warns_about_ignored_columns(db_url: st
     assert proc.stderr.strip() == "warning: ignored columns not in the mapping: notes"
 
 
+@pytest.mark.slow
 def test_dataset_import_bad_file_exits_2_with_one_line_and_writes_nothing(db_url: str, engine, tmp_path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "input": "ok"}\n{"id": "b", "input": "x", "match": "fuzzy"}\n')
@@ -56,12 +60,14 @@ def test_dataset_import_bad_file_exits_2_with_one_line_and_writes_nothing(db_url
         assert s.exec(select(func.count(Dataset.id))).one() == 0
 
 
+@pytest.mark.slow
 def test_missing_file_exits_2(db_url: str) -> None:
     assert_one_line_error(cli(db_url, "dataset", "import", "nope.jsonl", "--name", "x"),
                           "nope.jsonl", "no such file")
     assert_one_line_error(cli(db_url, "load", "nope.csv", "--name", "x"), "nope.csv", "no such file")
 
 
+@pytest.mark.slow
 def test_load_promptfoo_prints_summary_unpaired_report_and_warnings(db_url: str, engine) -> None:
     proc = cli(db_url, "load", FIXTURES / "promptfoo_v3.json", "--name", "pf")
     assert proc.returncode == 0, proc.stderr
@@ -74,6 +80,7 @@ def test_load_promptfoo_prints_summary_unpaired_report_and_warnings(db_url: str,
     assert "pf" in listed.stdout and "recorded" in listed.stdout
 
 
+@pytest.mark.slow
 def test_load_long_with_flags(db_url: str) -> None:
     proc = cli(db_url, "load", FIXTURES / "long.csv", "--name", "shadow", "--format", "long",
                "--id-col", "request_id", "--model-col", "model", "--baseline", "gpt-4o-2024-08-06",
@@ -83,6 +90,7 @@ def test_load_long_with_flags(db_url: str) -> None:
     assert "3 pairs" in proc.stdout and "first ids: r-003, r-004, r-005" in proc.stdout
 
 
+@pytest.mark.slow
 def test_load_errors_exit_2_with_one_line(db_url: str, engine) -> None:
     long_csv = FIXTURES / "long.csv"
     assert_one_line_error(cli(db_url, "load", long_csv, "--name", "shadow"), "long.csv:", "which is the baseline",

@@ -45,6 +45,7 @@ def _count(engine, model, *where) -> int:
         return s.exec(select(func.count()).select_from(model).where(*where)).one()
 
 
+@pytest.mark.slow
 def test_gate_exit_codes_and_json(engine, db_url, keys) -> None:
     cases = {"go": (pairs(300), 0, 0.0),                             # identical and right: CI within ±0.013
              "no-go": (pairs(100, n_worse=100), 1, -0.5),             # half the answers break
@@ -67,6 +68,7 @@ def test_gate_exit_codes_and_json(engine, db_url, keys) -> None:
     assert _count(engine, AuditEvent, AuditEvent.kind == "verdict_computed") == 4
 
 
+@pytest.mark.slow
 def test_gate_bad_input_exits_2(engine, db_url, keys) -> None:
     make_comparison(engine, "cmp", pairs(5))
     unknown_policy = cli(db_url, keys, "gate", "cmp", "--policy", "nope")
@@ -74,6 +76,7 @@ def test_gate_bad_input_exits_2(engine, db_url, keys) -> None:
     assert cli(db_url, keys, "gate", "nope", "--policy", "strict").returncode == 2
 
 
+@pytest.mark.slow
 def test_decide_verify_export_round_trip(engine, db_url, keys) -> None:
     make_comparison(engine, "cmp", pairs(300), **_later())
     assert cli(db_url, keys, "gate", "cmp", "--policy", "strict").returncode == 0
@@ -110,6 +113,7 @@ def test_decide_verify_export_round_trip(engine, db_url, keys) -> None:
     assert "POST-HOC" not in md
 
 
+@pytest.mark.slow
 def test_post_hoc_decision_is_marked_in_record_and_export(engine, db_url, keys) -> None:
     make_comparison(engine, "cmp", pairs(50), outputs_at=utcnow() - timedelta(days=1))
     row = decide(engine, DecisionRequest("cmp", "no-go", "alice", "policy came late", policy="strict"),
@@ -121,6 +125,7 @@ def test_post_hoc_decision_is_marked_in_record_and_export(engine, db_url, keys) 
     assert md.returncode == 0 and "POST-HOC" in md.stdout
 
 
+@pytest.mark.slow
 def test_decide_without_policy_or_prior_gate_exits_2_and_bad_format(engine, db_url, keys) -> None:
     make_comparison(engine, "cmp", pairs(5))
     done = cli(db_url, keys, "decide", "cmp", "--decision", "go", "--signer", "alice", "--rationale", "x")
@@ -201,6 +206,7 @@ def test_deleting_or_adding_evidence_behind_a_decision_is_detected(engine, db_ur
     assert any(n.startswith("decision 1 (comparison 'cmp'): evidence changed") for n in _problems(engine))
 
 
+@pytest.mark.slow
 def test_cli_verify_names_the_tampered_decision(engine, db_url, decided, keys) -> None:
     tamper(db_url, "UPDATE decision SET decision = 'no-go'")
     done = cli(db_url, keys, "verify")

@@ -166,6 +166,7 @@ def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_demo_exits_0_twice_and_says_what_it_did(db_url: str) -> None:
     first = _cli(db_url, "demo")
     assert first.returncode == 0, first.stderr
@@ -177,6 +178,7 @@ def test_cli_demo_exits_0_twice_and_says_what_it_did(db_url: str) -> None:
     assert [c["name"] for c in json.loads(listed.stdout)] == [demo_comparison_name()]
 
 
+@pytest.mark.slow
 def test_app_starts_after_the_first_never_import_litellm(db_url: str) -> None:
     """`demo` runs before every app start: once the demo is stored (its checks and token counts too),
     a start must not pay litellm's import (~3 s)."""
@@ -190,6 +192,7 @@ def test_app_starts_after_the_first_never_import_litellm(db_url: str) -> None:
     assert (first, second) == ("True", "False")  # the first load counts tokens; later starts read them back
 
 
+@pytest.mark.slow
 def test_cli_recording_export_then_import_into_another_store(db_url: str, tmp_path: Path) -> None:
     assert _cli(db_url, "demo").returncode == 0
     out = tmp_path / "rec.jsonl"
@@ -202,6 +205,7 @@ def test_cli_recording_export_then_import_into_another_store(db_url: str, tmp_pa
     assert "imported comparison 'copy'" in imported.stdout
 
 
+@pytest.mark.slow
 def test_cli_recording_import_of_a_malformed_file_exits_2_with_the_line(db_url: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     lines = RECORDING_FILE.read_text().splitlines()

@@ -218,6 +218,7 @@ def _cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]
     return int(exc.value.code or 0), out, err
 
 
+@pytest.mark.slow
 def test_cli_drift_writes_html_and_prints_json(engine, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     name = _drifted(engine)
     html = tmp_path / "out" / "drift.html"
@@ -230,6 +231,7 @@ def test_cli_drift_writes_html_and_prints_json(engine, tmp_path: Path, capsys: p
     assert html.stat().st_size > 1_000_000 and latest_drift(engine, name)["columns"] == summary["columns"]
 
 
+@pytest.mark.slow
 def test_cli_drift_exit_2_on_missing_or_empty_comparison(engine, capsys: pytest.CaptureFixture) -> None:
     code, _, err = _cli(["drift", "nope", "--json"], capsys)
     assert code == 2 and err.strip().splitlines() == ["error: no comparison named 'nope' (see `./review list`)"]

@@ -439,6 +439,7 @@ def test_unknown_dimensions_and_comparisons_are_input_errors(engine, llm_server:
 
 
 # ---- report, CLI, page ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_report_json_has_the_judge_block(engine, db_url: str, llm_server: LLMServer) -> None:
     load_comparison(engine, n=3)
     assert build_report(engine, "cmp")["judge"] is None  # no judgements: no block
@@ -452,6 +453,7 @@ def test_report_json_has_the_judge_block(engine, db_url: str, llm_server: LLMSer
     assert block["unparseable"]["total"] == 0 and block["drift"]["status"] == "reference"
 
 
+@pytest.mark.slow
 def test_cli_judges_resumes_and_warns_when_the_judge_changed(engine, db_url: str, llm_server: LLMServer) -> None:
     load_comparison(engine, n=3)
     script_defaults(llm_server, scores(5, 5, 5))
@@ -471,6 +473,7 @@ def test_cli_judges_resumes_and_warns_when_the_judge_changed(engine, db_url: str
     assert body["judge"]["drift"]["flagged"] and "warning: the judge itself changed" in out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, message", [
     (("--sample", "2.5"), "--sample"), (("--rubric", "missing.toml"), "cannot read"),
     (("--dimensions", "humour"), "unknown dimension"),
@@ -481,6 +484,7 @@ def test_cli_bad_input_exits_2_with_one_line(engine, db_url: str, extra: tuple[s
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
 
 
+@pytest.mark.slow
 def test_cli_unknown_comparison_exits_2_and_failed_calls_exit_1(engine, db_url: str, llm_server: LLMServer) -> None:
     out = cli("judge", "nope", "--judge", JUDGE, "--api-base", llm_server.url, db_url=db_url)
     assert out.returncode == 2 and "no comparison named 'nope'" in out.stderr
@@ -641,6 +645,7 @@ def test_each_judge_run_is_an_audit_event(engine, llm_server: LLMServer) -> None
     assert (payload["status"], payload["n_errors"], payload["drift_status"]) == ("complete", 0, result.drift.status)
 
 
+@pytest.mark.slow
 def test_the_readable_report_shows_the_judge(engine, db_url: str, llm_server: LLMServer) -> None:
     load_comparison(engine, n=4)
     script_defaults(llm_server)
@@ -657,6 +662,7 @@ def test_the_readable_report_shows_the_judge(engine, db_url: str, llm_server: LL
     assert "win 100%" in out.stdout and "position consistency 100%" in out.stdout
 
 
+@pytest.mark.slow
 def test_the_gate_reads_judge_criteria_from_the_stored_judgements(engine, db_url: str, llm_server: LLMServer,
                                                                   tmp_path: Path) -> None:
     load_comparison(engine, n=6)

@@ -25,6 +25,7 @@ def _count(engine, model) -> int:
         return s.exec(select(func.count()).select_from(model)).one()
 
 
+@pytest.mark.slow
 def test_keys_create_writes_an_encrypted_0600_file_and_registers_the_public_key(engine, db_url, tmp_path) -> None:
     keys = tmp_path / "keys"
     done = cli(db_url, keys, "keys", "create", "alice")
@@ -47,6 +48,7 @@ def test_keys_create_writes_an_encrypted_0600_file_and_registers_the_public_key(
     assert b"PRIVATE KEY" not in Path(db_url.split("///", 1)[1]).read_bytes()  # never in the store
 
 
+@pytest.mark.slow
 def test_existing_key_name_exits_2_and_keeps_the_key(engine, db_url, tmp_path) -> None:
     keys = tmp_path / "keys"
     assert cli(db_url, keys, "keys", "create", "alice").returncode == 0
@@ -69,6 +71,7 @@ def test_key_names_are_safe_file_names(engine, tmp_path, name: str) -> None:
         create_key(engine, name, PASS, tmp_path)
 
 
+@pytest.mark.slow
 def test_prompted_passphrase_asked_twice(engine, db_url, tmp_path) -> None:
     keys = tmp_path / "keys"
     mismatch = cli(db_url, keys, "keys", "create", "carol", passphrase=None, stdin="one\ntwo\n")
@@ -78,6 +81,7 @@ def test_prompted_passphrase_asked_twice(engine, db_url, tmp_path) -> None:
     serialization.load_pem_private_key((keys / "carol.pem").read_bytes(), b"s3cret-pass")
 
 
+@pytest.mark.slow
 def test_owner_and_comment_commands(engine, db_url, tmp_path) -> None:
     make_comparison(engine, "cmp", pairs(5), system="search")
     assert cli(db_url, tmp_path, "system", "set-owner", "search", "--owner", "alice").returncode == 0
@@ -109,6 +113,7 @@ def test_only_the_owner_may_sign_others_may_comment(engine, tmp_path) -> None:
     _refused(engine, DecisionRequest("cmp", "go", "alice", "ship", policy="any"), PASS, tmp_path, NotOwnerError)
 
 
+@pytest.mark.slow
 def test_wrong_passphrase_missing_key_bad_decision_write_nothing(engine, db_url, tmp_path) -> None:
     make_comparison(engine, "cmp", pairs(5))
     keys = tmp_path / "keys"

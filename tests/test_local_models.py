@@ -49,6 +49,7 @@ def server(tmp_path_factory):
         lm.stop_server(proc)
 
 
+@pytest.mark.slow
 def test_three_cases_through_both_aliases_via_the_runner(engine, server: str) -> None:
     from lib.data.golden import import_dataset
     from lib.review.comparisons import load_pairs

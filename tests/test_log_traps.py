@@ -130,6 +130,7 @@ def _cli(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_settings_set_is_stored_audited_and_used_by_report_and_gate(engine) -> None:
     from lib.governance.policy import create_policy
 

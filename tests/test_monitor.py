@@ -163,6 +163,7 @@ def cli(db_url: str, *args: object) -> subprocess.CompletedProcess:
                           text=True, timeout=180)
 
 
+@pytest.mark.slow
 def test_cli_monitor_run_exit_codes_list_and_baseline(db_url: str, engine, llm_server: LLMServer) -> None:
     make_dataset(engine, n=12)
     args = ("monitor", "run", "--dataset", "golden", "--model", "openai/pinned", "--api-base", llm_server.url,

@@ -74,6 +74,7 @@ def test_verify_flags_a_transfer_with_a_forged_signature(owned, db_url, tmp_path
     assert "transfer signature does not verify" in messages
 
 
+@pytest.mark.slow
 def test_cli_set_owner_refuses_a_change_claim_and_transfer_work(engine, db_url, tmp_path) -> None:
     keys = tmp_path / "keys"
     make_comparison(engine, "cmp", pairs(5))
@@ -105,6 +106,7 @@ def test_signing_twice_stores_one_decision(owned, tmp_path) -> None:
     assert other.created and _count(owned, Decision) == 2  # another decision is another decision
 
 
+@pytest.mark.slow
 def test_cli_decide_twice_says_already_signed(engine, db_url, tmp_path) -> None:
     keys = tmp_path / "keys"
     make_comparison(engine, "cmp", pairs(20))

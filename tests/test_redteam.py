@@ -266,6 +266,7 @@ def _redteam_args(server: LLMServer, *extra: str) -> list[str]:
             "--temperature", "0", "--max-retries", "0", "--timeout", "20", *extra]
 
 
+@pytest.mark.slow
 def test_cli_runs_the_suite_and_reports_flips(db_url: str, engine, llm_server: LLMServer) -> None:
     _script_models(llm_server)
     out = _cli(*_redteam_args(llm_server), db_url=db_url)
@@ -296,6 +297,7 @@ def test_cli_runs_the_suite_and_reports_flips(db_url: str, engine, llm_server: L
     assert llm_server.calls() == 2 * (n_inj + n_over)
 
 
+@pytest.mark.slow
 def test_cli_exits_like_run_when_errors_remain(db_url: str, llm_server: LLMServer) -> None:
     _script_models(llm_server)
     llm_server.add_fault("500", model="cand", contains=BENIGN_PROMPT)
@@ -306,6 +308,7 @@ def test_cli_exits_like_run_when_errors_remain(db_url: str, llm_server: LLMServe
     assert over.endswith(f"{len(probes('over_refusal')) - 1}  0 / 0")
 
 
+@pytest.mark.slow
 def test_cli_input_errors_exit_2_with_one_line_and_write_nothing(db_url: str, engine, tmp_path: Path) -> None:
     bad = tmp_path / "mine.jsonl"
     bad.write_text(json.dumps({"id": "m1", "input": "hi", "category": "injection"}) + "\n")

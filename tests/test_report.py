@@ -175,6 +175,7 @@ def _cli(*args: str, db_url: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_report_json_and_table(engine, loaded: str, db_url: str) -> None:
     out = _cli("report", loaded, "--json", db_url=db_url)
     assert out.returncode == 0, out.stderr
@@ -184,6 +185,7 @@ def test_cli_report_json_and_table(engine, loaded: str, db_url: str) -> None:
     assert table.returncode == 0 and "Accuracy" in table.stdout and "n" in table.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [("report", "missing"), ("report", "cmp", "--match", "fuzzy"),
                                   ("report", "cmp", "--refusal-pattern", "(")])
 def test_cli_report_bad_input_exits_2(engine, loaded: str, db_url: str, args: tuple[str, ...]) -> None:

@@ -108,6 +108,7 @@ def test_bad_limits_are_named_errors() -> None:
             ReviewSettings(input_token_limit=bad)
 
 
+@pytest.mark.slow
 def test_cli_load_stores_review_settings_and_report_applies_them(engine, db_url: str, tmp_path: Path) -> None:
     data = tmp_path / "answers.csv"
     data.write_bytes(_wide([("a", JAPANESE, '{"status": "x"}', "Sorry, that is above my pay grade."),

@@ -322,6 +322,7 @@ def _still_alive(pids: set[int]) -> set[int]:
     return alive
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["in-process", "per-side"])
 def test_killed_cli_run_leaves_a_consistent_store_and_resumes(engine, db_url: str, llm_server: LLMServer,
                                                               workers: str) -> None:
@@ -366,6 +367,7 @@ def test_killed_cli_run_leaves_a_consistent_store_and_resumes(engine, db_url: st
     assert "complete" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["in-process", "per-side"])
 def test_ctrl_c_exits_130_with_one_line_and_keeps_what_was_stored(engine, db_url: str, llm_server: LLMServer,
                                                                   workers: str) -> None:
@@ -385,6 +387,7 @@ def test_ctrl_c_exits_130_with_one_line_and_keeps_what_was_stored(engine, db_url
     assert "Traceback" not in err and 4 <= len(_stored_pairs(engine)) < 60
 
 
+@pytest.mark.slow
 def test_cli_unknown_dataset_exits_2_with_one_line(db_url: str) -> None:
     proc = _cli(db_url, "run", "--dataset", "nope", "--baseline", "openai/a", "--candidate", "openai/b",
                 "--name", "x")
@@ -393,6 +396,7 @@ def test_cli_unknown_dataset_exits_2_with_one_line(db_url: str) -> None:
     assert err.strip().splitlines() == ["error: no dataset named 'nope' (import one with `./review dataset import`)"]
 
 
+@pytest.mark.slow
 def test_cli_exits_1_when_errors_remain(engine, db_url: str, llm_server: LLMServer) -> None:
     prompts = make_dataset(engine, n=2)
     llm_server.add_fault("400", contains=prompts[0], model="cand")
@@ -482,6 +486,7 @@ def test_run_page_runs_per_side_workers_with_progress(engine, llm_server: LLMSer
     assert _stored_pairs(engine) == {(m, p) for m in ("base", "cand") for p in prompts}
 
 
+@pytest.mark.slow
 def test_worker_fork_server_preload_leaves_a_single_threaded_process_with_litellm_warm() -> None:
     """Workers are forked from the process that imports lib.run.worker_preload: it must hold no threads."""
     code = ("import sys, threading, lib.run.worker_preload; "

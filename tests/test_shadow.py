@@ -187,6 +187,7 @@ def test_the_reader_streams(tmp_path: Path) -> None:
     assert sum(len(t.records) for t in tables) == 2 * 5000 - 100
 
 
+@pytest.mark.slow
 def test_cli_load_shadow_gz(db_url: str, engine, tmp_path: Path) -> None:
     path = tmp_path / "traffic.csv.gz"
     path.write_bytes(gzip.compress(csv_bytes(log_rows(12, drop=(4,)))))

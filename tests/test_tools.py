@@ -116,6 +116,7 @@ def test_valid_tools_are_returned_as_given(tmp_path: Path) -> None:
         load_tools(tmp_path / "absent.json")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content, expected", [
     ([WEATHER, {"type": "function", "function": {"description": "x"}}], "field '[1].function.name' is required"),
     ([WEATHER, WEATHER], "field '[1].function.name' repeats 'get_weather'"),
@@ -135,6 +136,7 @@ def test_cli_bad_tools_file_exits_2_with_one_line_and_sends_nothing(db_url: str,
         assert session.exec(select(Comparison)).all() == []
 
 
+@pytest.mark.slow
 def test_cli_missing_tools_file_exits_2_with_one_line(db_url: str, tmp_path: Path) -> None:
     proc = cli(db_url, "run", "--dataset", "golden", "--baseline", "openai/a", "--candidate", "openai/b",
                "--name", "x", "--tools", tmp_path / "nope.json")
@@ -143,6 +145,7 @@ def test_cli_missing_tools_file_exits_2_with_one_line(db_url: str, tmp_path: Pat
 
 
 # ---- runs -----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_run_sends_the_tools_in_every_request_on_both_sides_and_stores_them(
         db_url: str, engine, llm_server: LLMServer, tmp_path: Path) -> None:
     prompts = make_dataset(engine)
@@ -196,6 +199,7 @@ def test_tool_call_replies_are_stored_as_stable_json(engine, llm_server: LLMServ
     assert base[prompts[1]].error is None  # invalid arguments are the model's finding, not a failed call
 
 
+@pytest.mark.slow
 def test_monitor_and_redteam_take_tools_from_run(db_url: str, engine, llm_server: LLMServer,
                                                   tmp_path: Path) -> None:
     import typer.main

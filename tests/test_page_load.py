@@ -1,0 +1,24 @@
+"""AppTest: the Load page."""
+from __future__ import annotations
+
+from sqlmodel import Session, select
+
+from lib.store.entities import Comparison
+from tests.page_helpers import WIDE_CSV, router
+
+
+def test_load_page_loads_a_wide_file(engine) -> None:
+    at = router().run()
+    at.switch_page("pages/load.py").run()
+    at.radio(key="load_format").set_value("wide").run()
+    at.file_uploader(key="load_upload").set_value(("answers.csv", WIDE_CSV, "text/csv")).run()
+    at.selectbox(key="load_input_col").set_value("question")
+    at.selectbox(key="load_baseline_col").set_value("old")
+    at.selectbox(key="load_candidate_col").set_value("new")
+    at.selectbox(key="load_expected_col").set_value("gold")
+    at.text_input(key="load_name").set_value("from-page").run()
+    at.button(key="load_submit").click().run()
+    assert not at.exception, at.exception
+    assert at.success, [e.value for e in at.error]
+    with Session(engine) as s:
+        assert s.exec(select(Comparison).where(Comparison.name == "from-page")).one()
