@@ -371,3 +371,15 @@ def go_button(page: str, label: str, key: str, icon: str | None = None, where: A
     page list, which a page rendered on its own, as in AppTest, does not have.)"""
     if (where or st).button(label, key=key, icon=icon):
         st.switch_page(page)
+
+
+# ---- production logs (lib.release.timeline; appended) ----------------------------------------------------
+@st.cache_data(ttl=STORE_TTL_S, show_spinner="Computing the timeline…", max_entries=8)
+def _timeline(url: str, name: str, model: str | None, window: str, version: object) -> dict[str, Any]:
+    from lib.release.timeline import timeline as compute  # ruptures, the checks: only on this page
+
+    return compute(engine_for(url), name, model, window)
+
+
+# A log's timeline is recomputed only when the store changes (seconds at a million rows), not on every rerun.
+timeline = _versioned(_timeline)

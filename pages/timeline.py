@@ -10,7 +10,7 @@ import streamlit as st
 
 from lib.errors import ReviewInputError
 from lib.release.log_import import list_logs
-from lib.release.timeline import METRICS, timeline
+from lib.release.timeline import METRICS
 from lib.release.timeline_compare import compare_windows
 from lib.release.timeline_search import similar
 from lib.review import fmt
@@ -143,8 +143,7 @@ def _render() -> None:
     model = None if model == "(all)" else model
     window = right.radio("Window", ["hour", "day", "week"], index=1, horizontal=True, key="timeline_window")
     try:
-        with st.spinner("Computing the timeline…"):
-            doc = timeline(_shared.engine(), name, model, window)
+        doc = _shared.timeline(_shared.database_url(), name, model, window)
     except ReviewInputError as exc:
         st.error(_shared.md(exc))
         return

@@ -43,7 +43,8 @@ HOSTILE_MODEL = '<img src=x onerror="window.__pwned=4">'  # the candidate's mode
 PAGES = {"overview": "Overview", "diffs": "Diffs", "distributions": "Distributions", "drift": "Drift",
          "comparisons": "Comparisons", "safety": "Safety", "judge": "Judge", "canary": "Canary",
          "monitor": "Monitor", "policy": "Policies", "decision": "Decision",
-         "datasets": "Golden datasets", "run": "Run a comparison", "load": "Load a recorded comparison"}
+         "datasets": "Golden datasets", "run": "Run a comparison", "load": "Load a recorded comparison",
+         "timeline": "Timeline"}
 POLICY_TOML = """\
 alpha = 0.05
 [criteria.accuracy]

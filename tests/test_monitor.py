@@ -311,8 +311,11 @@ def test_a_judge_tracks_scores_and_a_drop_alerts(engine, llm_server: LLMServer) 
     point(engine, llm_server)
     same = point(engine, llm_server, judge=judge)
     assert same.status == "ok" and same.metrics["judge_accuracy"]["delta"] == 0.0
+    # 22 of 40 answers refused (questions 1, 10-19, 2, 20-29): with 11 the paired sign-flip interval's upper
+    # end lands exactly on the -0.5 margin (its quantiles sit on a lattice of k/m * -4), not below it.
     llm_server.script(REFUSAL, contains="question 1", model="pinned")
+    llm_server.script(REFUSAL, contains="question 2", model="pinned")
     worse = point(engine, llm_server, judge=judge)
     accuracy = worse.metrics["judge_accuracy"]
-    assert accuracy["delta"] == pytest.approx(-4 * 11 / 40)
-    assert "judge:accuracy" in {a["metric"] for a in worse.alerts}
+    assert accuracy["delta"] == pytest.approx(-4 * 22 / 40)
+    assert "judge:accuracy" in {a["metric"] for a in worse.alerts}, (accuracy["ci_high"], worse.alerts)

@@ -47,6 +47,14 @@ def _flip(frame: pd.DataFrame, col: str, worse: bool) -> pd.Series:
 
 
 def _empty(frame: pd.DataFrame, side: str) -> pd.Series:
+    empty = _empty_answer(frame, side)
+    if f"{side}_output_id" in frame:  # no output stored for this side at all
+        empty |= frame[f"{side}_output_id"].isna().to_numpy()
+    return empty & ~_true(_flag(frame, f"{side}_errored"))
+
+
+def _empty_answer(frame: pd.DataFrame, side: str) -> pd.Series:
+    """An answer with no characters, or only white space."""
     if f"{side}_empty" in frame:
         return _true(_flag(frame, f"{side}_empty"))
     chars = frame.get(f"{side}_len_chars")
@@ -57,9 +65,7 @@ def _empty(frame: pd.DataFrame, side: str) -> pd.Series:
     if f"{side}_text" in frame:  # texts shown on the page: whitespace only is empty too
         text = frame[f"{side}_text"]
         empty |= text.notna() & (text.astype("string").str.strip() == "").fillna(False).astype(bool)
-    if f"{side}_output_id" in frame:  # no output stored for this side at all
-        empty |= frame[f"{side}_output_id"].isna().to_numpy()
-    return empty & ~_true(_flag(frame, f"{side}_errored"))
+    return empty
 
 
 def _masks(frame: pd.DataFrame) -> dict[str, pd.Series]:
