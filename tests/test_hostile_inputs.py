@@ -419,10 +419,10 @@ def test_decide_without_passphrase_or_terminal_and_unknown_signer(engine, db_url
 
 def test_datasets_page_escapes_column_and_file_names(engine) -> None:
     """A header `![c](http://...)` is shown as text: the caption holds the escaped form, no image markup."""
-    from test_pages import _app
+    from tests.page_helpers import router
 
     data = b'id,input,![c](http://127.0.0.1:8733/col.png),<img src=x onerror=alert(1)>\n1,a,b,c\n'
-    at = _app().run()
+    at = router().run()
     at.switch_page("pages/datasets.py").run()
     at.file_uploader(key="datasets_upload").set_value(("![f](http://127.0.0.1:8733/f.png).csv", data,
                                                        "text/csv")).run()
