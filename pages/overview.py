@@ -20,8 +20,7 @@ from lib.store.entities import MATCH_RULES
 from pages import _catalog_ui, _shared
 
 st.title("Overview")
-_catalog_ui.deprecation_banner()
-_catalog_ui.cost_card(_shared.active_comparison())
+_catalog_ui.deprecation_banner()  # a model in use retires soon: said before anything else
 
 
 def _fmt(metric: str, value: float | None) -> str:
@@ -415,6 +414,7 @@ _render_headline(report, checked)
 verdict_shown = _render_verdict(name)
 _render_decision(name)
 _render_forest(report, verdict_shown)
+_catalog_ui.cost_card(name)  # after the answer: what staying or upgrading costs
 with st.popover("How to read these numbers", icon=":material/help:"):
     st.markdown(SIGNIFICANCE_NOTE)
 _render_cards(report["metrics"])

@@ -22,12 +22,11 @@ from tests.test_browser import (  # skips this module too when chromium or playw
     LAUNCH_ARGS,
     PAGES,
     T,
-    _free_port,
-    _wait_healthy,
     expect,
     idle,
     nav,
     no_exception,
+    serve_app,
     sync_api,
 )
 
@@ -54,24 +53,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     done = subprocess.run([sys.executable, "-m", "lib", "demo"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp / "streamlit.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait_healthy(url, proc, log)
+    with serve_app(env, tmp / "streamlit.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

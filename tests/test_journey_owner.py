@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import CHROMIUM, LAUNCH_ARGS, T, _free_port, _wait_healthy, expect, sync_api
+from tests.test_browser import CHROMIUM, LAUNCH_ARGS, T, expect, serve_app, sync_api
 
 pytestmark = pytest.mark.slow
 
@@ -37,23 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     demo = subprocess.run([sys.executable, "-m", "lib", "demo"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert demo.returncode == 0, demo.stderr
-    port = _free_port()
-    url, log = f"http://127.0.0.1:{port}", tmp / "streamlit.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait_healthy(url, proc, log)
+    with serve_app(env, tmp / "streamlit.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -122,6 +107,9 @@ def test_the_owner_signs_off_in_the_browser(page, server) -> None:
     expect(page.locator(".st-key-verdict-no-go")).to_contain_text("after the candidate's outputs were stored")
     expect(page.locator('[class*="st-key-card-worse-accuracy"]')).to_be_visible()
     fine(page)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=T)  # the forest plot drawn, not a skeleton
+    idle(page)
+    page.evaluate("window.scrollTo(0, 0)")
     README_SHOT.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot(page, 1, "overview"), README_SHOT)
 

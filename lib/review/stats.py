@@ -160,7 +160,7 @@ def continuous_metric(
     baseline: ArrayLike, candidate: ArrayLike, alpha: float = ALPHA, *,
     n_resamples: int = N_RESAMPLES, seed: int = SEED,
 ) -> MetricBlock | None:
-    """Means, medians, mean difference with a paired bootstrap CI, Wilcoxon signed-rank p."""
+    """Means, medians, the mean difference with its paired interval (`delta_ci`), Wilcoxon signed-rank p."""
     b, c = _paired(baseline, candidate)
     if b.size == 0:
         return None
