@@ -14,8 +14,9 @@ import pytest
 from lib.data.loaders import LoadMapping, load_recorded
 from lib.errors import ComparisonNotFound, ReviewInputError
 from lib.review.browse import BrowseQuery, page_of, select_cases
+from lib.review.checked import checked_frame
 from lib.review.comparisons import load_pairs
-from lib.review.report import ReviewSettings, build_report, checked_pairs, save_settings
+from lib.review.report import ReviewSettings, build_report, change_counts, checked_pairs, save_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 M_KEYS = {"baseline", "candidate", "delta", "ci_low", "ci_high", "p_value", "n"}
@@ -167,6 +168,18 @@ def test_browse_filters_and_paging(engine, loaded: str) -> None:
     assert ordered["similarity"].is_monotonic_increasing
     page, n_pages = page_of(select_cases(frame, BrowseQuery()), 99, 25)
     assert n_pages == 3 and len(page) == 10  # clamped to the last page
+
+
+def test_change_counts_cover_every_flag_filter(engine) -> None:
+    rows = _rows()
+    rows[0]["cand"] = ""  # one empty candidate output (the Overview button opens the 'empty' filter)
+    mapping = LoadMapping(id_col="id", input_col="input", baseline_col="base", candidate_col="cand",
+                          expected_col="expected", category_col="category")
+    load_recorded(engine, _csv(rows), "cmp.csv", "cmp", "wide", mapping)
+    frame = checked_frame(engine, "cmp")  # what the pages count on
+    counts = change_counts(frame)
+    assert counts["empty"] == 1 and counts["newly_refused"] == 6
+    assert counts == {name: len(select_cases(frame, BrowseQuery(filter=name))) for name in counts}
 
 
 def _cli(*args: str, db_url: str) -> subprocess.CompletedProcess:

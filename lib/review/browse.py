@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from lib.review.status import empty_or_missing
+
 # filter name -> label shown in the page
 FILTERS: dict[str, str] = {
     "all": "All cases",
@@ -18,7 +20,7 @@ FILTERS: dict[str, str] = {
     "accuracy_improvements": "Accuracy improvements (wrong → right)",
     "schema_breaks": "Schema breaks (valid JSON → invalid)",
     "errors": "Provider errors or truncation",
-    "empty": "Empty outputs (either side)",
+    "empty": "Empty or missing outputs (either side)",
     "length_change": "Largest length change",
     "lowest_similarity": "Lowest similarity",
 }
@@ -53,7 +55,8 @@ def _mask(frame: pd.DataFrame, name: str) -> pd.Series:
         return (_flag(frame, "b_errored") | _flag(frame, "c_errored")
                 | _flag(frame, "b_truncated") | _flag(frame, "c_truncated"))
     if name == "empty":
-        return _flag(frame, "b_empty") | _flag(frame, "c_empty")
+        # the same rule as the Diffs status chip: a missing output counts as empty
+        return empty_or_missing(frame, "b") | empty_or_missing(frame, "c")
     return pd.Series(True, index=frame.index)
 
 

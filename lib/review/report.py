@@ -230,13 +230,11 @@ class ChangeCounts(TypedDict):
     accuracy_improvements: int
     schema_breaks: int
     errors: int
+    empty: int
 
 
 def change_counts(checked: pd.DataFrame) -> ChangeCounts:
     def count(name: str) -> int:
         return int(len(select_cases(checked, BrowseQuery(filter=name))))
 
-    return ChangeCounts(newly_refused=count("newly_refused"), refusal_flips=count("refusal_flips"),
-                        accuracy_regressions=count("accuracy_regressions"),
-                        accuracy_improvements=count("accuracy_improvements"), schema_breaks=count("schema_breaks"),
-                        errors=count("errors"))
+    return ChangeCounts(**{name: count(name) for name in ChangeCounts.__annotations__})  # type: ignore[typeddict-item]

@@ -46,7 +46,8 @@ def _flip(frame: pd.DataFrame, col: str, worse: bool) -> pd.Series:
     return (_true(b) & _false(c)) if worse else (_false(b) & _true(c))
 
 
-def _empty(frame: pd.DataFrame, side: str) -> pd.Series:
+def empty_or_missing(frame: pd.DataFrame, side: str) -> pd.Series:
+    """No answer on this side: an empty or whitespace-only output, or no output stored (not an error)."""
     empty = _empty_answer(frame, side)
     if f"{side}_output_id" in frame:  # no output stored for this side at all
         empty |= frame[f"{side}_output_id"].isna().to_numpy()
@@ -80,7 +81,7 @@ def _masks(frame: pd.DataFrame) -> dict[str, pd.Series]:
         "schema break": _flip(frame, "json_strict", worse=True),
         "newly refused": _flip(frame, "refused", worse=False),
         "regressed": regressed,
-        "empty": _empty(frame, "b") | _empty(frame, "c"),
+        "empty": empty_or_missing(frame, "b") | empty_or_missing(frame, "c"),
         "truncated": either("truncated"),
         "no longer refused": _flip(frame, "refused", worse=True),
         "improved": improved,
