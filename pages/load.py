@@ -6,10 +6,11 @@ import io
 import pandas as pd
 import streamlit as st
 
-from lib.data.loaders import LoadMapping, load_recorded
+from lib.data.loaders import LoadMapping, load_recorded, promptfoo
 from lib.data.loaders.stream import iter_tables
 from lib.data.tables import read_table
 from lib.errors import RecordedLoadError, ReviewInputError
+from lib.store.columns import to_json
 from lib.store.entities import MATCH_RULES
 from pages import _shared
 
@@ -64,11 +65,25 @@ def _sides(fmt: str, raw: pd.DataFrame, columns: list[str], fields: dict) -> Non
             return
     values = sorted(map(str, raw[fields["model_col"]].dropna().unique())) if fields["model_col"] else []
     if values:
-        # Nothing preselected: a guessed order reverses every delta.
-        for side in ("baseline", "candidate"):
-            picked = st.selectbox(f"{side} model value", values, index=None, placeholder="choose the model",
-                                  key=f"load_{side}")
-            fields[side] = picked
+        fields["baseline"], fields["candidate"] = _choose_sides(values, "model value")
+
+
+def _choose_sides(values: list[str], what: str) -> tuple[str | None, str | None]:
+    # Nothing preselected: a guessed order reverses every delta.
+    picked = [st.selectbox(f"{side} {what}", values, index=None, placeholder="choose the model", key=f"load_{side}")
+              for side in ("baseline", "candidate")]
+    return picked[0], picked[1]
+
+
+def _promptfoo_mapping(data: bytes, filename: str) -> LoadMapping | None:
+    """A promptfoo file's providers, and which is which (its order is the config's, not old → new)."""
+    try:
+        values = promptfoo.providers(data, filename)
+    except ReviewInputError as exc:
+        st.error(_shared.md(exc))
+        return None
+    baseline, candidate = _choose_sides(values, "provider")
+    return LoadMapping(baseline=baseline, candidate=candidate)
 
 
 def _table_mapping(fmt: str, data: bytes, filename: str) -> LoadMapping | None:
@@ -80,7 +95,8 @@ def _table_mapping(fmt: str, data: bytes, filename: str) -> LoadMapping | None:
     columns = [str(c) for c in raw.columns]
     st.caption(f"Preview: {len(raw)} rows" + (" (the first rows of the log)" if fmt == "shadow" else ""))
     # Cells shown as text (untrusted); a missing cell stays empty instead of the word "nan".
-    st.dataframe(raw.head(20).astype("string"), hide_index=True, width="stretch", key="load_preview")
+    shown = raw.head(20).map(lambda v: to_json(v) if isinstance(v, (dict, list)) else v)  # JSON, not reprs
+    st.dataframe(shown.astype("string"), hide_index=True, width="stretch", key="load_preview")
     left, right = st.columns(2)
     with left:
         id_col = _pick("case / request key", columns, "id_col", ("id", "case_id", "request_id"))
@@ -117,7 +133,9 @@ def _render() -> None:
         return
     data = upload.getvalue()
     if fmt == "promptfoo":
-        mapping = LoadMapping()
+        mapping = _promptfoo_mapping(data, upload.name)
+        if mapping is None:
+            return
     else:
         mapping = _table_mapping(fmt, data, upload.name)
         if mapping is None:
@@ -126,7 +144,7 @@ def _render() -> None:
         mapping = _rule_fields(mapping)
     name = st.text_input("Comparison name", value=upload.name.rsplit(".", 1)[0], key="load_name").strip()
     system = st.text_input("System", value="default", key="load_system").strip() or "default"
-    sides_missing = fmt in ("long", "shadow") and not mapping.role_col and not (mapping.baseline and mapping.candidate)
+    sides_missing = fmt != "wide" and not mapping.role_col and not (mapping.baseline and mapping.candidate)
     if sides_missing:
         st.info("Choose the baseline and the candidate model values.")
     if st.button("Load", type="primary", key="load_submit", disabled=not name or sides_missing):

@@ -19,6 +19,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from lib.data.answers import answer_texts
 from lib.data.loaders import LoadMapping, long
 from lib.data.loaders.stream import CHUNK_ROWS, HashingReader, chunk_frame, iter_tables, stream_kind
 from lib.data.tables import Table, read_rows
@@ -195,8 +196,7 @@ def _rows(table: Table, cols: _Columns, m: LoadMapping, log_id: int, state: _Sta
     stamps = long.timestamps(table, df, cols.ts, m.timestamp_format)
     values = long.read_columns(table, df, cols.optional, m)
     error = values.get("error")
-    text = df[cols.output].map(lambda v: v if v is None or isinstance(v, str) else to_json(v))
-    text = long.answered_text(text, error)
+    text = long.answered_text(answer_texts(df[cols.output], cols.output)[0], error)
     models = df[cols.model].map(lambda v: None if v is None else str(v)) if cols.model else pd.Series(
         "(unnamed)", index=df.index)
     if models.isna().any():

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from lib.data.answers import answer_texts
 from lib.data.fields import InvalidField, case_key, content_key
 from lib.data.loaders.store import Recorded, assemble, choose_models, mapping_rule
 from lib.data.tables import Table
@@ -225,11 +226,13 @@ def parse(table: Table, m: LoadMapping) -> Recorded:
         warnings.append(f"no id column: rows are paired on their input ('{input_col}')")
     if input_col is None:
         warnings.append(NO_INPUT_WARNING)
+    texts, notes = answer_texts(df[output_col], output_col)
+    warnings += notes
     frame = pd.DataFrame({
         "key": keys(table, df, key_col) if key_col else df[input_col].map(content_key),
         "side": (models[df.index] == candidate).map({False: "baseline", True: "candidate"}),
         "row": df.index, "input": df[input_col] if input_col else None,
-        "text": answered_text(df[output_col], read["error"][keep] if "error" in read else None),
+        "text": answered_text(texts, read["error"][keep] if "error" in read else None),
         **{name: col[keep] for name, col in read.items()},
     }, index=df.index)
     return assemble(frame, table, baseline, candidate, rule, warnings, has_input=input_col is not None)

@@ -234,14 +234,24 @@ def _keys(frame: pd.DataFrame, records: list[dict[str, Any]]) -> pd.Series:
     return pd.Series(keys, index=frame.index, dtype=object)
 
 
-def parse(data: bytes, source: str, m: LoadMapping) -> Recorded:
-    rule = mapping_rule(source, m.match, m.pattern)
+def _frame(data: bytes, source: str) -> tuple[Table, pd.DataFrame]:
     table = _results_table(data, source)
     if not table.records:
         raise RecordedLoadError(source, "has no results")
     frame = pd.DataFrame([_row(r) for r in table.records])
     if frame["model"].isna().any():
         table.fail(int(frame["model"].isna().to_numpy().argmax()), "is missing", field="provider.id")
+    return table, frame
+
+
+def providers(data: bytes, source: str) -> list[str]:
+    """The provider ids of a results file, in order of first appearance (for choosing the sides)."""
+    return _frame(data, source)[1]["model"].drop_duplicates().tolist()
+
+
+def parse(data: bytes, source: str, m: LoadMapping) -> Recorded:
+    rule = mapping_rule(source, m.match, m.pattern)
+    table, frame = _frame(data, source)
     baseline, candidate, warnings = choose_models(source, frame["model"].drop_duplicates().tolist(),
                                                   m.baseline, m.candidate, what="providers", auto_order=True)
     frame = frame.assign(key=_keys(frame, table.records), row=frame.index)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from lib.data.answers import answer_texts
 from lib.data.fields import content_key
 from lib.data.loaders.long import (
     CATEGORY_COLS,
@@ -90,7 +91,9 @@ def parse(table: Table, m: LoadMapping) -> Recorded:
             "row": df.index, "input": df[input_col], **read_columns(table, df, shared, m, warnings)}
     parts = []
     for side, col in outputs.items():
-        part = pd.DataFrame({**base, "side": side, "text": df[col], **read_columns(table, df, per_side[side])},
+        texts, notes = answer_texts(df[col], col)
+        warnings += notes
+        part = pd.DataFrame({**base, "side": side, "text": texts, **read_columns(table, df, per_side[side])},
                             index=df.index)
         # A side with neither an output nor an error did not answer this case: it stays unpaired.
         answered = part["text"].notna() | (part["error"].notna() if "error" in part else False)
