@@ -33,6 +33,7 @@ from lib.governance.entities import Decision, Policy, ReviewComment, SigningKey,
 from lib.governance.evidence import bound_labels, data_digest, evidence_digest
 from lib.governance.owners import check_owner_changes
 from lib.governance.signing import verify_signature
+from lib.review.entities import RefusalLabel
 from lib.store.audit import (
     ANCHOR_ENV,
     Problem,
@@ -47,7 +48,6 @@ from lib.store.audit import (
     sha256_hex,
     table_name,
 )
-from lib.review.entities import RefusalLabel
 from lib.store.entities import Comparison
 
 GOVERNED: tuple[type[SQLModel], ...] = (Policy, SigningKey, SystemOwner, ReviewComment, Decision)
