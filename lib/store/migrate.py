@@ -51,7 +51,7 @@ _SIGNED_CONFIGS = ("SELECT r.config_id FROM run r JOIN decision d "
                    "ON r.id IN (d.baseline_run_id, d.candidate_run_id)")
 
 
-def _credential_urls(conn: Connection) -> list[tuple[str, int, str, str]]:
+def _credential_urls(conn: Connection) -> list[tuple[str, int, str, str | None]]:
     """(table, id, stored, stripped) of every stored URL that still carries credentials."""
     found = []
     for table, column in _URL_COLUMNS:
