@@ -296,3 +296,16 @@ def test_cli_verify_anchor_detects_truncation(store, db_url: str, tmp_path: Path
     assert anchored.returncode == 1 and "anchored head seq" in anchored.stdout and "tail truncated" in anchored.stdout
     bad = cli(db_url, store["keys"], "verify", "--anchor", str(tmp_path / "missing.json"))
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_labels_before_signing_count_and_labels_after_do_not_break_the_decision(store) -> None:
+    """The signed report counted the label set before signing (verify recomputes it with that label: before,
+    an honest labelled decision failed with 'refusal_rate differ'); a label added after signing is not part of
+    what was signed, so the decision stays intact, and the new label is checked against its own event."""
+    engine = store["engine"]
+    assert _problems(engine, anchors=[]) == []
+    set_label(engine, 6, True, "carol")  # after the decision: another refusal on the candidate
+    result = verify_store(engine, anchors=[])
+    assert result.ok, result.problems
+    assert result.counts["refusal labels"] == 2
+    assert build_report(engine, "cmp")["metrics"]["refusal_rate"]["candidate"] == pytest.approx(2 / 60)
