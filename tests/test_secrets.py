@@ -157,11 +157,13 @@ def test_an_old_recordings_urls_are_stripped_on_import(engine, db_url: str) -> N
     meta = json.loads(lines[0])
     for side in ("baseline", "candidate"):
         meta[side]["config"]["api_base"] = SECRET_BASE
-    old = b"\n".join([json.dumps(meta).encode(), *lines[1:]]) + b"\n"
+    first = {**json.loads(lines[1]), "e": ERROR}  # and a provider error that echoed the key
+    old = b"\n".join([json.dumps(meta).encode(), json.dumps(first).encode(), *lines[2:]]) + b"\n"
     done = load_recording(engine, old, dataset_data=(ROOT / "demo" / "golden.jsonl").read_bytes(),
                           dataset_filename="golden.jsonl", name="old")
     with Session(engine) as s:
         assert {c.api_base for c in s.exec(select(ModelConfig))} == {"http://gw.example/v1"}
+        assert "provided: sk-[redacted]" in s.exec(select(Output).where(Output.error.is_not(None))).first().error
     exported = export_recording(engine, done.comparison).decode() + json.dumps(change_record(engine, "old"))
     engine.dispose()
     _assert_clean(db_url, exported)
@@ -169,9 +171,9 @@ def test_an_old_recordings_urls_are_stripped_on_import(engine, db_url: str) -> N
 
 def test_urls_stored_before_stripping_are_scrubbed_when_the_store_is_opened(engine, db_url: str,
                                                                           tmp_path: Path) -> None:
-    """An old store's configurations lose their credentials when it is opened (one audit event), except one
-    a signed decision covers (its data digest binds the stored value, docs/security.md): that one is
-    stripped wherever it is shown, exported or recorded, and the decision still verifies."""
+    """An old store's configurations and errors lose their credentials when it is opened (one audit event),
+    except those a signed decision covers (its data digest binds the stored value, docs/security.md): a URL
+    among them is stripped wherever it is shown, exported or recorded, and the decision still verifies."""
     from gov_helpers import make_comparison, pairs, tamper
 
     from lib.data.recording import export_recording
@@ -188,7 +190,10 @@ def test_urls_stored_before_stripping_are_scrubbed_when_the_store_is_opened(engi
     create_policy(engine, "strict", "alpha = 0.05\n[criteria.accuracy]\nmax_decrease = 0.02\n")
     create_key(engine, "alice", "correct horse", tmp_path / "keys")
     set_owner(engine, "default", "alice")
-    assert tamper(db_url, "UPDATE modelconfig SET api_base = ?", SECRET_BASE) == 4  # what the old code stored
+    # What the old code stored: credentials in every endpoint URL, a key echoed in one error of each comparison.
+    assert tamper(db_url, "UPDATE modelconfig SET api_base = ?", SECRET_BASE) == 4
+    assert tamper(db_url, "UPDATE output SET error = ? WHERE id IN (2, 62)", ERROR) == 2
+    tamper(db_url, "PRAGMA user_version = 0")
     decide(engine, DecisionRequest("signed", "go", "alice", "ok", None, "strict"), "correct horse", tmp_path / "keys")
     engine.dispose()
     _engine.cache_clear()  # open the store again, as the next process does
@@ -198,14 +203,18 @@ def test_urls_stored_before_stripping_are_scrubbed_when_the_store_is_opened(engi
         scrubbed = [json.loads(e.payload_json) for e in s.exec(select(AuditEvent)
                                                               .where(AuditEvent.kind == "credentials_scrubbed"))]
     assert bases == [(1, SECRET_BASE), (2, SECRET_BASE), (3, "http://gw.example/v1"), (4, "http://gw.example/v1")]
-    assert scrubbed == [{"rows": [{"table": "modelconfig", "id": 3}, {"table": "modelconfig", "id": 4}]}]
+    assert scrubbed == [{"rows": [{"table": "modelconfig", "column": "api_base", "ids": [3, 4]},
+                                  {"table": "output", "column": "error", "ids": [62]}]}]
+    with Session(reopened) as s:
+        errors = {o.id: o.error for o in s.exec(select(Output).where(Output.error.is_not(None)))}
+    assert errors == {2: ERROR, 62: "401 Incorrect API key provided: sk-[redacted] (sent Bearer [redacted])"}
     assert verify_store(reopened, anchors=[]).ok
     shown = [json.dumps(list_comparisons(reopened))]
     shown += [json.dumps(change_record(reopened, n)) + record_markdown(change_record(reopened, n))
               + export_recording(reopened, n).decode() for n in ("signed", "plain")]
     assert all("http://gw.example/v1" in text for text in shown)
     for text in shown:
-        assert QUERY_KEY not in text and PASSWORD not in text
+        assert QUERY_KEY not in text and PASSWORD not in text and FILE_KEY not in text
     _engine.cache_clear()
     assert get_engine(db_url) is not reopened  # opened once more: nothing left to scrub, no second event
     with Session(get_engine(db_url)) as s:

@@ -7,11 +7,14 @@ without a server default can be added this way, which is how entities declare la
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from sqlalchemy import Column, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel
 
-from lib.run.redact import strip_url_credentials
+from lib.run.redact import scrub, strip_url_credentials
 from lib.store.audit import record_event
 
 
@@ -42,29 +45,52 @@ def add_missing_columns(engine: Engine, writer: Engine) -> list[str]:
     return added
 
 
-# Endpoint URLs stored before credentials were stripped (lib.run.redact). A model configuration that a
-# signed decision covers keeps its stored value: the decision's data digest covers every field, so
-# rewriting it would make an honest decision fail verification; every read path that shows or exports a
-# URL strips it instead (the change record, recordings, pages).
-_URL_COLUMNS = (("modelconfig", "api_base"), ("judgerun", "api_base"))
-_SIGNED_CONFIGS = ("SELECT r.config_id FROM run r JOIN decision d "
-                   "ON r.id IN (d.baseline_run_id, d.candidate_run_id)")
+# Secrets stored before they were stripped (lib.run.redact): endpoint URLs with credentials in them, and
+# provider errors that echoed a key (a run's, or a loaded file's error cell). Rows a signed decision covers
+# keep their stored value: the decision's data digest covers every field of its runs' outputs and model
+# configurations, so rewriting them would make an honest decision fail verification; every read path that
+# shows or exports a URL strips it instead (the change record, recordings, pages).
+@dataclass(frozen=True)
+class _Target:
+    table: str
+    column: str
+    clean: Callable[[str], str | None]
+    like: tuple[str, ...]  # a cheap SQL filter: only values containing one of these can change
+    signed: str | None = None  # SQL selecting the ids a signed decision covers (kept)
+    once: bool = False  # a full-table scan: done once per store file (PRAGMA user_version), not at every open
 
 
-def _credential_urls(conn: Connection) -> list[tuple[str, int, str, str | None]]:
-    """(table, id, stored, stripped) of every stored URL that still carries credentials."""
-    found = []
-    for table, column in _URL_COLUMNS:
-        if not _has_table(conn, table):
-            continue
-        rows = conn.execute(text(f'SELECT id, "{column}" FROM "{table}" WHERE "{column}" LIKE \'%@%\' '
-                                 f'OR "{column}" LIKE \'%?%\''))
-        found += [(table, row[0], row[1], stripped) for row in rows
-                  if (stripped := strip_url_credentials(row[1])) != row[1]]
-    if not found:
+_SIGNED_RUNS = "SELECT baseline_run_id FROM decision UNION SELECT candidate_run_id FROM decision"
+_URL_LIKE = ("@", "?")
+_KEY_LIKE = ("sk-", "bearer", "key", "token", "auth", "secret", "password", "sig", "@")
+_TARGETS = (
+    _Target("modelconfig", "api_base", strip_url_credentials, _URL_LIKE,
+            f"SELECT config_id FROM run WHERE id IN ({_SIGNED_RUNS})"),
+    _Target("judgerun", "api_base", strip_url_credentials, _URL_LIKE),
+    _Target("output", "error", scrub, _KEY_LIKE, f"SELECT id FROM output WHERE run_id IN ({_SIGNED_RUNS})", True),
+    _Target("logrecord", "error", scrub, _KEY_LIKE, None, True),
+)
+SCRUBBED_VERSION = 1  # PRAGMA user_version once the full-table scans were done
+
+
+def _found(conn: Connection, target: _Target) -> list[tuple[int, str | None]]:
+    """(id, cleaned value) of the target's stored values that still carry a secret."""
+    if not _has_table(conn, target.table):
         return []
-    signed = {row[0] for row in conn.execute(text(_SIGNED_CONFIGS))} if _has_table(conn, "decision") else set()
-    return [f for f in found if not (f[0] == "modelconfig" and f[1] in signed)]
+    where = " OR ".join(f'"{target.column}" LIKE :p{i}' for i in range(len(target.like)))
+    params = {f"p{i}": f"%{fragment}%" for i, fragment in enumerate(target.like)}
+    rows = conn.execute(text(f'SELECT id, "{target.column}" FROM "{target.table}" WHERE {where}'), params)
+    found = [(row[0], cleaned) for row in rows if (cleaned := target.clean(row[1])) != row[1]]
+    if found and target.signed and _has_table(conn, "decision"):
+        kept = {row[0] for row in conn.execute(text(target.signed))}
+        found = [f for f in found if f[0] not in kept]
+    return found
+
+
+def _all_found(conn: Connection) -> dict[_Target, list[tuple[int, str | None]]]:
+    scanned = conn.execute(text("PRAGMA user_version")).scalar() or 0
+    targets = [t for t in _TARGETS if not (t.once and scanned >= SCRUBBED_VERSION)]
+    return {t: found for t in targets if (found := _found(conn, t))}
 
 
 def _has_table(conn: Connection, table: str) -> bool:
@@ -73,18 +99,23 @@ def _has_table(conn: Connection, table: str) -> bool:
 
 
 def scrub_stored_credentials(engine: Engine, writer: Engine) -> int:
-    """Once, when a store is opened: strip credentials from URLs stored before stripping existed (see
-    above), with an audit event naming the rows. A plain read first: nothing is locked when all is clean."""
+    """When a store is opened: strip what was stored in clear before stripping existed (see above), with one
+    audit event naming the rows. A plain read first: nothing is locked when all is clean."""
     with engine.connect() as conn:
-        if not _credential_urls(conn):
-            return 0
+        found = _all_found(conn)
+        done = (conn.execute(text("PRAGMA user_version")).scalar() or 0) >= SCRUBBED_VERSION
+    if not found and done:
+        return 0
     with Session(writer) as session:
-        found = _credential_urls(session.connection())
-        for table, row_id, _stored, stripped in found:
-            session.connection().execute(text(f'UPDATE "{table}" SET "api_base" = :v WHERE id = :id'),
-                                         {"v": stripped, "id": row_id})
+        conn = session.connection()
+        found = _all_found(conn)
+        for target, rows in found.items():
+            conn.execute(text(f'UPDATE "{target.table}" SET "{target.column}" = :v WHERE id = :id'),
+                         [{"v": value, "id": row_id} for row_id, value in rows])
         if found:
-            record_event(session, "credentials_scrubbed",
-                         {"rows": [{"table": t, "id": i} for t, i, _s, _x in found]}, actor="store")
+            record_event(session, "credentials_scrubbed", {"rows": [
+                {"table": t.table, "column": t.column, "ids": [row_id for row_id, _v in rows]}
+                for t, rows in found.items()]}, actor="store")
+        conn.execute(text(f"PRAGMA user_version = {SCRUBBED_VERSION}"))
         session.commit()
-        return len(found)
+        return sum(len(rows) for rows in found.values())
