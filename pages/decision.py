@@ -251,6 +251,10 @@ def _render_history(comparison: str) -> None:
             st.markdown(f"**Rationale**  \n{_shared.md_lines(r['rationale'])}")
             st.markdown(f"**Conditions**  \n{_shared.md_lines(r['conditions'])}" if r["conditions"]
                         else "**Conditions:** none")
+            head = r["chain_head"]
+            st.caption(f"Binds the audit chain head at signing: seq {head['seq']}, sha256 {head['hash'][:16]}…"
+                       if head else "Signed before decisions bound the audit chain head: only an anchor detects "
+                                    "events removed or re-chained before it.")
 
 
 def _render_verify_and_export(comparison: str) -> None:
@@ -259,7 +263,8 @@ def _render_verify_and_export(comparison: str) -> None:
         result = verify_store(_shared.engine())
         if result.ok:
             st.success(f"Intact: {result.counts['events']} events, {result.counts['decisions']} decisions, "
-                       f"{result.counts['policies']} policies checked.")
+                       f"{result.counts['policies']} policies, {result.counts['refusal labels']} refusal labels "
+                       "checked.")
         for problem in result.problems:
             st.error(_shared.md_text(problem))
     url = _shared.database_url()

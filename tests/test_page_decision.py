@@ -118,6 +118,8 @@ def test_decision_comments_keep_line_breaks_and_history_shows_the_signed_words(n
     shown = [m.value for m in details.markdown]
     assert shown == ["**Rationale**  \nAccuracy fell 40 pp\\.  \nSee http\\://wiki\\.local/x\\_y",
                      "**Conditions**  \nrerun after  \nthe fix"]
+    [bound] = [c.value for c in details.caption]
+    assert bound.startswith("Binds the audit chain head at signing: seq ")
 
 
 def test_decision_page_creates_a_key_with_the_cli_rules(worse, tmp_path) -> None:
@@ -212,7 +214,7 @@ def test_decision_page_shows_the_verdict_and_signs(ready) -> None:
     assert history["integrity"].tolist() == ["intact"]
     assert [b.proto.label for b in at.get("download_button")] == ["Change record (Markdown)", "Change record (JSON)"]
     at.button(key="decision_verify").click().run()
-    assert at.success[-1].value.startswith("Intact")
+    assert at.success[-1].value.startswith("Intact") and "0 refusal labels checked" in at.success[-1].value
 
 
 def test_decision_page_non_owner_cannot_sign_but_comments(ready) -> None:

@@ -258,6 +258,10 @@ def verify_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     else:
         counts = ", ".join(f"{n} {k}" for k, n in result.counts.items())
         typer.echo(f"{'INTACT' if result.ok else 'BROKEN'}: checked {counts}")
+        for d in result.decisions:
+            head = d["chain_head"]
+            bound = f"binds audit chain head seq {head['seq']} ({head['hash'][:16]})" if head else d["note"]
+            typer.echo(f"decision {d['id']} (comparison '{d['comparison']}'): {bound}")
         for problem in result.problems:
             typer.echo(f"broken: {problem}")
     if not result.ok:

@@ -51,6 +51,7 @@ from lib.errors import DatasetImportError, RecordedLoadError
 from lib.store.columns import from_json, to_json
 from lib.store.entities import (SOURCE_LIVE, SOURCE_RECORDED, STATUS_COMPLETE, STATUS_PARTIAL, STATUS_PENDING, STATUS_RECORDED, STATUS_RUNNING, Case, Comparison, Dataset, ModelConfig, Output, Run)
 from lib.review.constants import SIDE_NAMES
+from lib.run.redact import scrub, strip_url_credentials
 
 FORMAT, VERSION = "upgrade-review-recording", 1
 RUN_STATUSES = (STATUS_PENDING, STATUS_RUNNING, STATUS_COMPLETE, STATUS_PARTIAL, STATUS_RECORDED)
@@ -95,6 +96,7 @@ def _iso(value: datetime | None) -> str | None:
 def _config_dict(cfg: ModelConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"config_hash": cfg.config_hash}
     out.update({f: getattr(cfg, f) for f in _CONFIG_FIELDS})
+    out["api_base"] = strip_url_credentials(cfg.api_base)  # a config stored before stripping existed
     out.update({key: from_json(getattr(cfg, col)) for key, col in _CONFIG_JSON_FIELDS.items()})
     return out
 
@@ -113,7 +115,7 @@ def _output_line(out: Output, key: str, side: str, run: Run) -> dict[str, Any]:
             value = _iso(value)
         if value is None or (column == "attempts" and value == 1):
             continue
-        line[short] = value
+        line[short] = scrub(value) if column == "error" else value  # one stored before scrubbing existed
     if out.system_fingerprint != run.system_fingerprint:
         line["fp"] = out.system_fingerprint
     if out.served_model != run.served_model:
@@ -288,6 +290,7 @@ def _parse(data: bytes, source: str) -> _Recording:
 
 def _config_row(cfg: dict[str, Any]) -> dict[str, Any]:
     row = {f: cfg.get(f) for f in _CONFIG_FIELDS}
+    row["api_base"] = strip_url_credentials(row["api_base"])  # a recording written before stripping existed
     row.update({col: to_json(cfg.get(key)) for key, col in _CONFIG_JSON_FIELDS.items()})
     row["config_hash"] = cfg["config_hash"]
     return row
@@ -333,6 +336,7 @@ def _output_row(obj: dict[str, Any], run_id: int, case_id: int, run_meta: dict[s
     for column, short in _KEYS.items():
         row[column] = obj.get(short)
     row["attempts"] = obj.get("a", 1)
+    row["error"] = scrub(row["error"])  # a recording written before errors were scrubbed
     row["logged_at"] = _parse_time(obj.get("ts"), "", 0, "ts")
     return row
 

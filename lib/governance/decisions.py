@@ -2,8 +2,11 @@
 
 Only the owner of a comparison's system may sign a decision for it; anyone may comment. A decision
 signs (Ed25519) every one of its columns except `id` and `signature`: the decision, rationale,
-conditions, signer and key fingerprint, the verdict and its policy's hash, the report, and the digests
-of the evidence. Every check runs before anything is written, so a refused decision leaves no trace.
+conditions, signer and key fingerprint, the verdict and its policy's hash, the report, the digests
+of the evidence, and the audit chain head at signing (seq and hash; message version 2). The bound head
+makes any deletion or re-chaining of an event before the decision detectable without an anchor: the
+attacker would have to re-sign. Decisions signed before (version 1) verify as they did and say that
+they bind no chain head. Every check runs before anything is written, so a refused decision leaves no trace.
 """
 from __future__ import annotations
 
@@ -23,13 +26,16 @@ from lib.governance.owners import set_owner as set_owner  # re-exported: the own
 from lib.governance.policy import get_policy
 from lib.governance.signing import load_private_key, registered_key
 from lib.review.comparisons import get_comparison
-from lib.store.audit import as_utc, canonical_json, iso_now, record_row_event
+from lib.store.audit import GENESIS_HASH, as_utc, canonical_json, chain_head, iso_now, record_row_event
 from lib.store.engine import session_scope
 from lib.store.entities import Comparison
 
 DECISIONS = ("go", "no-go")
 UNSIGNED_FIELDS = frozenset({"id", "signature"})
+MESSAGE_VERSION = 2
+CHAIN_FIELDS = frozenset({"message_version", "chain_seq", "chain_hash"})  # version 2 only
 SIGNED_FIELDS = tuple(sorted(set(Decision.model_fields) - UNSIGNED_FIELDS))
+V1_SIGNED_FIELDS = tuple(sorted(set(SIGNED_FIELDS) - CHAIN_FIELDS))
 
 
 class NotOwnerError(ReviewInputError):
@@ -58,9 +64,17 @@ def _required(value: str | None, what: str) -> str:
     return value
 
 
+def binds_chain_head(fields: dict[str, Any]) -> bool:
+    """Whether a decision (new, or a raw stored row) was signed with message version 2 (the chain head)."""
+    return fields.get("message_version") is not None
+
+
 def signed_message(fields: dict[str, Any]) -> bytes:
-    """The signed bytes, rebuilt the same way from a new decision or a raw stored row."""
-    signed = {name: fields[name] for name in SIGNED_FIELDS}
+    """The signed bytes, rebuilt the same way from a new decision or a raw stored row. Version 1 (no
+    `message_version`) leaves the chain fields out; setting a version 2 row's fields to NULL to pass it off
+    as version 1 changes the message, so its signature no longer verifies."""
+    names = SIGNED_FIELDS if binds_chain_head(fields) else V1_SIGNED_FIELDS
+    signed = {name: fields[name] for name in names}
     signed["post_hoc"] = bool(signed["post_hoc"])  # SQLite hands booleans back as 0/1
     return canonical_json(signed).encode()
 
@@ -119,7 +133,9 @@ def _decision_fields(session: Session, comp: Comparison, req: DecisionRequest, s
                      fingerprint: str, verdict: Verdict, report: dict) -> dict[str, Any]:
     """Every signed column. The data digest is taken under the write lock, so no output lands meanwhile."""
     verdict_json, report_json = canonical_json(verdict.to_dict()), canonical_json(report)
-    data = data_digest(session.connection(), comp.baseline_run_id, comp.candidate_run_id)
+    conn = session.connection()
+    head = chain_head(conn) or {"seq": 0, "hash": GENESIS_HASH}  # before this decision's own event
+    data = data_digest(conn, comp.baseline_run_id, comp.candidate_run_id, labels_upto=head["seq"])
     policy = get_policy(session, verdict.policy_name, verdict.policy_version)
     return dict(comparison_id=comp.id, comparison=comp.name, system=comp.system,
                 baseline_run_id=comp.baseline_run_id, candidate_run_id=comp.candidate_run_id,
@@ -127,7 +143,8 @@ def _decision_fields(session: Session, comp: Comparison, req: DecisionRequest, s
                 signer=signer, key_fingerprint=fingerprint, policy_id=policy.id, policy_name=policy.name,
                 policy_version=policy.version, policy_hash=policy.content_hash, verdict=verdict.verdict,
                 post_hoc=verdict.post_hoc, verdict_json=verdict_json, report_json=report_json, data_digest=data,
-                evidence_digest=evidence_digest(data, report_json, verdict_json), signed_at=iso_now())
+                evidence_digest=evidence_digest(data, report_json, verdict_json), signed_at=iso_now(),
+                message_version=MESSAGE_VERSION, chain_seq=head["seq"], chain_hash=head["hash"])
 
 
 @dataclass(frozen=True)
@@ -191,7 +208,8 @@ def decision_summary(row: Decision) -> dict[str, Any]:
             "signer": row.signer, "key_fingerprint": row.key_fingerprint, "post_hoc": bool(row.post_hoc),
             "policy": f"{row.policy_name} v{row.policy_version}", "policy_hash": row.policy_hash,
             "rationale": row.rationale, "conditions": row.conditions, "signed_at": row.signed_at,
-            "evidence_digest": row.evidence_digest, "signature": row.signature}
+            "evidence_digest": row.evidence_digest, "signature": row.signature,
+            "chain_head": {"seq": row.chain_seq, "hash": row.chain_hash} if row.message_version else None}
 
 
 def list_decisions(engine: Engine, comparison: str) -> list[Decision]:

@@ -58,7 +58,9 @@ class ReviewComment(SQLModel, table=True):
 
 
 class Decision(SQLModel, table=True):
-    """A signed go/no-go decision. The signature covers every column except `id` and `signature`."""
+    """A signed go/no-go decision. The signature covers every column except `id` and `signature`
+    (message version 2; version 1, NULL `message_version`, was signed before the chain head was bound and
+    covers every column but the three last ones, see lib.governance.decisions.signed_message)."""
 
     id: Optional[int] = Field(default=None, primary_key=True)
     comparison_id: int = Field(foreign_key="comparison.id", index=True)
@@ -83,3 +85,7 @@ class Decision(SQLModel, table=True):
     evidence_digest: str  # over data_digest, the report and the verdict
     signed_at: str  # ISO 8601 UTC, signed verbatim
     signature: str  # hex Ed25519 signature
+    # Added columns (NULL in decisions signed before them; lib.store.migrate adds them to old stores):
+    message_version: Optional[int] = None  # 2: the signed message binds the chain head below
+    chain_seq: Optional[int] = None  # the audit chain head when it was signed: seq (0: empty chain) ...
+    chain_hash: Optional[str] = None  # ... and that event's hash

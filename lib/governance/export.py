@@ -120,7 +120,13 @@ def _md_decision(rec: dict) -> list[str]:
             "", "Rationale:", *_quote(d["rationale"]), "", "Conditions:", *_quote(d["conditions"]), "",
             f"- public-key fingerprint (sha256): `{d['key_fingerprint']}`",
             f"- signature (Ed25519): `{d['signature']}`",
-            f"- evidence digest: `{d['evidence_digest']}`", f"- integrity: {_cell(d['integrity'])}", ""]
+            f"- evidence digest: `{d['evidence_digest']}`", f"- audit chain head at signing: {_bound(d)}",
+            f"- integrity: {_cell(d['integrity'])}", ""]
+
+
+def _bound(d: dict) -> str:
+    head = d.get("chain_head")
+    return f"seq {head['seq']}, sha256 `{head['hash']}`" if head else "not bound (signed before chain heads were bound)"
 
 
 def record_markdown(rec: dict) -> str:

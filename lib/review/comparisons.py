@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from lib.errors import ComparisonNotFound
+from lib.run.redact import strip_url_credentials
 from lib.store.entities import Comparison, Dataset, ModelConfig, Output, Run
 from lib.store.rows import get_row
 
@@ -29,7 +30,7 @@ def _run_info(session: Session, run_id: int) -> dict[str, Any]:
     counts = session.exec(
         select(func.count(col(Output.id)), func.count(col(Output.error))).where(Output.run_id == run_id)
     ).one()
-    return {"run_id": run.id, "model": cfg.model, "api_base": cfg.api_base, "status": run.status,
+    return {"run_id": run.id, "model": cfg.model, "api_base": strip_url_credentials(cfg.api_base), "status": run.status,
             "source": run.source, "repeats": run.repeats, "n_outputs": counts[0], "n_errors": counts[1],
             "system_fingerprint": run.system_fingerprint, "served_model": run.served_model,
             "dataset_id": run.dataset_id, "started_at": run.started_at, "finished_at": run.finished_at}

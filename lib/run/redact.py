@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import overload
+from collections.abc import Callable
+from typing import Any, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
@@ -58,9 +59,20 @@ def scrub(text: None) -> None: ...
 def scrub(text: str | None) -> str | None:
     """`text` with key-like strings (sk-..., Bearer ..., key= parameters, URL passwords, the values of the
     provider key variables in the environment) replaced by [redacted]."""
+    return _scrub(text, _env_secrets())
+
+
+def scrubber() -> Callable[[Any], str | None]:
+    """`scrub` for many values (a loaded file's error column): the environment is read once; a value that
+    is not text (a JSON object in a log) is scrubbed as its text."""
+    secrets = _env_secrets()
+    return lambda value: _scrub(None if value is None else value if isinstance(value, str) else str(value), secrets)
+
+
+def _scrub(text: str | None, secrets: list[str]) -> str | None:
     if not text:
         return text
-    for value in _env_secrets():
+    for value in secrets:
         if value in text:
             text = text.replace(value, REDACTED)
     for pattern, replacement in _KEY_LIKE:

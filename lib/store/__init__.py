@@ -1,6 +1,7 @@
 """The store: SQLite engine and write transactions (`engine`), column helpers (`columns`), the core entities
 (datasets, cases, model configs, runs, outputs, comparisons, stored checks, the audit chain: `entities`), the
-stored per-output check results (`check_store`) and the hash-chained audit log (`audit`).
+stored per-output check results (`check_store`), the hash-chained audit log (`audit`) and what an older store
+file gets when it is opened (`migrate`: added columns, credentials stripped from stored URLs and errors).
 
 Entity modules of other domains (drift, judge, governance, release) import only `columns`; `engine` registers
 them all before creating tables, so nothing here imports back."""

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from lib.errors import ReviewInputError, StoreURLError
+from lib.store.migrate import add_missing_columns, scrub_stored_credentials
 
 DEFAULT_DB_PATH = Path("data") / "review.db"
 _DISK_FULL = ("database or disk is full", "disk i/o error")
@@ -75,6 +76,8 @@ def _engine(url: str) -> Engine:
 
     try:
         SQLModel.metadata.create_all(engine)
+        add_missing_columns(engine, write_engine(engine))  # a store from an earlier version keeps working
+        scrub_stored_credentials(engine, write_engine(engine))
     except OperationalError as exc:  # e.g. a read-only directory: say where, not the SQL
         raise StoreURLError(f"DATABASE_URL: cannot open the store at {path} ({exc.orig})") from None
     return engine

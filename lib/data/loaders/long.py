@@ -13,6 +13,7 @@ from lib.data.fields import InvalidField, case_key, content_key
 from lib.data.loaders.store import Recorded, assemble, choose_models, mapping_rule
 from lib.data.tables import Table
 from lib.errors import RecordedLoadError
+from lib.run.redact import scrubber
 
 if TYPE_CHECKING:
     from lib.data.loaders import LoadMapping
@@ -151,6 +152,8 @@ def read_columns(table: Table, df: pd.DataFrame, columns: dict[str, str | None],
             stamps = _logged_at(table, df, column, columns, m, warnings)
             if stamps is not None:
                 read[name] = stamps
+        elif name == "error":  # a logged provider error may echo the key it was sent
+            read[name] = df[column].map(scrubber(), na_action="ignore")
         else:
             read[name] = df[column]
     return read

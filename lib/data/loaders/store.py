@@ -19,6 +19,7 @@ from lib.data.golden import CaseRecord, save_cases
 from lib.data.tables import Table
 from lib.errors import RecordedLoadError
 from lib.review.constants import SIDES
+from lib.run.redact import scrubber
 from lib.run.runner import ModelSpec, config_row
 from lib.store.audit import record_event
 from lib.store.columns import to_json, utcnow
@@ -206,7 +207,7 @@ def _values(series: pd.Series) -> list:
 
 def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[str, int]) -> list[dict]:
     """Output table rows, built column-wise (this runs on 100k-row logs)."""
-    error = outputs["error"]
+    error = outputs["error"].map(scrubber(), na_action="ignore")  # a logged provider error may echo a key
     logged_at = pd.to_datetime(outputs["logged_at"], utc=True)
     columns = {
         "run_id": _values(outputs["side"].map(run_ids)), "case_id": _values(outputs["position"].map(case_ids)),
