@@ -22,17 +22,23 @@ def _radar_rows() -> list[dict] | None:
         return None
 
 
-def deprecation_banner() -> None:
-    """A warning on the Overview when a model in use is deprecated within 90 days (or already is)."""
+def deprecation_banner(comparison: str) -> None:
+    """A warning on the Overview when a model of this comparison is deprecated within 90 days (or already is);
+    models of other comparisons are only counted, pointing to the radar."""
     rows = _radar_rows() or []
     soon = [r for r in rows if r["days_left"] is not None and r["days_left"] <= BANNER_WITHIN_DAYS]
-    if not soon:
-        return
-    parts = [f"{_shared.md(r['model'])} ({', '.join(r['roles'])}) on {r['deprecation_date']}, "
-             + (f"{r['days_left']} days left" if r["days_left"] >= 0 else f"{-r['days_left']} days ago")
-             for r in soon]
-    st.warning(f"Deprecation within {BANNER_WITHIN_DAYS} days: " + "; ".join(parts)
-               + ". See the radar on **Comparisons** (`./review models deprecations --within 90`).")
+    here = [r for r in soon if comparison in r["used_by"]]
+    elsewhere = len(soon) - len(here)
+    if here:
+        parts = [f"{_shared.md(r['model'])} ({', '.join(r['roles'])}) on {r['deprecation_date']}, "
+                 + (f"{r['days_left']} days left" if r["days_left"] >= 0 else f"{-r['days_left']} days ago")
+                 for r in here]
+        st.warning(f"Deprecation within {BANNER_WITHIN_DAYS} days, in this comparison: " + "; ".join(parts)
+                   + ". See the radar on **Comparisons**.")
+    if elsewhere:
+        st.caption(f"{elsewhere} other model{'s' if elsewhere > 1 else ''} in use elsewhere (other comparisons, "
+                   f"the monitor or a judge) retire{'' if elsewhere > 1 else 's'} within {BANNER_WITHIN_DAYS} days: "
+                   "see the deprecation radar on Comparisons.")
 
 
 def deprecation_radar() -> None:

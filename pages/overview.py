@@ -20,7 +20,6 @@ from lib.store.entities import MATCH_RULES
 from pages import _catalog_ui, _shared
 
 st.title("Overview")
-_catalog_ui.deprecation_banner()  # a model in use retires soon: said before anything else
 
 
 def _fmt(metric: str, value: float | None) -> str:
@@ -393,14 +392,38 @@ def _save_settings(name: str, patterns: str, rule: str | None, pattern: str | No
     st.rerun()
 
 
+def _load_demo() -> None:
+    from lib.data.demo import load_demo  # only on an empty store
+
+    with st.spinner("Loading the demo: a recorded upgrade of a small local model, with its policy…"):
+        try:
+            result = load_demo(_shared.engine())
+        except ReviewInputError as exc:
+            st.error(_shared.md(exc))
+            return
+    _shared.after_write()
+    if result.comparison:
+        _shared.set_active(result.comparison)
+    st.rerun()
+
+
+def _render_empty_store() -> None:
+    st.info("No comparison yet. Try the demo (a real recorded upgrade, no key or network needed), load outputs "
+            "you already recorded, or run both models on a golden dataset.")
+    left, middle, right = st.columns(3)
+    if left.button("Load the demo", key="overview_load_demo", icon=":material/science:", type="primary"):
+        _load_demo()
+    _shared.go_button("pages/load.py", "Load a recorded comparison", "overview_go_load", ":material/upload_file:",
+                      middle)
+    _shared.go_button("pages/run.py", "Run a comparison", "overview_go_run", ":material/play_arrow:", right)
+
+
 name = _shared.active_comparison()
 if name is None:
-    st.info("No comparison yet: load a recorded one or run both models on a golden dataset.")
-    left, right = st.columns(2)
-    _shared.go_button("pages/load.py", "Load a recorded comparison", "overview_go_load", ":material/upload_file:", left)
-    _shared.go_button("pages/run.py", "Run a comparison", "overview_go_run", ":material/play_arrow:", right)
+    _render_empty_store()
     st.stop()
 _shared.broken_decision_banner(name)
+_catalog_ui.deprecation_banner(name)  # a model of this comparison retires soon: said before the answer
 report = _shared.report(_shared.database_url(), name)
 st.caption(f"{_shared.md_text(name)} · {report['n_pairs']} paired cases · deltas are candidate − baseline with 95% "
            "confidence intervals.")

@@ -140,11 +140,24 @@ def test_comparisons_shows_the_radar_and_the_overview_banner_and_cost_card(engin
     at = _page("pages/overview.py")
     assert not at.exception, at.exception
     assert any("Deprecation within 90 days" in w.value and "gpt\\-4o\\-2024\\-08\\-06" in w.value for w in at.warning)
+    assert any("in this comparison" in w.value for w in at.warning)
     [card] = [m for m in at.metric if m.label.startswith("Cost per 1,000 requests")]
     assert card.label == "Cost per 1,000 requests (n=3)" and card.value == "$0.858 → $0.873"
     at.number_input(key="catalog_requests_per_day").set_value(1000).run()
     # by hand: 0.858333 and 0.873333 per 1k x 1 x 30 days = $25.75 and $26.2
     assert any("$25.8 → $26.2" in c.value.replace("\\", "") for c in at.caption)
+
+
+def test_the_overview_banner_names_only_this_comparisons_models(engine, tmp_path: Path) -> None:
+    load_long(engine, tmp_path, text=TOKENS_CSV)  # gpt-4o-2024-08-06 retires within 90 days
+    local = TOKENS_CSV.replace("gpt-4o-2024-08-06", "local-a").replace("gpt-4.1-2025-04-14", "local-b")
+    load_long(engine, tmp_path, name="local", text=local, baseline="local-a", candidate="local-b")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=90)
+    at.session_state["pending_active_comparison"] = "local"
+    at = at.run().switch_page("pages/overview.py").run()
+    assert not at.exception, at.exception
+    assert not any("Deprecation" in w.value for w in at.warning)
+    assert any("other model" in c.value and "retire" in c.value for c in at.caption)
 
 
 def test_the_cost_card_says_unknown_when_a_price_is_missing(engine, tmp_path: Path) -> None:

@@ -170,6 +170,15 @@ def test_overview_empty_store_offers_buttons(db_url) -> None:
     assert not any("./review" in i.value or "python" in i.value for i in at.info)
 
 
+def test_overview_empty_store_loads_the_demo_in_one_click(db_url) -> None:
+    """A store started without scripts/dev.py (plain `streamlit run`) reaches the demo from the browser."""
+    at = alone("pages/overview.py").run()
+    at.button(key="overview_load_demo").click().run(timeout=180)
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    assert not any(i.value.startswith("No comparison yet") for i in at.info)
+    assert any("demo" in c.value and "paired cases" in c.value for c in at.caption)
+
+
 def test_signed_decision_shows_on_overview_and_a_broken_one_is_a_red_banner(worse, db_url, tmp_path) -> None:
     create_key(worse, "alice", PASS, tmp_path / "keys")
     claim_system(worse, "search", "alice")
