@@ -3,6 +3,7 @@ the decision, and the history of checks."""
 from __future__ import annotations
 
 import io
+import shlex
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -16,7 +17,8 @@ from pages import _shared
 st.title("Canary")
 st.caption("Rollback triggers are declared in a policy's `[canary]` section and locked with it. A check reads "
            "a canary log (one row per call: arm, output, latency, error, judge score, timestamp) and decides: "
-           "continue, roll back, or wait for more data. Pipelines run `./review canary check`.")
+           "continue, roll back, or wait for more data. Pipelines run the same check from the command line: "
+           "the exact command is shown after a check.")
 DECISION_STYLE = {"continue": st.success, "rollback": st.error, "wait": st.warning}
 RESULT_KEY = "canary_last_check"  # {"key": (policy, log), "check": CanaryCheck}: survives widget changes
 RATES = ("error_rate", "refusal_rate", "json_valid_rate")
@@ -128,6 +130,24 @@ def _render_run(policy: str) -> None:
     last = st.session_state.get(RESULT_KEY)
     if last and last["key"] == key:
         _render_check(last["check"])
+        _render_command(policy, source, since, mapping)
+
+
+def _render_command(policy: str, source: tuple[Callable[[], IO[bytes]], str] | None, since: str | None,
+                    mapping: CanaryMapping) -> None:
+    """The same check as a pipeline runs it (exit 0 continue, 1 roll back, 3 wait)."""
+    if source is None:
+        return
+    uploaded = st.session_state.get("canary_upload") is not None
+    log = source[1] if uploaded else str(resolve_log_path(source[1]))
+    words = ["./review", "canary", "check", "--policy", policy, "--log", log]
+    words += ["--since", since] if since else []
+    for name, value in vars(mapping).items():
+        if isinstance(value, str) and value and name != "schema":
+            words += [f"--{name.replace('_', '-')}", value]
+    st.caption("The same check in a pipeline (exit 0 continue, 1 roll back, 3 wait)"
+               + (", run where the uploaded file is:" if uploaded else ":"))
+    st.code(shlex.join(words), language="bash")
 
 
 def _history_rows(history: list[dict[str, Any]]) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import streamlit as st
 from lib.data.golden import ColumnMapping, import_dataset, list_datasets
 from lib.data.tables import read_table
 from lib.errors import ReviewInputError
+from lib.store.columns import to_json
 from pages import _shared
 
 st.title("Golden datasets")
@@ -17,7 +18,7 @@ FIELDS = ("id", "input", "expected", "match", "pattern", "schema", "category", "
 def _render_list() -> None:
     rows = list_datasets(_shared.engine())
     if not rows:
-        st.info("No golden dataset yet: upload one below.")
+        st.info("No golden dataset yet: upload one above.")
         return
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="datasets_table")
 
@@ -50,7 +51,8 @@ def _render_import() -> None:
         return
     # Column and file names are the uploader's: escaped, so `![c](http://...)` is text, not a fetch.
     st.caption(f"Preview: {len(raw)} rows, columns {', '.join(_shared.md(c) for c in raw.columns)}")
-    st.dataframe(raw.head(20).astype(str), hide_index=True, width="stretch", key="datasets_preview")
+    shown = raw.head(20).map(lambda v: to_json(v) if isinstance(v, (dict, list)) else v)  # JSON, not reprs
+    st.dataframe(shown.astype("string"), hide_index=True, width="stretch", key="datasets_preview")  # no "nan"
     mapping = _mapping_form([str(c) for c in raw.columns])
     default_name = upload.name.rsplit(".", 1)[0]
     name = st.text_input("Dataset name", value=default_name, key="datasets_name").strip()

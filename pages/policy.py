@@ -66,7 +66,7 @@ def _row(i: int) -> Row:
                                 help="A rubric dimension (e.g. accuracy)" if metric == JUDGE_SCORE else
                                 "Limit the criterion to one category of cases").strip()
     key = cols[2].selectbox("threshold", THRESHOLD_KEYS, key=f"policy_row_{i}_key", on_change=_edited, args=(i,))
-    value = cols[3].number_input("value", min_value=0.0, value=0.02, step=0.01, format="%.4f",
+    value = cols[3].number_input("value", min_value=0.0, value=0.05, step=0.01, format="%.4f",
                                  key=f"policy_row_{i}_value", on_change=_edited, args=(i,), help=_units(metric))
     blocking = cols[4].checkbox("blocking", value=True, key=f"policy_row_{i}_blocking")
     if metric == JUDGE_SCORE:

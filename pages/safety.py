@@ -122,7 +122,10 @@ def _render_flips(checked: pd.DataFrame, results: list[FamilyResult]) -> None:
 def _render() -> None:
     name = _shared.active_comparison()
     if name is None:
-        st.info("No comparison yet. Run the red-team suite (`./review redteam ...`) or load a comparison.")
+        st.info("No comparison yet. Run the built-in red-team suite through both models from a terminal "
+                "(your models and system prompt in place of these), or load a comparison that has red-team cases.")
+        st.code(CLI_EXAMPLE, language="bash")
+        _shared.go_button("pages/load.py", "Load a recorded comparison", "safety_go_load", ":material/upload_file:")
         return
     url = _shared.database_url()
     checked = _shared.checked(url, name)

@@ -5,6 +5,7 @@ import csv
 import gzip
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -330,6 +331,10 @@ def test_canary_page_checks_a_log_by_path_and_lists_the_history(engine, policy: 
     assert "fire" in triggers["status"].tolist()
     assert history["decision"].tolist() == ["rollback"] and history["fired"].tolist() == ["refusal_rate"]
     assert at.metric[0].value == "rollback"  # the decision so far
+    [command] = [c.value for c in at.code if c.value.startswith("./review canary check")]
+    assert command == f"./review canary check --policy canary-gate --log {path}"
+    words = shlex.split(command)[1:]  # as printed, run by the CLI: the same decision (exit 1: roll back)
+    assert cli(os.environ["DATABASE_URL"], *words).returncode == 1
 
 
 def test_canary_page_keeps_the_result_until_a_new_check(engine, policy: str, tmp_path: Path, monkeypatch) -> None:

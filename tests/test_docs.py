@@ -145,7 +145,41 @@ def resolve(root, printed: Printed) -> tuple[tuple[str, ...], list[str]]:
             return path, [f"unknown command '{' '.join((*path, word))}'"]
     known = {"--help"} | {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts)}
     used = {w.split("=", 1)[0] for w in words[i:] if w.startswith("--") and len(w) > 2}
-    return path, [f"'./review {' '.join(path)}' has no option {opt}" for opt in sorted(used - known)]
+    problems = [f"'./review {' '.join(path)}' has no option {opt}" for opt in sorted(used - known)]
+    return path, problems + _missing_required(cmd, path, words[i:])
+
+
+def _missing_required(cmd, path: tuple[str, ...], words: list[str]) -> list[str]:
+    """A printed command must run as printed: its required options and arguments are there (a command
+    ending in `...` or asking for --help is a pointer, not a command to run)."""
+    mention = len(words) == 0  # `./review report` names a command in prose; the reference's headings too
+    pointer = bool(words) and words[-1] in ("...", "…") or "OPTIONS" in words  # or a usage line
+    if hasattr(cmd, "commands") or not path or "--help" in words or mention or pointer:
+        return []
+    used = {w.split("=", 1)[0] for w in words if w.startswith("-")}
+    missing = [p.opts[0] for p in cmd.params if p.required and p.param_type_name == "option"
+               and not used & {*p.opts, *p.secondary_opts}]
+    n_args = sum(1 for p in cmd.params if p.required and p.param_type_name == "argument")
+    positional = _positional(cmd, words)
+    out = [f"'./review {' '.join(path)}' needs {opt}" for opt in missing]
+    if positional < n_args:
+        out.append(f"'./review {' '.join(path)}' needs {n_args} argument(s), got {positional}")
+    return out
+
+
+def _positional(cmd, words: list[str]) -> int:
+    """Words that are not options or option values."""
+    flags = {opt for p in cmd.params if p.param_type_name == "option" and p.is_flag
+             for opt in (*p.opts, *p.secondary_opts)}
+    count, skip = 0, False
+    for word in words:
+        if skip:
+            skip = False
+        elif word.startswith("-"):
+            skip = "=" not in word and word not in flags
+        else:
+            count += 1
+    return count
 
 
 def test_the_collector_finds_commands_everywhere() -> None:
@@ -158,7 +192,12 @@ def test_the_resolver_rejects_unknown_commands_and_options() -> None:
     root = _tree()
     assert resolve(root, Printed("x", "policy create --name a --file p.toml")) == (("policy", "create"), [])
     assert resolve(root, Printed("x", "policy creat --name a"))[1] == ["unknown command 'policy creat'"]
-    assert resolve(root, Printed("x", "gate NAME --polcy p"))[1] == ["'./review gate' has no option --polcy"]
+    assert resolve(root, Printed("x", "gate NAME --polcy p"))[1] == ["'./review gate' has no option --polcy",
+                                                                     "'./review gate' needs --policy"]
+    assert resolve(root, Printed("x", "canary check --log x.csv"))[1] == ["'./review canary check' needs --policy"]
+    assert resolve(root, Printed("x", "report --json"))[1] == ["'./review report' needs 1 argument(s), got 0"]
+    assert resolve(root, Printed("x", "report NAME --json"))[1] == []
+    assert resolve(root, Printed("x", "redteam ..."))[1] == []  # a pointer to a command, not one to run
     assert resolve(root, Printed("x", "COMMAND --help")) == ((), [])
 
 

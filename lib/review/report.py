@@ -2,7 +2,7 @@
 
 `lib.review.checked.checked_frame` gives one row per pair with check columns (`b_*`/`c_*`), mostly read back
 from the check store; `report_from_checked` turns them into the report JSON (an interface:
-`./review report --json`, the gate, the decision record). Rates are fractions; deltas are
+`./review report COMPARISON --json`, the gate, the decision record). Rates are fractions; deltas are
 candidate - baseline with a CI at 1 - alpha; a metric with no applicable case is absent. With repeats,
 every metric is aggregated per case first.
 """
