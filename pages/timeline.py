@@ -1,6 +1,7 @@
 """Timeline: one model over time from a production log; change points, before/after, complaint search."""
 from __future__ import annotations
 
+import io
 from datetime import date, timedelta
 from typing import Any
 
@@ -8,8 +9,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from lib.data.loaders import LoadMapping
 from lib.errors import ReviewInputError
-from lib.release.log_import import list_logs
+from lib.release.log_import import import_log, list_logs
 from lib.release.timeline import METRICS
 from lib.release.timeline_compare import compare_windows
 from lib.release.timeline_search import similar
@@ -130,11 +132,57 @@ def _search(name: str, model: str | None) -> None:
                  key="timeline_similar")
 
 
+IMPORT_COLUMNS = (("timestamp_col", "timestamp"), ("model_col", "model"), ("output_col", "output"),
+                  ("input_col", "input"), ("id_col", "request id"))
+
+
+def _import_mapping() -> LoadMapping:
+    st.caption("Columns are found by their usual names (timestamp / created_at, model, output / response, input / "
+               "prompt, request_id); name them here when yours differ.")
+    grid = st.columns(3)
+    fields = {field: grid[i % 3].text_input(f"{label} column", key=f"timeline_import_{field}").strip() or None
+              for i, (field, label) in enumerate(IMPORT_COLUMNS)}
+    fields["timestamp_format"] = st.text_input("timestamp format (strftime; empty: ISO 8601 or epoch s/ms)",
+                                               key="timeline_import_ts_format").strip() or None
+    return LoadMapping(**fields)
+
+
+def _render_import(first: bool) -> None:
+    """Bring a production log in from the browser (very large logs: `log import` in docs/timeline.md)."""
+    with st.expander("Import a production log", expanded=first, icon=":material/upload_file:"):
+        st.caption("Logs larger than the upload limit (200 MB): `./review log import prod.jsonl --name prod` "
+                   "from a terminal, in the repository.")
+        upload = st.file_uploader("Log file (CSV, JSONL, JSON, Parquet; .gz too)", key="timeline_upload",
+                                  type=["csv", "jsonl", "json", "parquet", "gz"])
+        mapping = _import_mapping()
+        if upload is not None and st.session_state.get("timeline_import_file") != upload.name:
+            st.session_state["timeline_import_file"] = upload.name  # a new file: its name is the default
+            st.session_state["timeline_import_name"] = upload.name.split(".", 1)[0]
+        name = st.text_input("Log name", key="timeline_import_name").strip()
+        if not st.button("Import", type="primary", key="timeline_import", disabled=upload is None or not name):
+            return
+        assert upload is not None  # the button is disabled without one
+        try:
+            with st.spinner("Importing and checking every call…"):
+                result = import_log(_shared.engine(), io.BytesIO(upload.getvalue()), upload.name, name, mapping)
+        except ReviewInputError as exc:
+            st.error(f"Nothing was imported. {_shared.md(exc)}")
+            return
+        st.session_state["timeline_log"] = result.name
+        models = ", ".join(f"{model} ({n:,})" for model, n in result.models.items())
+        st.success(f"Imported {_shared.md(result.name)}: {result.rows:,} calls ({_shared.md(models)}).")
+        for warning in result.warnings:
+            st.warning(_shared.md(warning))
+
+
 def _render() -> None:
     logs = list_logs(_shared.engine())
     if not logs:
-        st.info("No production log yet. Import one: `./review log import FILE --name NAME` "
-                "(see docs/timeline.md).")
+        st.info("No production log yet: import one below (one row per call, with a timestamp, the model and "
+                "its output), and the timeline shows how each model behaved over time.")
+    _render_import(first=not logs)
+    logs = logs or list_logs(_shared.engine())
+    if not logs:
         return
     name = st.selectbox("Log", [log["name"] for log in logs], key="timeline_log")
     models = next(log["models"] for log in logs if log["name"] == name)

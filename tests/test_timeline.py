@@ -193,7 +193,25 @@ def test_timeline_page_without_logs_says_how_to_import(engine) -> None:
 
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
     at.switch_page("pages/timeline.py").run()
-    assert not at.exception and "./review log import FILE --name NAME" in at.info[0].value
+    assert not at.exception and "import one below" in at.info[0].value
+
+
+def test_timeline_page_imports_a_log_from_the_browser(engine) -> None:
+    """From an empty store to change points without a terminal: upload, name the timestamp format, import."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    at.switch_page("pages/timeline.py").run()
+    assert at.button(key="timeline_import").disabled  # nothing uploaded yet
+    at.file_uploader(key="timeline_upload").set_value(("prod.csv", log_csv(log_rows(change_day=12)), "text/csv"))
+    at.text_input(key="timeline_import_ts_format").set_value(LLMDRIFT_FORMAT).run()
+    assert at.text_input(key="timeline_import_name").value == "prod"
+    at.button(key="timeline_import").click().run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    assert at.success and "3,000 calls" in at.success[0].value
+    assert set(at.dataframe(key="timeline_points").value["metric"]) == {"Refusal rate", "Length (chars)"}
+    at.button(key="timeline_import").click().run()  # the same name again: refused, nothing lost
+    assert "already exists" in at.error[0].value
 
 
 def test_similar_by_embeddings_finds_the_same_request(engine, llm_server) -> None:
