@@ -22,6 +22,7 @@ def test_load_page_loads_a_wide_file(engine) -> None:
     assert at.success, [e.value for e in at.error]
     with Session(engine) as s:
         assert s.exec(select(Comparison).where(Comparison.name == "from-page")).one()
+    assert at.selectbox(key="sidebar_active_comparison").value == "from-page"  # the sidebar follows at once
 
 
 def test_load_page_makes_the_owner_choose_promptfoo_sides(engine) -> None:

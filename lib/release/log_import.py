@@ -237,10 +237,10 @@ def import_log(engine: Engine, raw: IO[bytes], filename: str, name: str, mapping
     m = mapping or LoadMapping()
     name = name.strip()
     if not name:
-        raise LogImportError(filename, "the log name is empty", field="name")
+        raise LogImportError(filename, "the log name is empty")
     with Session(engine) as session:
         if session.exec(select(ProductionLog.id).where(ProductionLog.name == name)).first() is not None:
-            raise LogImportError(filename, f"a log named '{name}' already exists; pick another name", field="name")
+            raise LogImportError(filename, f"a log named '{name}' already exists; pick another name")
     reader = HashingReader(raw)
     tables = _tables(io.BufferedReader(reader), filename, chunk_rows)
     first = next(tables)

@@ -120,10 +120,9 @@ def _report(rec: Recorded, fmt: str, filename: str) -> dict[str, Any]:
 def _check_name(engine: Engine, name: str, filename: str) -> str:
     name = name.strip()
     if not name:
-        raise RecordedLoadError(filename, "the comparison name is empty", field="name")
+        raise RecordedLoadError(filename, "the comparison name is empty")
     if comparison_exists(engine, name):
-        raise RecordedLoadError(filename, f"a comparison named '{name}' already exists; pick another name",
-                                field="name")
+        raise RecordedLoadError(filename, f"a comparison named '{name}' already exists; pick another name")
     return name
 
 
