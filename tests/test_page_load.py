@@ -22,7 +22,9 @@ def test_load_page_loads_a_wide_file(engine) -> None:
     assert at.success, [e.value for e in at.error]
     with Session(engine) as s:
         assert s.exec(select(Comparison).where(Comparison.name == "from-page")).one()
-    assert at.selectbox(key="sidebar_active_comparison").value == "from-page"  # the sidebar follows at once
+    # the page reran so that the router's sidebar shows it (AppTest runs only the page after switch_page)
+    assert at.session_state["pending_active_comparison"] == "from-page"
+    assert at.button(key="load_go_overview").proto.label == "Open its Overview"
 
 
 def test_load_page_makes_the_owner_choose_promptfoo_sides(engine) -> None:
