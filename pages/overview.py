@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -185,6 +186,9 @@ SIGNIFICANCE_NOTE = (
     "mean: so a CI can exclude 0 without ✱ (the adjustment), or include 0 with ✱ (a shift the mean hides).")
 
 
+ZERO_DELTA = re.compile(r"^[+\-−]?0(?:\.0+)?(?![.\d])")
+
+
 def _render_cards(metrics: dict) -> None:
     """Three cards a row, two when a value or label would not fit: baseline → candidate is never cut off."""
     st.markdown(CARD_STYLE, unsafe_allow_html=True)  # static CSS only: no user text in it
@@ -196,7 +200,8 @@ def _render_cards(metrics: dict) -> None:
         for col, (key, (label, value, delta, help_text)) in zip(st.columns(per_row), cards[start:start + per_row]):
             kind = evidence[key].evidence if key in evidence else headline.NO_EVIDENCE
             box = col.container(key=f"card-{kind.replace(' ', '-')}-{key}")
-            box.metric(label, value, delta, delta_color="off", help=help_text)
+            arrow = "off" if ZERO_DELTA.match(delta or "") else "auto"  # "+0.0 pp" is no rise
+            box.metric(label, value, delta, delta_color="off", delta_arrow=arrow, help=help_text)
             if key in evidence:
                 box.caption(EVIDENCE_WORDS[kind])
 

@@ -147,6 +147,12 @@ def test_overview_cards_are_coloured_by_evidence(worse) -> None:
     assert "no evidence either way" in words
     style = next(m.value for m in at.markdown if "st-key-card-" in m.value)
     assert 'st-key-card-worse-' in style and "#c62828" in style and 'st-key-card-no-evidence-' in style
+    zero = [m for m in at.metric if m.proto.delta.startswith(("+0.0 ", "-0.0 ", "+0 "))]
+    from streamlit.proto.Metric_pb2 import Metric as MetricProto
+
+    none = MetricProto.MetricDirection.NONE
+    assert zero and all(m.proto.direction == none for m in zero)  # no arrow: no change is not a rise
+    assert any(m.proto.direction != none for m in at.metric)
 
 
 def test_overview_without_policy_offers_to_lock_one(engine) -> None:
