@@ -100,7 +100,7 @@ def _render_table(rows: pd.DataFrame, query: BrowseQuery, focused: bool,
     last = max(1, -(-len(rows) // PAGE_SIZE))
     if st.session_state.get("diffs_page", 1) > last:  # the filter shrank the result: back to page 1
         st.session_state["diffs_page"] = 1
-    page_no = pager.number_input("Page", 1, last, 1, key="diffs_page")
+    page_no = pager.number_input("Page", min_value=1, max_value=last, key="diffs_page")  # value from the key
     # A row ticked on another page, filter or search is not a row of this view (a deep link just chose it)
     _shared.clear_selection_if_moved("diffs_table", (query.filter, query.categories, query.search, int(page_no)),
                                      keep=focused)
