@@ -205,3 +205,15 @@ def test_cli_report_bad_input_exits_2(engine, loaded: str, db_url: str, args: tu
     out = _cli(*args, db_url=db_url)
     assert out.returncode == 2
     assert out.stderr.startswith("error:") and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_the_report_table_columns_line_up_with_long_labels(engine, loaded: str, capsys) -> None:
+    from lib.cli.report_cmd import print_table
+
+    report = build_report(engine, loaded)
+    print_table(report)
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[1]
+    end = header.index("candidate") + len("candidate")  # values are right-aligned to the header's end
+    rows = [line for line in lines[2:] if line.strip()][: len([m for m in report["metrics"].values() if m])]
+    assert rows and all(line[end - 1] != " " and line[end] == " " for line in rows), "\n".join(lines)

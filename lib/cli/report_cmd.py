@@ -25,24 +25,27 @@ def _delta(metric: str, m: dict[str, Any]) -> str:
     return fmt.metric_delta(m["delta"], m["ci_low"], m["ci_high"], is_rate(metric))
 
 
-def _row(metric: str, m: dict[str, Any]) -> str:
+def _row(metric: str, m: dict[str, Any], width: int) -> str:
     from lib.review.report import BINARY_METRICS, METRIC_LABELS
 
     p = m.get("p_value_adj")
     sig = "*" if p is not None and p < ALPHA else " "
     flips = f"+{m['flips']['to_true']}/-{m['flips']['to_false']}" if metric in BINARY_METRICS else ""
     p_text = fmt.p_value(p)
-    return (f"{METRIC_LABELS.get(metric, metric):<22} {_num(metric, m['baseline']):>10} "
+    return (f"{METRIC_LABELS.get(metric, metric):<{width}} {_num(metric, m['baseline']):>10} "
             f"{_num(metric, m['candidate']):>10}  {_delta(metric, m):<30} {p_text:>8}{sig} {m['n']:>7} {flips:>9}")
 
 
 def print_table(report: dict[str, Any]) -> None:
+    from lib.review.report import METRIC_LABELS
+
     typer.echo(f"{report['comparison']}: {report['n_pairs']} paired cases "
                f"(delta = candidate - baseline, {1 - report['alpha']:.0%} CI; p Holm-adjusted, * < 0.05)")
-    typer.echo(f"{'metric':<22} {'baseline':>10} {'candidate':>10}  {'delta [CI]':<30} {'p_adj':>9} {'n':>7} "
+    width = max([22] + [len(METRIC_LABELS.get(k, k)) for k, m in report["metrics"].items() if m])
+    typer.echo(f"{'metric':<{width}} {'baseline':>10} {'candidate':>10}  {'delta [CI]':<30} {'p_adj':>9} {'n':>7} "
                f"{'flips +/-':>9}")
     for metric, m in report["metrics"].items():
-        typer.echo(_row(metric, m))
+        typer.echo(_row(metric, m, width))
     contract = report.get("contract")
     if contract and contract["changes"]:
         typer.echo("\nJSON contract changes (cases):")
