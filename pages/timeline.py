@@ -150,8 +150,8 @@ def _import_mapping() -> LoadMapping:
 def _render_import(first: bool) -> None:
     """Bring a production log in from the browser (very large logs: `log import` in docs/timeline.md)."""
     with st.expander("Import a production log", expanded=first, icon=":material/upload_file:"):
-        st.caption("Logs larger than the upload limit (200 MB): `./review log import prod.jsonl --name prod` "
-                   "from a terminal, in the repository.")
+        st.caption("An upload is read in memory; for logs of several GB use `./review log import` from a terminal "
+                   "(it streams the file; see docs/timeline.md).")
         upload = st.file_uploader("Log file (CSV, JSONL, JSON, Parquet; .gz too)", key="timeline_upload",
                                   type=["csv", "jsonl", "json", "parquet", "gz"])
         mapping = _import_mapping()
