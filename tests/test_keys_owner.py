@@ -84,6 +84,9 @@ def test_prompted_passphrase_asked_twice(engine, db_url, tmp_path) -> None:
 @pytest.mark.slow
 def test_owner_and_comment_commands(engine, db_url, tmp_path) -> None:
     make_comparison(engine, "cmp", pairs(5), system="search")
+    keyless = cli(db_url, tmp_path, "system", "set-owner", "search", "--owner", "alice")
+    assert keyless.returncode == 2 and "no key registered for 'alice'" in keyless.stderr  # never a stuck system
+    assert cli(db_url, tmp_path, "keys", "create", "alice").returncode == 0
     assert cli(db_url, tmp_path, "system", "set-owner", "search", "--owner", "alice").returncode == 0
     done = cli(db_url, tmp_path, "comment", "cmp", "--author", "bob", "--text", "looks fine to me")
     assert done.returncode == 0, done.stderr

@@ -43,6 +43,16 @@ def test_claim_only_when_unowned(owned) -> None:
     assert _count(owned, SystemOwner) == 1
 
 
+def test_only_an_owner_with_a_key_can_be_named(engine, owned, tmp_path) -> None:
+    """Claiming or transferring to a name without a key would leave a system nobody can sign for or move."""
+    make_comparison(engine, "other", pairs(5), system="billing")
+    with pytest.raises(SigningKeyError, match="no key registered for 'carol'"):
+        claim_system(engine, "billing", "carol")
+    with pytest.raises(SigningKeyError, match="no key registered for 'carol'"):
+        transfer_system(owned, "search", "carol", PASS, tmp_path)
+    assert _count(owned, SystemOwner) == 1
+
+
 def test_transfer_needs_the_current_owners_key(owned, tmp_path) -> None:
     with pytest.raises(SigningKeyError, match="wrong passphrase"):
         transfer_system(owned, "search", "bob", "not the passphrase", tmp_path)

@@ -63,6 +63,7 @@ def claim_system(engine: Engine, system: str, owner: str, actor: str | None = No
                 return OwnerChange(system, owner, owner, "unchanged")
             raise OwnerChangeError(f"system '{system}' is owned by '{current.owner}': only they can transfer it "
                                    f"(`./review system transfer {system} --to {owner}` with their passphrase)")
+        registered_key(session, owner)  # an owner without a key could never sign nor transfer: the system stuck
         row = SystemOwner(system=system, owner=owner)
         session.add(row)
         record_row_event(session, "owner_set", row, actor or owner, system=system, owner=owner, how=CLAIM)
@@ -80,6 +81,7 @@ def transfer_system(engine: Engine, system: str, new_owner: str, passphrase: str
         if current.owner == new_owner:
             return OwnerChange(system, new_owner, new_owner, "unchanged")
         key = registered_key(session, current.owner)
+        registered_key(session, new_owner)  # checked before the passphrase is: the new owner must be able to sign
     private = load_private_key(key, passphrase, key_directory)
     with session_scope(engine) as session:
         latest = current_owner_row(session, system)
