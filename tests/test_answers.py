@@ -82,3 +82,29 @@ def test_the_timeline_log_import_takes_answers_from_response_objects(engine, tmp
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT output_text, refused FROM logrecord")).all()
     assert stored and all(t == REFUSAL and refused for t, refused in stored)
+
+
+def test_object_inputs_of_recorded_logs_are_kept(engine) -> None:
+    """A Langfuse item's input is an object: its `messages` are the chat, other objects their JSON text."""
+    lines = []
+    for i in range(4):
+        source = ({"messages": [{"role": "user", "content": f"q{i}"}]} if i % 2 else {"question": f"q{i}", "lang": "en"})
+        for model, answer in (("old", f"a{i}"), ("new", f"b{i}")):
+            lines.append({"id": f"item-{i}", "model": model, "input": source, "output": answer})
+    data = "\n".join(json.dumps(line) for line in lines).encode()
+    result = load_recorded(engine, data, "items.jsonl", "lf", "long", LoadMapping(baseline="old", candidate="new"))
+    assert result.n_pairs == 4
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        inputs = dict(conn.execute(text('SELECT case_key, input_text FROM "case"')).all())
+    assert inputs["item-1"] == "user: q1"
+    assert json.loads(inputs["item-0"]) == {"question": "q0", "lang": "en"}
+
+
+def test_a_golden_dataset_still_refuses_an_object_input_without_messages(engine) -> None:
+    from lib.data.golden import import_dataset
+    from lib.errors import DatasetImportError
+
+    with pytest.raises(DatasetImportError, match="must be a string or a list of"):
+        import_dataset(engine, b'{"id": "a", "input": {"question": "q"}}\n', "g.jsonl", "g")

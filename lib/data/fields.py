@@ -61,10 +61,12 @@ def _json_in_text(value: Any, name: str) -> Any:
         raise InvalidField(name, f"is not valid JSON: {exc.msg}") from None
 
 
-def coerce_input(value: Any, name: str = "input") -> tuple[str, list[dict[str, Any]] | None]:
+def coerce_input(value: Any, name: str = "input", *, objects: bool = False) -> tuple[str, list[dict[str, Any]] | None]:
     """(input_text, messages): a prompt string, or a chat given as a list of {role, content}.
 
-    A string holding a JSON list of objects (a CSV cell) is read as a chat.
+    A string holding a JSON list of objects (a CSV cell) is read as a chat; so is an object's `messages` list
+    (a logged request body, a Langfuse item's input). With `objects` (recorded outputs: the input is shown and
+    paired on, never sent), any other object is kept as its JSON text.
     """
     if value is _MISSING or value is None:
         raise InvalidField(name, "is missing")
@@ -74,6 +76,10 @@ def coerce_input(value: Any, name: str = "input") -> tuple[str, list[dict[str, A
         value = _chat_in_text(value)
         if isinstance(value, str):
             return value, None
+    if isinstance(value, dict) and isinstance(value.get("messages"), list):
+        value = value["messages"]
+    elif isinstance(value, dict) and objects:
+        return to_json(value), None
     if not isinstance(value, list):
         raise InvalidField(name, "must be a string or a list of {role, content} messages, "
                                  f"got {type(value).__name__}")

@@ -141,7 +141,7 @@ def _first_models(table: Table, model: str, m: LoadMapping) -> str:
 def _case_row(table: Table, row: int, key: str, value: Any, category: Any, has_input: bool = True
               ) -> tuple[dict[str, Any], Any]:
     try:
-        input_text, messages = coerce_input(value) if has_input else ("", None)
+        input_text, messages = coerce_input(value, objects=True) if has_input else ("", None)
         category = scalar_text(category, "category")
     except InvalidField as exc:
         table.fail(row, f"{exc.message} (the first row of request '{key}' must carry its input)", field=exc.field)

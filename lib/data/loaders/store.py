@@ -131,7 +131,7 @@ def _cases(frame: pd.DataFrame, table: Table, rule: tuple[str | None, str | None
     cases, lacking = [], 0
     for key, r in zip(firsts.index, firsts.itertuples(index=False)):
         try:
-            input_text, messages = coerce_input(r.input) if has_input else ("", None)
+            input_text, messages = coerce_input(r.input, objects=True) if has_input else ("", None)
             expected = text_or_json(r.expected)
             category = scalar_text(r.category, "category")
         except InvalidField as exc:
