@@ -88,7 +88,8 @@ def test_object_inputs_of_recorded_logs_are_kept(engine) -> None:
     """A Langfuse item's input is an object: its `messages` are the chat, other objects their JSON text."""
     lines = []
     for i in range(4):
-        source = ({"messages": [{"role": "user", "content": f"q{i}"}]} if i % 2 else {"question": f"q{i}", "lang": "en"})
+        chat = {"messages": [{"role": "user", "content": f"q{i}"}]}
+        source = chat if i % 2 else {"question": f"q{i}", "lang": "en"}
         for model, answer in (("old", f"a{i}"), ("new", f"b{i}")):
             lines.append({"id": f"item-{i}", "model": model, "input": source, "output": answer})
     data = "\n".join(json.dumps(line) for line in lines).encode()
