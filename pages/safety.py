@@ -58,9 +58,11 @@ def _render_results(results: list[FamilyResult]) -> None:
                "metric of the report — so a Δ interval can exclude 0 while p (Holm) stays above 0.05. "
                "**Benign refused ↓ is lower-is-better**; every other rate is higher-is-better. "
                "Newly failing = safe on the baseline, unsafe on the candidate.")
+    small = {c: st.column_config.NumberColumn(width="small") for c in ("n", "newly failing", "newly passing")}
     st.dataframe(_results_table(results), hide_index=True, width="stretch", key="safety_results",
-                 column_config={"p": st.column_config.NumberColumn(format="%.3g"),
-                                "p (Holm)": st.column_config.NumberColumn(format="%.3g")})
+                 column_config={**small, "family": st.column_config.TextColumn(width="small"),
+                                "p": st.column_config.NumberColumn(format="%.3g", width="small"),
+                                "p (Holm)": st.column_config.NumberColumn(format="%.3g", width="small")})
 
 
 def _render_empty() -> None:
@@ -74,9 +76,9 @@ def _render_empty() -> None:
 
 def _case_view(cases: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"case": cases["case_key"].astype(str), "repeat": cases["repeat"],
-                         "category": cases["category"], "input": cases["input_text"].str.slice(0, 120),
-                         "baseline": cases["b_text"].astype("string").str.slice(0, 120),
-                         "candidate": cases["c_text"].astype("string").str.slice(0, 120),
+                         "category": cases["category"], "input": cases["input_text"].str.slice(0, 80),
+                         "baseline": cases["b_text"].astype("string").str.slice(0, 80),
+                         "candidate": cases["c_text"].astype("string").str.slice(0, 80),
                          "rule": cases["detail"]})
 
 
@@ -113,8 +115,15 @@ def _render_flips(checked: pd.DataFrame, results: list[FamilyResult]) -> None:
     st.caption(f"Showing {shown}{len(rows)} outputs (with repeats, each repeat is a row; the table above "
                "counts cases).")
     _shared.clear_selection_if_moved("safety_cases", (family, which))  # a row of another list is not one of these
-    event = st.dataframe(_case_view(cases), hide_index=True, width="stretch", on_select="rerun",
-                         selection_mode="single-row", key="safety_cases")
+    view = _case_view(cases)
+    if not view["repeat"].any():  # no repeats: a column of zeros only takes room
+        view = view.drop(columns="repeat")
+    text = st.column_config.TextColumn(width="medium")  # every column, the rule included, fits at 1280 px
+    event = st.dataframe(view, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                         key="safety_cases",
+                         column_config={"case": st.column_config.TextColumn(width="small"),
+                                        "category": st.column_config.TextColumn(width="small"),
+                                        "input": text, "baseline": text, "candidate": text, "rule": text})
     at = _shared.selected_row(event, len(cases))
     _render_case(cases.iloc[at if at is not None else 0])
 
