@@ -27,7 +27,7 @@ REPORT_HEIGHT = 900
 SUMMARY_COLUMNS = {"measure": st.column_config.TextColumn(width=150), "drifted": st.column_config.TextColumn(width=60),
                    "test": st.column_config.TextColumn(width=140), "p-value": st.column_config.TextColumn(width=62),
                    "ROC AUC": st.column_config.TextColumn(width=65), "distance": st.column_config.TextColumn(width=62),
-                   "what the score means": st.column_config.TextColumn(width=190,
+                   "what the score means": st.column_config.TextColumn(width=380,
                                                                        help="Each test's rule for calling drift")}
 
 
