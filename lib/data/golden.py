@@ -36,6 +36,7 @@ from lib.store.audit import record_event
 from lib.store.columns import to_json, utcnow
 from lib.store.engine import session_scope
 from lib.store.entities import Dataset, Run
+from lib.store.inserts import BackgroundInserts
 from lib.store.rows import get_row
 
 # ---------------------------------------------------------------- cases
@@ -247,17 +248,25 @@ class CaseWriter:
         self.dataset_id = int(inserted.inserted_primary_key[0])
         self.hasher = hashlib.sha256(b"[")
         self.n_cases = 0
+        self.inserts = BackgroundInserts(self.conn, _INSERT_CASES)
+
+    def __enter__(self) -> CaseWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.inserts.__exit__(*exc)
 
     def add(self, cases: list[CaseRecord]) -> None:
         if not cases:
             return
         start, ds = self.n_cases, self.dataset_id
-        self.conn.exec_driver_sql(_INSERT_CASES, [c.row(ds, start + i) for i, c in enumerate(cases)])
+        self.inserts.put([c.row(ds, start + i) for i, c in enumerate(cases)])
         self.hasher.update(((", " if start else "") + ", ".join(map(canonical_json, cases))).encode())
         self.n_cases += len(cases)
 
     def finish(self) -> tuple[Dataset, bool]:
         """(the version holding these cases, whether it is new)."""
+        self.inserts.close()
         self.hasher.update(b"]")
         digest = self.hasher.hexdigest()
         if self.latest is not None and self.latest.content_hash == digest:
@@ -277,9 +286,9 @@ class CaseWriter:
 
 def save_cases(session: Session, name: str, source: str, cases: list[CaseRecord]) -> tuple[Dataset, bool]:
     """The dataset version holding exactly these cases: the latest one if equal, else a new version."""
-    writer = CaseWriter(session, name, source)
-    writer.add(cases)
-    return writer.finish()
+    with CaseWriter(session, name, source) as writer:
+        writer.add(cases)
+        return writer.finish()
 
 
 def import_dataset(engine: Engine, data: bytes, filename: str, name: str,
@@ -330,10 +339,10 @@ def _import_chunks(engine: Engine, tables: Iterator[Table], name: str, filename:
         first.fail_header("has no cases")
     rest = chain([ahead], tables) if ahead is not None else tables
     with session_scope(engine) as session:
-        writer = CaseWriter(session, name, filename)
-        for table in chain([first], rest):
-            writer.add(parser.cases(table))
-        ds, created = writer.finish()
+        with CaseWriter(session, name, filename) as writer:
+            for table in chain([first], rest):
+                writer.add(parser.cases(table))
+            ds, created = writer.finish()
         return ImportResult(ds.id, ds.name, ds.version, ds.n_cases, created, parser.warnings())
 
 
