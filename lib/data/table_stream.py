@@ -20,7 +20,7 @@ from typing import IO, Any
 from lib.data.tables import InputErrors, Table, file_kind, jsonl_rows, read_rows, unclosed_quote
 
 CHUNK_ROWS = 20_000
-_BLOCK = 1 << 20
+BLOCK = 1 << 20  # bytes read at a time
 
 
 class _Utf8Checked(io.RawIOBase):
@@ -38,7 +38,7 @@ class _Utf8Checked(io.RawIOBase):
         return True
 
     def _next_block(self) -> bytes:
-        block = self.raw.read(_BLOCK)
+        block = self.raw.read(BLOCK)
         pending = self.decoder.getstate()[0]
         try:
             self.decoder.decode(block, final=not block)
@@ -64,7 +64,7 @@ class _Utf8Checked(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         block = self.ahead.pop(0) if self.ahead else self._next_block()
-        if len(block) > len(buffer):  # never: TextIOWrapper asks for _BLOCK-sized reads or more
+        if len(block) > len(buffer):  # never: TextIOWrapper asks for BLOCK-sized reads or more
             self.ahead.insert(0, block[len(buffer):])
             block = block[: len(buffer)]
         buffer[: len(block)] = block
@@ -72,15 +72,16 @@ class _Utf8Checked(io.RawIOBase):
 
 
 def iter_row_tables(raw: IO[bytes], filename: str, error: InputErrors,
-                    chunk_rows: int = CHUNK_ROWS) -> Iterator[Table]:
+                    chunk_rows: int | None = None) -> Iterator[Table]:
     """Chunks of a JSONL, CSV or JSON file's rows (`read_rows` in pieces); at least one chunk."""
     kind = file_kind(filename, error)
+    chunk_rows = chunk_rows or CHUNK_ROWS
     if kind == "json":
         yield read_rows(raw.read(), filename, error)
         return
     checked = _Utf8Checked(raw, filename, error)
     checked.check_not_blank()
-    buffered = io.BufferedReader(checked, buffer_size=_BLOCK)
+    buffered = io.BufferedReader(checked, buffer_size=BLOCK)
     if kind == "csv":
         text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
         yield from _csv_tables(text, checked, filename, error, chunk_rows)
