@@ -7,9 +7,7 @@ two recorded runs and a comparison in one transaction: a failed load writes noth
 """
 from __future__ import annotations
 
-import importlib
 import io
-import os
 import sys
 import threading
 from collections.abc import Callable
@@ -149,9 +147,11 @@ def _check_now(engine: Engine, name: str, mapping: LoadMapping | None) -> None:
     ensure_checked(engine, name)
 
 
-def _import_quietly(module: str) -> None:
+def _import_litellm_quietly() -> None:
+    from lib.run.llm import litellm_module
+
     try:
-        importlib.import_module(module)
+        litellm_module()
     except Exception:  # noqa: BLE001 - the import where it is used raises it again, as it would have
         pass
 
@@ -166,9 +166,9 @@ def _start_importing_litellm() -> None:
     import lib.data.loaders.rule_advice  # noqa: F401
     import lib.review.checked  # noqa: F401
     import lib.review.settings  # noqa: F401
+    import lib.run.llm  # noqa: F401
 
-    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # as lib.review.checks.lengths sets it: no network fetch
-    threading.Thread(target=_import_quietly, args=("litellm",), name="import-litellm", daemon=True).start()
+    threading.Thread(target=_import_litellm_quietly, name="import-litellm", daemon=True).start()
 
 
 def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: str | None = None,
