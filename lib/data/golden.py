@@ -41,6 +41,10 @@ from lib.store.rows import get_row
 
 # ---------------------------------------------------------------- cases
 
+CASE_FIELDS = ("dataset_id", "case_key", "position", "input_text", "messages_json", "expected", "match", "pattern",
+               "json_schema", "category", "metadata_json")  # the Case table's columns a dataset file fills
+
+
 @dataclass
 class CaseRecord:
     """One validated case, before it is stored."""
@@ -60,13 +64,14 @@ class CaseRecord:
                 "expected": self.expected, "match": self.match, "pattern": self.pattern,
                 "schema": self.json_schema, "category": self.category, "metadata": self.metadata}
 
+    def values(self, dataset_id: int, position: int) -> tuple[Any, ...]:
+        """Column values of the Case table, in CASE_FIELDS order."""
+        return (dataset_id, self.key, position, self.input_text, to_json(self.messages), self.expected, self.match,
+                self.pattern, self.json_schema, self.category, to_json(self.metadata))
+
     def row(self, dataset_id: int, position: int) -> dict[str, Any]:
-        """Column values of the Case table."""
-        return {"dataset_id": dataset_id, "case_key": self.key, "position": position,
-                "input_text": self.input_text, "messages_json": to_json(self.messages),
-                "expected": self.expected, "match": self.match, "pattern": self.pattern,
-                "json_schema": self.json_schema, "category": self.category,
-                "metadata_json": to_json(self.metadata)}
+        """Column values of the Case table, by name."""
+        return dict(zip(CASE_FIELDS, self.values(dataset_id, position)))
 
 
 _encode = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes for a string
@@ -128,27 +133,29 @@ def _input(value: Any) -> tuple[str, list[dict[str, Any]] | None]:
     return coerce_input(value)
 
 
-def _row_case(record: dict[str, Any], cols: dict[str, str | None]) -> CaseRecord:
-    """One row's case, fields checked in a fixed order (the first invalid one is reported); fast paths
-    for plain text cells, with the results of the general checks in lib.data.fields."""
-    def get(name: str) -> Any:
-        column = cols[name]
-        return None if column is None else record.get(column, _MISSING)
+_FIELDS = ("input", "expected", "match", "pattern", "schema", "category", "metadata", "id")
 
-    input_text, messages = _input(get("input"))
-    expected = get("expected")
+
+def _row_case(record: dict[str, Any], columns: tuple[str | None, ...]) -> CaseRecord:
+    """One row's case (`columns`: the file column of each of _FIELDS, or None), fields checked in a fixed
+    order (the first invalid one is reported); fast paths for plain text cells, with the results of the
+    general checks in lib.data.fields."""
+    value, expected, match, pattern, schema, category, metadata, key = [
+        None if column is None else record.get(column, _MISSING) for column in columns]
+    input_text, messages = _input(value)
     expected = (expected if expected.strip() else None) if type(expected) is str else text_or_json(expected)
-    match, pattern = get("match"), get("pattern")
     rule, pattern = (None, None) if _blank(match) and _blank(pattern) else check_rule(match, pattern, expected)
-    schema = get("schema")
-    category = get("category")
     category = (category if category.strip() else None) if type(category) is str else scalar_text(category,
                                                                                                   "category")
-    metadata = get("metadata")
     case = CaseRecord(key="", input_text=input_text, messages=messages, expected=expected, match=rule,
                       pattern=pattern, json_schema=None if _blank(schema) else _schema(schema), category=category,
                       metadata=None if _blank(metadata) else _metadata(metadata))
-    case.key = case_key(get("id")) if cols["id"] else content_key(case.canonical())
+    if columns[-1] is None:
+        case.key = content_key(case.canonical())
+    elif type(key) is str and key.strip():  # what case_key makes of a text id
+        case.key = key.strip()
+    else:
+        case.key = case_key(key)
     return case
 
 
@@ -165,7 +172,6 @@ class _CaseParser:
         self.cols = _resolve_columns(table, self.mapping)
         self.columns = dict.fromkeys(table.columns)  # every column met, in order of first appearance
         self.first: dict[str, int] = {}  # case key -> the line (or item) of its row
-        self.n_cases = 0
 
     def cases(self, table: Table) -> list[CaseRecord]:
         if any(c not in self.columns for c in table.columns):  # JSONL: a key first met in this chunk
@@ -174,9 +180,10 @@ class _CaseParser:
             if _resolve_columns(union, self.mapping) != self.cols:
                 raise _Reread
         cases, cols, first, locs = [], self.cols, self.first, table.locs
+        columns = tuple(cols[name] for name in _FIELDS)
         for row, record in enumerate(table.records):
             try:
-                case = _row_case(record, cols)
+                case = _row_case(record, columns)
             except InvalidField as exc:
                 table.fail(row, exc.message, field=exc.field)
             if case.key in first:
@@ -186,7 +193,6 @@ class _CaseParser:
                 table.fail(row, f"duplicate case: same content as {where} (add an id column to keep both)")
             first[case.key] = locs[row]
             cases.append(case)
-        self.n_cases += len(cases)
         return cases
 
     def warnings(self) -> list[str]:
@@ -223,10 +229,8 @@ def _latest(session: Session, name: str) -> Dataset | None:
     return session.exec(query).first()
 
 
-_CASE_FIELDS = ("dataset_id", "case_key", "position", "input_text", "messages_json", "expected", "match", "pattern",
-                "json_schema", "category", "metadata_json")  # CaseRecord.row's keys
 # The driver's executemany, no per-row work of SQLAlchemy's (the values are plain str/int/None already).
-_INSERT_CASES = f'INSERT INTO "case" ({", ".join(_CASE_FIELDS)}) VALUES ({", ".join(":" + f for f in _CASE_FIELDS)})'
+_INSERT_CASES = f'INSERT INTO "case" ({", ".join(CASE_FIELDS)}) VALUES ({", ".join(["?"] * len(CASE_FIELDS))})'
 
 
 class CaseWriter:
@@ -260,7 +264,7 @@ class CaseWriter:
         if not cases:
             return
         start, ds = self.n_cases, self.dataset_id
-        self.inserts.put([c.row(ds, start + i) for i, c in enumerate(cases)])
+        self.inserts.put([c.values(ds, start + i) for i, c in enumerate(cases)])
         self.hasher.update(((", " if start else "") + ", ".join(map(canonical_json, cases))).encode())
         self.n_cases += len(cases)
 
