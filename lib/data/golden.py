@@ -37,7 +37,7 @@ from lib.store.columns import to_json, utcnow
 from lib.store.engine import session_scope
 from lib.store.entities import Dataset, Run
 from lib.store.inserts import BackgroundInserts
-from lib.store.rows import get_row
+from lib.store.rows import get_row, id_of
 
 # ---------------------------------------------------------------- cases
 
@@ -229,6 +229,7 @@ def _latest(session: Session, name: str) -> Dataset | None:
     return session.exec(query).first()
 
 
+_DATASETS = Dataset.__table__  # type: ignore[attr-defined]  # SQLModel declares it at runtime
 # The driver's executemany, no per-row work of SQLAlchemy's (the values are plain str/int/None already).
 _INSERT_CASES = f'INSERT INTO "case" ({", ".join(CASE_FIELDS)}) VALUES ({", ".join(["?"] * len(CASE_FIELDS))})'
 
@@ -247,9 +248,9 @@ class CaseWriter:
         self.latest = _latest(session, name)
         self.conn.exec_driver_sql("SAVEPOINT new_dataset")
         version = self.latest.version + 1 if self.latest else 1
-        inserted = self.conn.execute(insert(Dataset.__table__).values(
+        inserted = self.conn.execute(insert(_DATASETS).values(
             name=name, version=version, content_hash="", source=source, n_cases=0, created_at=utcnow()))
-        self.dataset_id = int(inserted.inserted_primary_key[0])
+        self.dataset_id = int(inserted.lastrowid)
         self.hasher = hashlib.sha256(b"[")
         self.n_cases = 0
         self.inserts = BackgroundInserts(self.conn, _INSERT_CASES)
@@ -278,8 +279,7 @@ class CaseWriter:
             self.conn.exec_driver_sql("RELEASE new_dataset")
             return self.latest, False
         self.conn.exec_driver_sql("RELEASE new_dataset")
-        table = Dataset.__table__
-        self.conn.execute(update(table).where(table.c.id == self.dataset_id)
+        self.conn.execute(update(_DATASETS).where(_DATASETS.c.id == self.dataset_id)
                           .values(content_hash=digest, n_cases=self.n_cases))
         ds = get_row(self.session, Dataset, self.dataset_id)
         record_event(self.session, "dataset_imported", {"dataset_id": ds.id, "name": self.name, "version": ds.version,
@@ -326,7 +326,7 @@ def import_dataset_stream(engine: Engine, raw: IO[bytes], filename: str, name: s
         cases, warnings = parse_table(read_rows(raw.read(), filename), mapping)
         with session_scope(engine) as session:
             ds, created = save_cases(session, name, filename, cases)
-            return ImportResult(ds.id, ds.name, ds.version, ds.n_cases, created, warnings)
+            return ImportResult(id_of(ds), ds.name, ds.version, ds.n_cases, created, warnings)
 
 
 def _import_chunks(engine: Engine, tables: Iterator[Table], name: str, filename: str,
@@ -347,7 +347,7 @@ def _import_chunks(engine: Engine, tables: Iterator[Table], name: str, filename:
             for table in chain([first], rest):
                 writer.add(parser.cases(table))
             ds, created = writer.finish()
-        return ImportResult(ds.id, ds.name, ds.version, ds.n_cases, created, parser.warnings())
+        return ImportResult(id_of(ds), ds.name, ds.version, ds.n_cases, created, parser.warnings())
 
 
 def get_dataset(session: Session, name: str, version: int | None = None) -> Dataset:

@@ -206,6 +206,9 @@ def _values(series: pd.Series) -> list:
     return series.astype(object).where(series.notna(), None).tolist()
 
 
+_OUTPUTS = Output.__table__  # type: ignore[attr-defined]  # SQLModel declares it at runtime
+
+
 def _bind(column: Column, dialect: Dialect) -> Callable[[Any], Any]:
     """The column type's conversion of a Python value to what the driver stores (datetimes -> text)."""
     return column.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
@@ -230,9 +233,9 @@ def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[
     # Columns null in every row are left out: fewer bound parameters per row (the insert's cost).
     columns = {name: values for name, values in columns.items() if any(v is not None for v in values)}
     if "logged_at" in columns:
-        stamp = _bind(Output.__table__.c.logged_at, dialect)
+        stamp = _bind(_OUTPUTS.c.logged_at, dialect)
         columns["logged_at"] = [None if v is None else stamp(v) for v in columns["logged_at"]]
-    constant = {"attempts": 1, "created_at": _bind(Output.__table__.c.created_at, dialect)(utcnow())}
+    constant = {"attempts": 1, "created_at": _bind(_OUTPUTS.c.created_at, dialect)(utcnow())}
     names = [*constant, *columns]
     sql = f"INSERT INTO output ({', '.join(names)}) VALUES ({', '.join(['?'] * len(names))})"
     head = tuple(constant.values())
