@@ -262,3 +262,37 @@ def test_recorded_outputs_are_stored_as_the_core_insert_stored_them(engine, monk
         new_at = conn.execute(text("SELECT created_at, logged_at FROM output LIMIT 1")).one()
         old_at = conn_old.execute(text("SELECT created_at, logged_at FROM output LIMIT 1")).one()
     assert [len(str(v)) if v else None for v in new_at] == [len(str(v)) if v else None for v in old_at]
+
+
+@pytest.mark.slow
+def test_a_killed_import_leaves_the_store_as_it_was(db_url: str, engine, tmp_path: Path) -> None:
+    """kill -9 in the middle of writing a big import: what was committed before is intact, nothing of the
+    killed import is there, and the store passes SQLite's integrity check."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    first = import_dataset(engine, (FIXTURES / "golden_support.csv").read_bytes(), "golden_support.csv", "kept")
+    big = tmp_path / "big.csv"
+    with big.open("w") as f:
+        f.write("id,input,category\n")
+        f.writelines(f"case-{i},question {i} {'x' * 60},c{i % 7}\n" for i in range(600_000))
+    env = {**os.environ, "DATABASE_URL": db_url}
+    proc = subprocess.Popen([sys.executable, "-m", "lib", "dataset", "import", str(big), "--name", "big"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wal = Path(db_url.removeprefix("sqlite:///") + "-wal")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and (not wal.exists() or wal.stat().st_size < 8e6):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the import ended before it could be killed mid-write"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    engine.dispose()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        assert conn.execute(text("SELECT id, name FROM dataset")).all() == [(first.dataset_id, "kept")]
+        assert conn.execute(text('SELECT count(*) FROM "case"')).scalar() == first.n_cases
