@@ -250,15 +250,15 @@ def test_failure_inside_the_transaction_writes_nothing(engine, monkeypatch) -> N
     """A database error after the dataset row was written rolls the whole import back."""
     import lib.data.golden
 
-    real_row = lib.data.golden.CaseRecord.row
+    real_values = lib.data.golden.CaseRecord.values
 
-    def broken_row(self, dataset_id: int, position: int) -> dict:
-        row = real_row(self, dataset_id, position)
-        return {**row, "input_text": None} if position == 2 else row  # NOT NULL violation
+    def broken_values(self, dataset_id: int, position: int) -> tuple:
+        values = real_values(self, dataset_id, position)
+        return (*values[:3], None, *values[4:]) if position == 2 else values  # input_text: NOT NULL violation
 
     import_dataset(engine, fixture("golden_support.json"), "golden_support.json", "existing")
     before = row_counts(engine)
-    monkeypatch.setattr(lib.data.golden.CaseRecord, "row", broken_row)
+    monkeypatch.setattr(lib.data.golden.CaseRecord, "values", broken_values)
     with pytest.raises(Exception, match="NOT NULL"):
         import_dataset(engine, fixture("golden_support.jsonl"), "golden_support.jsonl", "support")
     assert row_counts(engine) == before

@@ -9,22 +9,12 @@ import typer
 from lib.cli.app import app, engine, print_json, progress
 from lib.cli.report_cmd import LIMIT_HELP, SCHEMA_HELP
 from lib.data.formats import FORMATS
-from lib.errors import DatasetImportError, RecordedLoadError
 
 TIMESTAMP_FORMAT_HELP = ("strftime format of the timestamps, e.g. '%m/%d/%Y, %H:%M:%S' (default: ISO 8601 or epoch "
                          "seconds/milliseconds; a day/month order is never guessed).")
 
 dataset_app = typer.Typer(help="Golden datasets: import a file, list versions.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
-
-
-def _read(path: Path, error: type[DatasetImportError] | type[RecordedLoadError]) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise error(str(path), "no such file") from None
-    except IsADirectoryError:
-        raise error(str(path), "is a directory, not a file") from None
 
 
 @dataset_app.command("import")
@@ -37,11 +27,11 @@ def dataset_import(
     category_col: Optional[str] = typer.Option(None, "--category-col", help="Category column [category]."),
 ) -> None:
     """Import a golden dataset (fields: id, input, expected, match, pattern, schema, category, metadata)."""
-    from lib.data.golden import ColumnMapping, import_dataset
+    from lib.data.golden import ColumnMapping, import_dataset_file
 
     overrides = {"id": id_col, "input": input_col, "expected": expected_col, "category": category_col}
     mapping = ColumnMapping(**{k: v for k, v in overrides.items() if v is not None})
-    result = import_dataset(engine(), _read(path, DatasetImportError), path.name, name, mapping)
+    result = import_dataset_file(engine(), path, name, mapping)
     for warning in result.warnings:
         progress(f"warning: {warning}")
     verb = "imported" if result.created else "unchanged:"

@@ -5,24 +5,45 @@ The tabular reader (`lib.data.tables`) and the field checks (`lib.data.fields`) 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any
+from itertools import chain
+from pathlib import Path
+from typing import IO, Any
 
-from sqlalchemy import func, insert
+from sqlalchemy import func, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from lib.store.audit import record_event
-from lib.store.columns import utcnow
-from lib.store.engine import session_scope
-from lib.errors import DatasetImportError, DatasetNotFound
-from lib.store.columns import to_json
-from lib.store.entities import Case, Dataset, Run
-from lib.data.fields import InvalidField, _MISSING, _metadata, _schema, case_key, check_rule, coerce_input, content_key, scalar_text, text_or_json
+from lib.data.fields import (
+    _MISSING,
+    InvalidField,
+    _metadata,
+    _schema,
+    case_key,
+    check_rule,
+    coerce_input,
+    content_key,
+    scalar_text,
+    text_or_json,
+)
+from lib.data.table_stream import iter_row_tables
 from lib.data.tables import Table, read_rows
-
+from lib.errors import DatasetImportError, DatasetNotFound
+from lib.store.audit import record_event
+from lib.store.columns import to_json, utcnow
+from lib.store.engine import session_scope
+from lib.store.entities import Dataset, Run
+from lib.store.inserts import BackgroundInserts
+from lib.store.rows import get_row, id_of
 
 # ---------------------------------------------------------------- cases
+
+CASE_FIELDS = ("dataset_id", "case_key", "position", "input_text", "messages_json", "expected", "match", "pattern",
+               "json_schema", "category", "metadata_json")  # the Case table's columns a dataset file fills
+
 
 @dataclass
 class CaseRecord:
@@ -43,18 +64,34 @@ class CaseRecord:
                 "expected": self.expected, "match": self.match, "pattern": self.pattern,
                 "schema": self.json_schema, "category": self.category, "metadata": self.metadata}
 
+    def values(self, dataset_id: int, position: int) -> tuple[Any, ...]:
+        """Column values of the Case table, in CASE_FIELDS order."""
+        return (dataset_id, self.key, position, self.input_text, to_json(self.messages), self.expected, self.match,
+                self.pattern, self.json_schema, self.category, to_json(self.metadata))
+
     def row(self, dataset_id: int, position: int) -> dict[str, Any]:
-        """Column values of the Case table."""
-        return {"dataset_id": dataset_id, "case_key": self.key, "position": position,
-                "input_text": self.input_text, "messages_json": to_json(self.messages),
-                "expected": self.expected, "match": self.match, "pattern": self.pattern,
-                "json_schema": self.json_schema, "category": self.category,
-                "metadata_json": to_json(self.metadata)}
+        """Column values of the Case table, by name."""
+        return dict(zip(CASE_FIELDS, self.values(dataset_id, position)))
+
+
+_encode = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes for a string
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _encode(value)
+
+
+def canonical_json(case: CaseRecord) -> str:
+    """`to_json(case.canonical())`, written directly (keys in sorted order): the hashes' per-case cost."""
+    return (f'{{"category": {_text(case.category)}, "expected": {_text(case.expected)}, '
+            f'"input": {_encode(case.input_text)}, "key": {_encode(case.key)}, "match": {_text(case.match)}, '
+            f'"messages": {to_json(case.messages) or "null"}, "metadata": {to_json(case.metadata) or "null"}, '
+            f'"pattern": {_text(case.pattern)}, "schema": {_text(case.json_schema)}}}')
 
 
 def content_hash(cases: list[CaseRecord]) -> str:
     """sha256 of the canonical case list (order included): equal hashes mean the same dataset."""
-    return hashlib.sha256(to_json([c.canonical() for c in cases]).encode()).hexdigest()
+    return hashlib.sha256(("[" + ", ".join(map(canonical_json, cases)) + "]").encode()).hexdigest()
 
 
 @dataclass
@@ -85,43 +122,90 @@ def _resolve_columns(table: Table, mapping: ColumnMapping) -> dict[str, str | No
     return resolved
 
 
-def _row_case(record: dict[str, Any], cols: dict[str, str | None]) -> CaseRecord:
-    def get(name: str) -> Any:
-        column = cols[name]
-        return None if column is None else record.get(column, _MISSING)
+def _blank(value: Any) -> bool:
+    return value is None or value is _MISSING or (type(value) is str and not value.strip())
 
-    input_text, messages = coerce_input(get("input"))
-    expected = text_or_json(get("expected"))
-    rule, pattern = check_rule(get("match"), get("pattern"), expected)
+
+def _input(value: Any) -> tuple[str, list[dict[str, Any]] | None]:
+    # a plain prompt without a leading "[" (the common row) is what coerce_input returns it as
+    if type(value) is str and value.strip() and not value.lstrip().startswith("["):
+        return value, None
+    return coerce_input(value)
+
+
+_FIELDS = ("input", "expected", "match", "pattern", "schema", "category", "metadata", "id")
+
+
+def _row_case(record: dict[str, Any], columns: tuple[str | None, ...]) -> CaseRecord:
+    """One row's case (`columns`: the file column of each of _FIELDS, or None), fields checked in a fixed
+    order (the first invalid one is reported); fast paths for plain text cells, with the results of the
+    general checks in lib.data.fields."""
+    value, expected, match, pattern, schema, category, metadata, key = [
+        None if column is None else record.get(column, _MISSING) for column in columns]
+    input_text, messages = _input(value)
+    expected = (expected if expected.strip() else None) if type(expected) is str else text_or_json(expected)
+    rule, pattern = (None, None) if _blank(match) and _blank(pattern) else check_rule(match, pattern, expected)
+    category = (category if category.strip() else None) if type(category) is str else scalar_text(category,
+                                                                                                  "category")
     case = CaseRecord(key="", input_text=input_text, messages=messages, expected=expected, match=rule,
-                      pattern=pattern, json_schema=_schema(get("schema")),
-                      category=scalar_text(get("category"), "category"),
-                      metadata=_metadata(get("metadata")))
-    case.key = case_key(get("id")) if cols["id"] else content_key(case.canonical())
+                      pattern=pattern, json_schema=None if _blank(schema) else _schema(schema), category=category,
+                      metadata=None if _blank(metadata) else _metadata(metadata))
+    if columns[-1] is None:
+        case.key = content_key(case.canonical())
+    elif type(key) is str and key.strip():  # what case_key makes of a text id
+        case.key = key.strip()
+    else:
+        case.key = case_key(key)
     return case
+
+
+class _Reread(Exception):
+    """Later rows of a JSONL file change which columns the mapping picks: the file is read whole instead."""
+
+
+class _CaseParser:
+    """Validates a file's rows chunk by chunk (`lib.data.table_stream`): columns resolved on the first
+    chunk, keys unique across all of them."""
+
+    def __init__(self, table: Table, mapping: ColumnMapping | None):
+        self.mapping = mapping or ColumnMapping()
+        self.cols = _resolve_columns(table, self.mapping)
+        self.columns = dict.fromkeys(table.columns)  # every column met, in order of first appearance
+        self.first: dict[str, int] = {}  # case key -> the line (or item) of its row
+
+    def cases(self, table: Table) -> list[CaseRecord]:
+        if any(c not in self.columns for c in table.columns):  # JSONL: a key first met in this chunk
+            self.columns.update(dict.fromkeys(table.columns))
+            union = Table(table.source, list(self.columns), [], [], table.by_line, table.is_csv, table.error)
+            if _resolve_columns(union, self.mapping) != self.cols:
+                raise _Reread
+        cases, cols, first, locs = [], self.cols, self.first, table.locs
+        columns = tuple(cols[name] for name in _FIELDS)
+        for row, record in enumerate(table.records):
+            try:
+                case = _row_case(record, columns)
+            except InvalidField as exc:
+                table.fail(row, exc.message, field=exc.field)
+            if case.key in first:
+                where = f"{'line' if table.by_line else 'item'} {first[case.key]}"
+                if cols["id"]:
+                    table.fail(row, f"repeats id '{case.key}' (first at {where})", field="id")
+                table.fail(row, f"duplicate case: same content as {where} (add an id column to keep both)")
+            first[case.key] = locs[row]
+            cases.append(case)
+        return cases
+
+    def warnings(self) -> list[str]:
+        ignored = [c for c in self.columns if c not in self.cols.values()]
+        return [f"ignored columns not in the mapping: {', '.join(ignored)}"] if ignored else []
 
 
 def parse_table(table: Table, mapping: ColumnMapping | None = None) -> tuple[list[CaseRecord], list[str]]:
     """Validated cases and warnings (ignored columns)."""
-    cols = _resolve_columns(table, mapping or ColumnMapping())
+    parser = _CaseParser(table, mapping)
     if not table.records:
         table.fail_header("has no cases")
-    cases, first_row = [], {}
-    for row, record in enumerate(table.records):
-        try:
-            case = _row_case(record, cols)
-        except InvalidField as exc:
-            table.fail(row, exc.message, field=exc.field)
-        if case.key in first_row:
-            first = f"{'line' if table.by_line else 'item'} {table.locs[first_row[case.key]]}"
-            if cols["id"]:
-                table.fail(row, f"repeats id '{case.key}' (first at {first})", field="id")
-            table.fail(row, f"duplicate case: same content as {first} (add an id column to keep both)")
-        first_row[case.key] = row
-        cases.append(case)
-    ignored = [c for c in table.columns if c not in cols.values()]
-    warnings = [f"ignored columns not in the mapping: {', '.join(ignored)}"] if ignored else []
-    return cases, warnings
+    return parser.cases(table), parser.warnings()
 
 
 def parse_cases(data: bytes, filename: str, mapping: ColumnMapping | None = None) -> list[CaseRecord]:
@@ -145,35 +229,125 @@ def _latest(session: Session, name: str) -> Dataset | None:
     return session.exec(query).first()
 
 
-def save_cases(session: Session, name: str, source: str, cases: list[CaseRecord]) -> tuple[Dataset, bool]:
-    """The dataset version holding exactly these cases: the latest one if equal, else a new version.
+_DATASETS = Dataset.__table__  # type: ignore[attr-defined]  # SQLModel declares it at runtime
+# The driver's executemany, no per-row work of SQLAlchemy's (the values are plain str/int/None already).
+_INSERT_CASES = f'INSERT INTO "case" ({", ".join(CASE_FIELDS)}) VALUES ({", ".join(["?"] * len(CASE_FIELDS))})'
 
-    Existing versions are never modified, so runs keep the cases they used.
-    """
-    digest = content_hash(cases)
-    latest = _latest(session, name)
-    if latest is not None and latest.content_hash == digest:
-        return latest, False
-    ds = Dataset(name=name, version=latest.version + 1 if latest else 1, content_hash=digest,
-                 source=source, n_cases=len(cases), created_at=utcnow())
-    session.add(ds)
-    session.flush()
-    session.connection().execute(insert(Case.__table__), [c.row(ds.id, i) for i, c in enumerate(cases)])
-    record_event(session, "dataset_imported", {"dataset_id": ds.id, "name": name, "version": ds.version,
-                                               "content_hash": digest, "n_cases": ds.n_cases, "source": source})
-    return ds, True
+
+class CaseWriter:
+    """A new dataset version written batch by batch inside the caller's transaction, hashed as it goes.
+
+    `finish` keeps it, or takes it back (a SAVEPOINT) when its content equals the latest version's:
+    existing versions are never modified, so runs keep the cases they used. A failure anywhere rolls the
+    caller's transaction back: an import is stored whole or not at all, and a killed process leaves the
+    store as it was (SQLite's journal)."""
+
+    def __init__(self, session: Session, name: str, source: str):
+        self.session, self.name, self.source = session, name, source
+        self.conn = session.connection()
+        self.latest = _latest(session, name)
+        self.conn.exec_driver_sql("SAVEPOINT new_dataset")
+        version = self.latest.version + 1 if self.latest else 1
+        inserted = self.conn.execute(insert(_DATASETS).values(
+            name=name, version=version, content_hash="", source=source, n_cases=0, created_at=utcnow()))
+        self.dataset_id = int(inserted.lastrowid)
+        self.hasher = hashlib.sha256(b"[")
+        self.n_cases = 0
+        self.inserts = BackgroundInserts(self.conn, _INSERT_CASES)
+
+    def __enter__(self) -> CaseWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.inserts.__exit__(*exc)
+
+    def add(self, cases: list[CaseRecord]) -> None:
+        if not cases:
+            return
+        start, ds = self.n_cases, self.dataset_id
+        self.inserts.put([c.values(ds, start + i) for i, c in enumerate(cases)])
+        self.hasher.update(((", " if start else "") + ", ".join(map(canonical_json, cases))).encode())
+        self.n_cases += len(cases)
+
+    def finish(self) -> tuple[Dataset, bool]:
+        """(the version holding these cases, whether it is new)."""
+        self.inserts.close()
+        self.hasher.update(b"]")
+        digest = self.hasher.hexdigest()
+        if self.latest is not None and self.latest.content_hash == digest:
+            self.conn.exec_driver_sql("ROLLBACK TO new_dataset")
+            self.conn.exec_driver_sql("RELEASE new_dataset")
+            return self.latest, False
+        self.conn.exec_driver_sql("RELEASE new_dataset")
+        self.conn.execute(update(_DATASETS).where(_DATASETS.c.id == self.dataset_id)
+                          .values(content_hash=digest, n_cases=self.n_cases))
+        ds = get_row(self.session, Dataset, self.dataset_id)
+        record_event(self.session, "dataset_imported", {"dataset_id": ds.id, "name": self.name, "version": ds.version,
+                                                        "content_hash": digest, "n_cases": ds.n_cases,
+                                                        "source": self.source})
+        return ds, True
+
+
+def save_cases(session: Session, name: str, source: str, cases: list[CaseRecord]) -> tuple[Dataset, bool]:
+    """The dataset version holding exactly these cases: the latest one if equal, else a new version."""
+    with CaseWriter(session, name, source) as writer:
+        writer.add(cases)
+        return writer.finish()
 
 
 def import_dataset(engine: Engine, data: bytes, filename: str, name: str,
                    mapping: ColumnMapping | None = None) -> ImportResult:
     """Parse, validate and store a golden dataset in one transaction (a failed import writes nothing)."""
+    return import_dataset_stream(engine, io.BytesIO(data), filename, name, mapping)
+
+
+def import_dataset_file(engine: Engine, path: Path, name: str, mapping: ColumnMapping | None = None) -> ImportResult:
+    """`import_dataset` from a path, read in chunks: never held whole in memory (but a JSON array)."""
+    try:
+        raw = path.open("rb")
+    except FileNotFoundError:
+        raise DatasetImportError(str(path), "no such file") from None
+    except IsADirectoryError:
+        raise DatasetImportError(str(path), "is a directory, not a file") from None
+    with raw:
+        return import_dataset_stream(engine, raw, path.name, name, mapping)
+
+
+def import_dataset_stream(engine: Engine, raw: IO[bytes], filename: str, name: str,
+                          mapping: ColumnMapping | None = None) -> ImportResult:
+    """`import_dataset` from a seekable binary stream: each chunk of rows validated, then written."""
     name = name.strip()
     if not name:
         raise DatasetImportError(filename, "the dataset name is empty")
-    cases, warnings = parse_table(read_rows(data, filename), mapping)
+    try:
+        return _import_chunks(engine, iter_row_tables(raw, filename, DatasetImportError), name, filename, mapping)
+    except _Reread:
+        raw.seek(0)
+        cases, warnings = parse_table(read_rows(raw.read(), filename), mapping)
+        with session_scope(engine) as session:
+            ds, created = save_cases(session, name, filename, cases)
+            return ImportResult(id_of(ds), ds.name, ds.version, ds.n_cases, created, warnings)
+
+
+def _import_chunks(engine: Engine, tables: Iterator[Table], name: str, filename: str,
+                   mapping: ColumnMapping | None) -> ImportResult:
+    first = next(tables)
+    ahead = next(tables, None) if not first.is_csv else None  # JSONL: does a later chunk exist?
+    try:
+        parser = _CaseParser(first, mapping)
+    except DatasetImportError:
+        if ahead is None:  # a CSV header, or the whole JSONL file: the named column is absent
+            raise
+        raise _Reread from None  # a later JSONL row may have it
+    if not first.records:
+        first.fail_header("has no cases")
+    rest = chain([ahead], tables) if ahead is not None else tables
     with session_scope(engine) as session:
-        ds, created = save_cases(session, name, filename, cases)
-        return ImportResult(ds.id, ds.name, ds.version, ds.n_cases, created, warnings)
+        with CaseWriter(session, name, filename) as writer:
+            for table in chain([first], rest):
+                writer.add(parser.cases(table))
+            ds, created = writer.finish()
+        return ImportResult(id_of(ds), ds.name, ds.version, ds.n_cases, created, parser.warnings())
 
 
 def get_dataset(session: Session, name: str, version: int | None = None) -> Dataset:

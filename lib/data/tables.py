@@ -212,16 +212,17 @@ def _read_csv(text: str, source: str, error: InputErrors) -> Table:
             locs.append(start)
     except csv.Error as exc:
         raise error(source, f"malformed CSV: {exc}", line=reader.line_num) from None
-    _check_quotes_closed(text, records, locs, source, error)
+    unclosed_quote(text.count('"'), records, locs, source, error)
     return Table(source, header, records, locs, by_line=True, is_csv=True, error=error)
 
 
-def _check_quotes_closed(text: str, records: list[dict[str, Any]], locs: list[int], source: str,
-                         error: InputErrors) -> None:
+def unclosed_quote(n_quotes: int, records: list[dict[str, Any]], locs: list[int], source: str,
+                   error: InputErrors) -> None:
     """An opening quote never closed makes Python's csv swallow every following row into one cell, without
-    an error. Balanced CSV has an even number of quote characters; with an odd one, the last row that
-    spans lines and runs to the end of the file is where the quote opened."""
-    if text.count('"') % 2 == 0 or not records:
+    an error. Balanced CSV has an even number (`n_quotes`) of quote characters; with an odd one, the last
+    row (of `records`, the file's last rows) that spans lines and runs to the end of the file is where the
+    quote opened."""
+    if n_quotes % 2 == 0 or not records:
         return
     last = records[-1]
     if any(isinstance(cell, str) and "\n" in cell for cell in last.values()):

@@ -8,6 +8,8 @@ two recorded runs and a comparison in one transaction: a failed load writes noth
 from __future__ import annotations
 
 import io
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,13 +146,39 @@ def _check_now(engine: Engine, name: str, mapping: LoadMapping | None) -> None:
     ensure_checked(engine, name)
 
 
+def _import_litellm_quietly() -> None:
+    from lib.run.llm import litellm_module
+
+    try:
+        litellm_module()
+    except Exception:  # noqa: BLE001 - the import where it is used raises it again, as it would have
+        pass
+
+
+def _start_importing_litellm() -> None:
+    """The checks at the end of a load count tokens with litellm, whose import costs ~2.5 s: started here on
+    a thread, it overlaps parsing and writing the file (SQLite and file reads release the GIL). The checks'
+    own `import litellm` waits for it if it is not done. The modules the load itself imports are imported
+    first, so the two threads never wait on each other's module locks."""
+    if "litellm" in sys.modules:
+        return
+    import lib.data.loaders.rule_advice  # noqa: F401
+    import lib.review.checked  # noqa: F401
+    import lib.review.settings  # noqa: F401
+    import lib.run.llm  # noqa: F401
+
+    threading.Thread(target=_import_litellm_quietly, name="import-litellm", daemon=True).start()
+
+
 def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: str | None = None,
                   mapping: LoadMapping | None = None, system: str = "default") -> LoadResult:
     """Load a recorded comparison named `name` from a wide, long or promptfoo file."""
     name = _check_name(engine, name, filename)
+    _start_importing_litellm()
     if fmt == shadow.FORMAT or (fmt is None and filename.lower().endswith(".gz")):
         return _load_shadow(engine, io.BytesIO(data), filename, name, mapping, system)
     fmt, rec = _parse(data, filename, fmt, mapping or LoadMapping())
+    del data  # the file's bytes: not held through the writes and checks (load_recorded_file keeps no copy)
     if not rec.has_input:
         _no_input_limit(filename, mapping)
     if mapping is None or mapping.match is None:
@@ -161,11 +189,13 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
         rec.warnings.extend(warnings)
     store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
                    report=_report(rec, fmt, filename))
+    result = LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
+                        candidate=rec.candidate, baseline_only=rec.baseline_only,
+                        candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
+                        warnings=rec.warnings, notes=rec.notes)
+    del rec  # the parsed file: the checks read what was stored
     _check_now(engine, name, mapping)
-    return LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
-                      candidate=rec.candidate, baseline_only=rec.baseline_only,
-                      candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
-                      warnings=rec.warnings, notes=rec.notes)
+    return result
 
 
 def _load_shadow(engine: Engine, raw: Any, filename: str, name: str, mapping: LoadMapping | None, system: str,
@@ -187,12 +217,15 @@ def load_recorded_file(engine: Engine, path: Path, name: str, fmt: str | None = 
             name = _check_name(engine, name, path.name)
             with path.open("rb") as raw:
                 return _load_shadow(engine, raw, path.name, name, mapping, system, progress)
-        data = path.read_bytes()
-    except FileNotFoundError:
+        return load_recorded(engine, path.read_bytes(), path.name, name, fmt, mapping, system)
+    except FileNotFoundError as exc:
+        if exc.filename != str(path):
+            raise
         raise RecordedLoadError(str(path), "no such file") from None
-    except IsADirectoryError:
+    except IsADirectoryError as exc:
+        if exc.filename != str(path):
+            raise
         raise RecordedLoadError(str(path), "is a directory, not a file") from None
-    return load_recorded(engine, data, path.name, name, fmt, mapping, system)
 
 
 __all__ = ["FORMATS", "LoadMapping", "LoadResult", "detect_format", "load_recorded", "load_recorded_file"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from lib.data.loaders.store import Recorded
-from lib.review.checks.matching import DEFAULT_RULE, match_outputs
+from lib.review.checks.matching import DEFAULT_RULE, match_outputs, shared_normalize
 from lib.review.fmt import pct
 
 BRACKETED = r"\[([^\[\]]+)\]"
@@ -53,12 +53,14 @@ def default_rule_notes(rec: Recorded) -> tuple[list[str], list[str]]:
     out = rec.outputs
     texts = out["text"].reset_index(drop=True)
     exp = expected.reindex(out["position"].to_numpy()).reset_index(drop=True)
-    default, n = agreement(texts, exp, DEFAULT_RULE, None)
+    with shared_normalize():  # the default and `contains` normalise the same outputs: once
+        default, n = agreement(texts, exp, DEFAULT_RULE, None)
+        rates = [Agreement(label, rule, pattern, *agreement(texts, exp, rule, pattern))
+                 for label, rule, pattern in ALTERNATIVES]
     notes = [f"match rule: '{DEFAULT_RULE}' (the default: no --match given) applied to "
              f"{int(expected.notna().sum())} cases with an expected answer; it agrees on {pct(default)} of "
              f"{n} outputs"]
-    best = max((Agreement(label, rule, pattern, *agreement(texts, exp, rule, pattern))
-                for label, rule, pattern in ALTERNATIVES), key=lambda a: a.rate)
+    best = max(rates, key=lambda a: a.rate)
     warnings = []
     if best.rate >= default + MIN_GAIN and best.rate >= MIN_RATIO * default:
         warnings.append(f"{best.label} ({best.flags()}) agrees with the expected answers on {pct(best.rate)} of "

@@ -5,13 +5,14 @@ Every loader reduces its file to one "long" frame (one row per output: key, side
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import insert
-from sqlalchemy.engine import Engine
+from sqlalchemy import Column
+from sqlalchemy.engine import Dialect, Engine
 from sqlmodel import Session, select
 
 from lib.data.fields import RULES_NEEDING_EXPECTED, InvalidField, check_rule, coerce_input, scalar_text, text_or_json
@@ -170,7 +171,8 @@ def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt
         case_ids = dict(session.exec(select(Case.position, Case.id).where(Case.dataset_id == ds.id)).all())
         run_ids = {side: _recorded_run(session, model, ds.id, rec.outputs, side)
                    for side, model in zip(SIDES, (rec.baseline, rec.candidate))}
-        session.connection().execute(insert(Output.__table__), _output_rows(rec.outputs, case_ids, run_ids))
+        conn = session.connection()
+        conn.exec_driver_sql(*_output_rows(rec.outputs, case_ids, run_ids, conn.dialect))
         session.add(Comparison(name=name, baseline_run_id=run_ids["baseline"],
                                candidate_run_id=run_ids["candidate"], system=system, source=fmt,
                                notes_json=to_json(report), created_at=utcnow()))
@@ -205,8 +207,18 @@ def _values(series: pd.Series) -> list:
     return series.astype(object).where(series.notna(), None).tolist()
 
 
-def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[str, int]) -> list[dict]:
-    """Output table rows, built column-wise (this runs on 100k-row logs)."""
+_OUTPUTS = Output.__table__  # type: ignore[attr-defined]  # SQLModel declares it at runtime
+
+
+def _bind(column: Column, dialect: Dialect) -> Callable[[Any], Any]:
+    """The column type's conversion of a Python value to what the driver stores (datetimes -> text)."""
+    return column.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+
+
+def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[str, int], dialect: Dialect
+                 ) -> tuple[str, list[tuple]]:
+    """The INSERT and its rows (tuples for the driver's executemany), built column-wise (this runs on 100k-row
+    logs); timestamps converted by the columns' own types, as SQLAlchemy would."""
     error = outputs["error"].map(scrubber(), na_action="ignore")  # a logged provider error may echo a key
     logged_at = pd.to_datetime(outputs["logged_at"], utc=True)
     columns = {
@@ -221,5 +233,11 @@ def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[
     }
     # Columns null in every row are left out: fewer bound parameters per row (the insert's cost).
     columns = {name: values for name, values in columns.items() if any(v is not None for v in values)}
-    constant = {"attempts": 1, "created_at": utcnow()}
-    return [{**constant, **dict(zip(columns, row))} for row in zip(*columns.values())]
+    if "logged_at" in columns:
+        stamp = _bind(_OUTPUTS.c.logged_at, dialect)
+        columns["logged_at"] = [None if v is None else stamp(v) for v in columns["logged_at"]]
+    constant = {"attempts": 1, "created_at": _bind(_OUTPUTS.c.created_at, dialect)(utcnow())}
+    names = [*constant, *columns]
+    sql = f"INSERT INTO output ({', '.join(names)}) VALUES ({', '.join(['?'] * len(names))})"
+    head = tuple(constant.values())
+    return sql, [head + row for row in zip(*columns.values())]

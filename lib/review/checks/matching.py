@@ -24,7 +24,9 @@ from __future__ import annotations
 import re
 import sys
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache, partial
 
 import numpy as np
@@ -56,6 +58,34 @@ def _punctuation_table() -> dict[int, None]:
     )
 
 
+_MEMO: ContextVar[dict[str, str] | None] = ContextVar("normalize_memo", default=None)
+
+
+@contextmanager
+def shared_normalize() -> Iterator[None]:
+    """Within the block (this thread only), each distinct text is normalized once across every
+    `match_outputs` call: a load's rule advice tries several rules on the same outputs."""
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _normalizer() -> Callable[[str], str]:
+    memo = _MEMO.get()
+    if memo is None:
+        return cache(normalize)  # expected answers repeat across repeats and sides
+
+    def norm(text: str) -> str:
+        value = memo.get(text)
+        if value is None:
+            value = memo[text] = normalize(text)
+        return value
+
+    return norm
+
+
 def normalize(text: str) -> str:
     """NFKC, case-folded, punctuation removed (not replaced: "U.S.A." == "USA"), whitespace collapsed."""
     folded = unicodedata.normalize("NFKC", text).casefold().translate(_punctuation_table())
@@ -85,7 +115,9 @@ def match_outputs(
     rel_tolerance: float = REL_TOL,
 ) -> pd.Series:
     """True/False/NA per row (aligned Series: output text, case expected, match rule, pattern)."""
-    rules = rule.fillna("").astype(str).str.strip().str.lower().replace("", DEFAULT_RULE)
+    raw = rule.fillna("").astype(str)
+    # one rule (or a few) for 100k rows: normalise each distinct spelling once
+    rules = raw.map({name: name.strip().lower() or DEFAULT_RULE for name in pd.unique(raw)})
     unknown = sorted(set(rules) - set(MATCH_RULES))
     if unknown:
         raise InvalidMatchRuleError(f"unknown match rule(s) {unknown}; expected one of {list(MATCH_RULES)}")
@@ -110,12 +142,12 @@ def _exact(out: list[str], exp: list[str], _patterns: list[object]) -> list[bool
 
 
 def _normalized(out: list[str], exp: list[str], _patterns: list[object]) -> list[bool]:
-    norm = cache(normalize)  # expected answers repeat across repeats and sides
+    norm = _normalizer()
     return [norm(o) == norm(e) for o, e in zip(out, exp)]
 
 
 def _contains(out: list[str], exp: list[str], _patterns: list[object]) -> list[bool]:
-    norm = cache(normalize)
+    norm = _normalizer()
     return [norm(e) in norm(o) for o, e in zip(out, exp)]
 
 
