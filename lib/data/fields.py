@@ -79,7 +79,7 @@ def coerce_input(value: Any, name: str = "input", *, objects: bool = False) -> t
     if isinstance(value, dict) and isinstance(value.get("messages"), list):
         value = value["messages"]
     elif isinstance(value, dict) and objects:
-        return to_json(value), None
+        return to_json(value) or "{}", None
     if not isinstance(value, list):
         raise InvalidField(name, "must be a string or a list of {role, content} messages, "
                                  f"got {type(value).__name__}")

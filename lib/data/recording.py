@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert
@@ -44,14 +44,27 @@ from sqlmodel import Session, col, select
 
 from lib.data.golden import content_hash, parse_cases, save_cases
 from lib.data.tables import load_json
-from lib.store.columns import utcnow
-from lib.store.engine import session_scope
-from lib.store.rows import get_row, id_of
 from lib.errors import DatasetImportError, RecordedLoadError
-from lib.store.columns import from_json, to_json
-from lib.store.entities import (SOURCE_LIVE, SOURCE_RECORDED, STATUS_COMPLETE, STATUS_PARTIAL, STATUS_PENDING, STATUS_RECORDED, STATUS_RUNNING, Case, Comparison, Dataset, ModelConfig, Output, Run)
 from lib.review.constants import SIDE_NAMES
 from lib.run.redact import scrub, strip_url_credentials
+from lib.store.columns import from_json, to_json, utcnow
+from lib.store.engine import session_scope
+from lib.store.entities import (
+    SOURCE_LIVE,
+    SOURCE_RECORDED,
+    STATUS_COMPLETE,
+    STATUS_PARTIAL,
+    STATUS_PENDING,
+    STATUS_RECORDED,
+    STATUS_RUNNING,
+    Case,
+    Comparison,
+    Dataset,
+    ModelConfig,
+    Output,
+    Run,
+)
+from lib.store.rows import get_row, id_of
 
 FORMAT, VERSION = "upgrade-review-recording", 1
 RUN_STATUSES = (STATUS_PENDING, STATUS_RUNNING, STATUS_COMPLETE, STATUS_PARTIAL, STATUS_RECORDED)
@@ -89,7 +102,7 @@ def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:  # SQLite hands back naive datetimes; the store writes UTC
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.isoformat()
 
 
@@ -190,7 +203,7 @@ def _parse_time(value: Any, source: str, line: int, field: str) -> datetime | No
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise _fail(source, f"'{value}' is not an ISO-8601 timestamp", line, field) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _check_side(meta: dict[str, Any], side: str, source: str) -> None:
