@@ -1,7 +1,10 @@
 """Overview: what changed between baseline and candidate, how sure we are, and where to look."""
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -131,20 +134,37 @@ def _forest(rows: list[headline.ForestRow], unit: str, title: str) -> go.Figure:
     return fig
 
 
-def _render_forest(report: dict, verdict: dict | None) -> None:
+PLOTS_LOADED_KEY = "overview_plots_loaded"  # this tab's browser has drawn the forest plot: its library is loaded
+
+
+def _render_forest(report: dict, verdict: dict | None) -> Callable[[], None] | None:
+    """The forest plot(s); in a new tab, a placeholder of its size and a function that draws it, to call last:
+    the browser then shows the rest of the page before it loads the plotting library (about half a second of
+    its time at first, blocking everything after the plot)."""
     rows = headline.forest_rows(report, verdict)
     rates = [r for r in rows if r.unit == headline.PP]
     others = [r for r in rows if r.unit == headline.RELATIVE]
+    draw_last = None
     if rates:
-        st.plotly_chart(_forest(rates, "pp", "Rates: change with its 95% CI, in percentage points"),
-                        key="overview_forest_rates", config={"displayModeBar": False})
+        figure = _forest(rates, "pp", "Rates: change with its 95% CI, in percentage points")
+        if st.session_state.get(PLOTS_LOADED_KEY):
+            _draw(st, figure, "overview_forest_rates")  # in place: no placeholder flickering on a rerun
+        else:
+            draw_last = functools.partial(_draw, st.skeleton(height=figure.layout.height), figure,
+                                          "overview_forest_rates")
+            st.session_state[PLOTS_LOADED_KEY] = True
     if others:
         # drawn only once opened (a rerun): a second plot costs the browser as much as the page's text
         box = st.expander("Lengths, tokens, latency: change in % of the baseline", key="overview_forest_other_open",
                           on_change="rerun")
         if box.open:
-            box.plotly_chart(_forest(others, "% of baseline", "Other metrics: change with its 95% CI"),
-                             key="overview_forest_other", config={"displayModeBar": False})
+            _draw(box, _forest(others, "% of baseline", "Other metrics: change with its 95% CI"),
+                  "overview_forest_other")
+    return draw_last
+
+
+def _draw(where: Any, figure: go.Figure, key: str) -> None:
+    where.plotly_chart(figure, key=key, config={"displayModeBar": False})
 
 
 # ---- metric cards, coloured by evidence ------------------------------------------------------------
@@ -423,7 +443,7 @@ st.html(VERDICT_CSS + CARD_STYLE)
 _render_headline(report, checked)
 verdict_shown = _render_verdict(name)
 _render_decision(name)
-_render_forest(report, verdict_shown)
+draw_forest = _render_forest(report, verdict_shown)
 _catalog_ui.cost_card(name)  # after the answer: what staying or upgrading costs
 with st.popover("How to read these numbers", icon=":material/help:"):
     st.markdown(SIGNIFICANCE_NOTE)
@@ -434,3 +454,5 @@ _render_changed_most(_shared.change_counts(url, name), _shared.most_changed(url,
                      repeats=bool(checked["repeat"].max() > 0))
 _render_flips(report["metrics"])
 _render_categories(report["by_category"], list(report["metrics"]))
+if draw_forest:
+    draw_forest()
