@@ -127,9 +127,12 @@ def timed(fn: Callable[[], None]) -> float:
 
 
 def new_tab(context, url: str, name: str):  # type: ignore[no-untyped-def]
-    """A new tab on the Overview: seconds until its title shows, until it is usable (script done), and until
-    its forest plot is drawn."""
+    """A new tab on the Overview: seconds until its title shows, until it is usable (script done), until its
+    forest plot is drawn, and the CPU seconds of the tab's main thread by then (the browser's own work, which
+    the load of the machine inflates far less than wall-clock times)."""
     pg = context.new_page()
+    cdp = context.new_cdp_session(pg)
+    cdp.send("Performance.enable")
     start = time.perf_counter()
     pg.goto(f"{url}/?comparison={name}")
     pg.get_by_test_id("stHeading").filter(has_text="Overview").first.wait_for(state="visible", timeout=TIMEOUT_MS)
@@ -137,7 +140,10 @@ def new_tab(context, url: str, name: str):  # type: ignore[no-untyped-def]
     settled(pg, "Overview")
     usable = time.perf_counter() - start
     pg.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=TIMEOUT_MS)
-    return pg, title, usable, time.perf_counter() - start
+    plotted = time.perf_counter() - start
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    cdp.detach()
+    return pg, title, usable, plotted, metrics["ThreadTime"]
 
 
 def switch(pg, link: str) -> float:  # type: ignore[no-untyped-def]
@@ -159,9 +165,9 @@ def full_report(pg) -> float:  # type: ignore[no-untyped-def]
 
 def walk(context, url: str, name: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """One new tab, every page in sidebar order, back to Drift for the report on demand."""
-    pg, title, usable, plotted = new_tab(context, url, name)
+    pg, title, usable, plotted, cpu = new_tab(context, url, name)
     times = {"new tab -> Overview title shown": title, "new tab -> usable Overview": usable,
-             "new tab -> forest plot drawn": plotted}
+             "new tab -> forest plot drawn": plotted, "new tab: browser main-thread CPU": cpu}
     for link in list(PAGES)[1:] + ["Overview"]:
         times[f"switch to {link}"] = switch(pg, link)
     # a second visit in the same tab: the browser has the chart library loaded by now
@@ -213,3 +219,5 @@ if __name__ == "__main__":
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} · {os.cpu_count()} cores", flush=True)
     main()
+    print(f"\n{time.strftime('%H:%M UTC', time.gmtime())} · load average at the end "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
