@@ -1,10 +1,12 @@
 """Page speed in a real browser: the app under `streamlit run`, driven by headless Chromium (Playwright).
 
 One temporary store holds the offline demo and a synthetic comparison of N pairs (bench/synth.py, messy),
-each with a stored drift result. For each comparison, after one warm-up walk (a warm server), it prints
-the median of R runs of:
+each with a stored drift result; the synthetic one also has a signed decision, so its Overview and Decision
+pages verify a signature and recompute the evidence (cached per store version). For each comparison, after
+one warm-up walk (a warm server), it prints the median of R runs of:
 - new tab -> usable Overview: a new tab opens `/?comparison=NAME`; done when the Overview's title is
-  shown and the script has finished (no running script, no spinner); the time to the title alone too;
+  shown and the script has finished (no running script, no spinner); the time to the title alone, and to
+  the forest plot drawn (the plotting library loads in each new tab), too;
 - each page switch through the sidebar's links, in the sidebar's order: done when the page's title is
   shown and its script has finished;
 - Drift with the stored result (its summary table shown), and Evidently's full report shown on demand.
@@ -34,7 +36,8 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 # sidebar link -> the page's title (what shows once it rendered)
 PAGES = {"Overview": "Overview", "Diffs": "Diffs", "Distributions": "Distributions", "Drift": "Drift",
          "Safety": "Safety", "Judge": "Judge", "Comparisons": "Comparisons", "Policy": "Policies",
-         "Decision": "Decision", "Canary": "Canary", "Monitor": "Monitor", "Datasets": "Golden datasets",
+         "Decision": "Decision", "Canary": "Canary", "Monitor": "Monitor", "Timeline": "Timeline",
+         "Datasets": "Golden datasets",
          "Run": "Run a comparison", "Load": "Load a recorded comparison"}
 SYNTH = "synthetic"
 TIMEOUT_MS = 120_000
@@ -61,9 +64,26 @@ def build_store(env: dict[str, str], n_pairs: int) -> str:
         _python(env, "import sys; import lib.drift.entities; from lib.store.engine import get_engine, database_url; "
                      "from lib.drift.analysis import DriftOptions, analyze_comparison; "
                      "analyze_comparison(get_engine(database_url()), sys.argv[1], DriftOptions())", name)
-    print(f"store built in {time.perf_counter() - t:.0f} s (demo + {n_pairs:,} synthetic pairs, drift stored)",
-          flush=True)
+    sign(env)
+    print(f"store built in {time.perf_counter() - t:.0f} s (demo + {n_pairs:,} synthetic pairs, drift stored, "
+          "a decision signed on the synthetic one)", flush=True)
     return demo
+
+
+def sign(env: dict[str, str]) -> None:
+    """A key, the owner of the synthetic comparison's system, and a signed no-go on it."""
+    signer = {**env, "REVIEW_PASSPHRASE": "bench passphrase"}
+    system = subprocess.run([sys.executable, "-c", "import sys; from lib.store.engine import get_engine, database_url;"
+                             " from lib.review.comparisons import list_comparisons; print(next(c['system'] for c in "
+                             "list_comparisons(get_engine(database_url())) if c['name'] == sys.argv[1]))", SYNTH],
+                            cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    for args in (["keys", "create", "bench"], ["system", "claim", system, "--owner", "bench"],
+                 ["decide", SYNTH, "--decision", "no-go", "--signer", "bench", "--rationale", "benchmark",
+                  "--policy", system]):  # the demo's policy, named after the system
+        done = subprocess.run([sys.executable, "-m", "lib", *args], cwd=ROOT, env=signer, capture_output=True,
+                              text=True)
+        if done.returncode:
+            raise SystemExit(f"setup failed ({' '.join(args[:2])}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
 def _free_port() -> int:
@@ -107,14 +127,23 @@ def timed(fn: Callable[[], None]) -> float:
 
 
 def new_tab(context, url: str, name: str):  # type: ignore[no-untyped-def]
-    """A new tab on the Overview: seconds until its title shows, and until it is usable (script done)."""
+    """A new tab on the Overview: seconds until its title shows, until it is usable (script done), until its
+    forest plot is drawn, and the CPU seconds of the tab's main thread by then (the browser's own work, which
+    the load of the machine inflates far less than wall-clock times)."""
     pg = context.new_page()
+    cdp = context.new_cdp_session(pg)
+    cdp.send("Performance.enable")
     start = time.perf_counter()
     pg.goto(f"{url}/?comparison={name}")
     pg.get_by_test_id("stHeading").filter(has_text="Overview").first.wait_for(state="visible", timeout=TIMEOUT_MS)
     title = time.perf_counter() - start
     settled(pg, "Overview")
-    return pg, title, time.perf_counter() - start
+    usable = time.perf_counter() - start
+    pg.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+    plotted = time.perf_counter() - start
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    cdp.detach()
+    return pg, title, usable, plotted, metrics["ThreadTime"]
 
 
 def switch(pg, link: str) -> float:  # type: ignore[no-untyped-def]
@@ -136,8 +165,9 @@ def full_report(pg) -> float:  # type: ignore[no-untyped-def]
 
 def walk(context, url: str, name: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """One new tab, every page in sidebar order, back to Drift for the report on demand."""
-    pg, title, seconds = new_tab(context, url, name)
-    times = {"new tab -> Overview title shown": title, "new tab -> usable Overview": seconds}
+    pg, title, usable, plotted, cpu = new_tab(context, url, name)
+    times = {"new tab -> Overview title shown": title, "new tab -> usable Overview": usable,
+             "new tab -> forest plot drawn": plotted, "new tab: browser main-thread CPU": cpu}
     for link in list(PAGES)[1:] + ["Overview"]:
         times[f"switch to {link}"] = switch(pg, link)
     # a second visit in the same tab: the browser has the chart library loaded by now
@@ -189,3 +219,5 @@ if __name__ == "__main__":
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} · {os.cpu_count()} cores", flush=True)
     main()
+    print(f"\n{time.strftime('%H:%M UTC', time.gmtime())} · load average at the end "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)

@@ -13,8 +13,10 @@ import streamlit as st
 from sqlalchemy.engine import Engine, make_url
 from streamlit.runtime.pages_manager import PagesManager
 
+from lib.review.changed_most import Ranking, changed_most
 from lib.review.checked import checked_frame, with_texts
 from lib.review.comparisons import list_comparisons, load_pairs
+from lib.review.constants import ALPHA
 from lib.review.report import change_counts as _change_counts
 from lib.review.report import report_from_checked
 from lib.run.runner import CostEstimate, ModelSpec, estimate_cost
@@ -49,14 +51,20 @@ def engine() -> Engine:
 
 
 def store_version(url: str) -> tuple[int, ...] | float:
-    """Changes whenever any process commits to the store: the SQLite file and its write-ahead log's
-    modification times and sizes (a stat, no query). Cached reads keyed on it are never stale and never
-    recomputed while nothing changed; a store that is not a file falls back to a short expiry."""
+    """Changes whenever any process commits to the store: the SQLite file and its write-ahead log's inode,
+    modification and change times and sizes (a stat, no query). Cached reads keyed on it are never stale
+    and never recomputed while nothing changed; a store that is not a file falls back to a short expiry.
+    The change time cannot be set back by a user (unlike the modification time), so an edit of the file
+    that restores its mtime still invalidates cached verification results."""
     path = make_url(url).database
     if not path or path == ":memory:":
         return time.time() // READ_TTL_S
-    stats = [os.stat(p) for p in (path, f"{path}-wal") if os.path.exists(p)]
-    return tuple(v for s in stats for v in (s.st_mtime_ns, s.st_size))
+    return _file_version(path, f"{path}-wal")
+
+
+def _file_version(*paths: str) -> tuple[int, ...]:
+    stats = [os.stat(p) for p in paths if os.path.exists(p)]
+    return tuple(v for s in stats for v in (s.st_ino, s.st_mtime_ns, s.st_ctime_ns, s.st_size))
 
 
 def _versioned(cached: Callable[..., Any]) -> Callable[..., Any]:
@@ -158,8 +166,14 @@ def _counts(url: str, name: str, version: object) -> dict[str, int]:
     return _change_counts(checked(url, name))
 
 
+@st.cache_data(ttl=STORE_TTL_S, show_spinner=False, max_entries=8)
+def _changed_most(url: str, name: str, version: object) -> list[Ranking]:
+    return changed_most(checked(url, name))
+
+
 report = _versioned(_report)
 change_counts = _versioned(_counts)
+most_changed = _versioned(_changed_most)  # the Overview's lists of the cases that changed most
 
 
 def after_settings_change() -> None:
@@ -168,6 +182,7 @@ def after_settings_change() -> None:
     searchable.clear()
     report.clear()
     change_counts.clear()
+    most_changed.clear()
 
 
 @st.cache_data(ttl=300, show_spinner="Estimating cost…", max_entries=64)
@@ -177,25 +192,30 @@ def cost_estimate(url: str, dataset: str, spec: ModelSpec, repeats: int) -> Cost
 
 
 # ---- judge (LLM-as-judge page) -------------------------------------------------------------------
-@st.cache_data(ttl=READ_TTL_S, show_spinner=False, max_entries=16)
-def judge_configs(url: str, name: str) -> list[dict[str, Any]]:
-    from lib.judge.summary import judge_configs as _judge_configs
+@st.cache_data(ttl=STORE_TTL_S, show_spinner=False, max_entries=16)
+def _judge_configs(url: str, name: str, version: object) -> list[dict[str, Any]]:
+    from lib.judge.summary import judge_configs as configs
 
-    return _judge_configs(engine_for(url), name)
+    return configs(engine_for(url), name)
 
 
-@st.cache_data(ttl=READ_TTL_S, show_spinner="Summarising judgements…", max_entries=16)
-def judge_summary(url: str, name: str, config_hash: str | None, alpha: float = 0.05) -> dict[str, Any] | None:
+@st.cache_data(ttl=STORE_TTL_S, show_spinner="Summarising judgements…", max_entries=16)
+def _judge_summary(url: str, name: str, config_hash: str | None, version: object) -> dict[str, Any] | None:
     from lib.judge.summary import judge_block
 
-    return judge_block(engine_for(url), name, alpha, config_hash=config_hash)
+    return judge_block(engine_for(url), name, ALPHA, config_hash=config_hash)
 
 
-@st.cache_data(ttl=READ_TTL_S, show_spinner=False, max_entries=8)
-def judge_frame(url: str, name: str, config_id: int) -> pd.DataFrame:
+@st.cache_data(ttl=STORE_TTL_S, show_spinner=False, max_entries=8)
+def _judge_frame(url: str, name: str, config_id: int, version: object) -> pd.DataFrame:
     from lib.judge.summary import judgements_frame
 
     return judgements_frame(engine_for(url), name, config_id)
+
+
+judge_configs = _versioned(_judge_configs)
+judge_summary = _versioned(_judge_summary)  # (url, name, config hash)
+judge_frame = _versioned(_judge_frame)  # (url, name, config id)
 
 
 def after_judge() -> None:
@@ -318,43 +338,66 @@ def deprecations(url: str) -> list[dict[str, Any]]:
     return [d.to_dict() for d in radar(engine_for(url))]
 
 
-@st.cache_data(ttl=READ_TTL_S, show_spinner="Pricing both sides…", max_entries=8)
-def cost_projection(url: str, name: str) -> dict[str, Any] | None:
-    """The comparison's cost per 1,000 requests, both sides, with the delta's CI (lib.catalog.cost)."""
+@st.cache_data(ttl=STORE_TTL_S, show_spinner="Pricing both sides…", max_entries=8)
+def _cost_projection(url: str, name: str, version: object, overrides: object) -> dict[str, Any] | None:
     from lib.catalog.cost import cost_projection as project
 
     return project(engine_for(url), name)
 
 
+def cost_projection(url: str, name: str) -> dict[str, Any] | None:
+    """The comparison's cost per 1,000 requests, both sides, with the delta's CI (lib.catalog.cost): a
+    bootstrap, recomputed only when the store or the price override file changes."""
+    from lib.catalog.overrides import overrides_path
+
+    path = overrides_path()
+    return _cost_projection(url, name, version=store_version(url), overrides=(path, path and _file_version(path)))
+
+
 # ---- the answer first: verdict and decision status (Overview and Decision pages, appended) -----------
-@st.cache_data(ttl=READ_TTL_S, show_spinner="Computing the verdict…", max_entries=16)
-def verdict(url: str, name: str, policy: str, version: int | None) -> dict[str, Any]:
-    """The verdict (as a dict) of a policy version (latest when None) on a comparison."""
+# Keyed on the store's version: all of it is a function of the store alone (at 10k pairs the verdict takes
+# ~0.5 s and verifying a decision, which recomputes its evidence from every output, several seconds), so
+# it is computed once per store change, not again every 30 s on whichever page a reader opens.
+@st.cache_data(ttl=STORE_TTL_S, show_spinner="Computing the verdict…", max_entries=16)
+def _verdict(url: str, name: str, policy: str, policy_version: int | None, version: object) -> dict[str, Any]:
     from lib.governance.gate import compute_verdict
 
-    result, _report = compute_verdict(engine_for(url), name, policy, version)
+    result, _report = compute_verdict(engine_for(url), name, policy, policy_version)
     return result.to_dict()
 
 
-@st.cache_data(ttl=READ_TTL_S, show_spinner=False, max_entries=16)
-def policy_in_force(url: str, name: str) -> tuple[str, int | None] | None:
-    from lib.review.headline import policy_in_force as _policy_in_force
+@st.cache_data(ttl=STORE_TTL_S, show_spinner=False, max_entries=16)
+def _policy_in_force(url: str, name: str, version: object) -> tuple[str, int | None] | None:
+    from lib.review.headline import policy_in_force as _in_force
 
-    return _policy_in_force(engine_for(url), name)
+    return _in_force(engine_for(url), name)
 
 
-@st.cache_data(ttl=READ_TTL_S, show_spinner="Checking the latest decision…", max_entries=16)
-def decision_status(url: str, name: str) -> dict[str, Any] | None:
-    from lib.review.headline import decision_status as _decision_status
+@st.cache_data(ttl=STORE_TTL_S, show_spinner="Checking the signature and the evidence…", max_entries=64)
+def _decision_problems(url: str, decision_id: int, version: object) -> list[str]:
+    from lib.review.headline import decision_problems as _problems
 
-    return _decision_status(engine_for(url), name)
+    return _problems(engine_for(url), decision_id)
+
+
+@st.cache_data(ttl=STORE_TTL_S, show_spinner=False, max_entries=16)
+def _decision_status(url: str, name: str, version: object) -> dict[str, Any] | None:
+    from lib.review.headline import decision_status as _status
+
+    return _status(engine_for(url), name, lambda decision_id: decision_problems(url, decision_id))
+
+
+verdict = _versioned(_verdict)  # (url, name, policy, policy version or None: the latest)
+policy_in_force = _versioned(_policy_in_force)
+decision_problems = _versioned(_decision_problems)  # (url, decision id): empty when intact
+decision_status = _versioned(_decision_status)
 
 
 def after_governance_write() -> None:
-    """A policy, owner, key or decision was written: the verdict and decision reads are stale."""
-    verdict.clear()
-    policy_in_force.clear()
-    decision_status.clear()
+    """A policy, owner, key or decision was written: the verdict and decision reads are stale (the store's
+    version says so too; clearing frees the memory now)."""
+    for read in (verdict, policy_in_force, decision_problems, decision_status):
+        read.clear()
 
 
 def broken_decision_banner(name: str) -> None:

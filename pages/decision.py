@@ -2,6 +2,7 @@
 comments, the decision history, verification and the exported change record."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pandas as pd
@@ -20,40 +21,15 @@ from lib.governance.decisions import (
     sign_decision,
 )
 from lib.governance.export import export_record
-from lib.governance.gate import compute_verdict
 from lib.governance.owners import OwnerChange, claim_system, transfer_system
 from lib.governance.policy import list_policies, policy_names
 from lib.governance.signing import MIN_PASSPHRASE_CHARS, create_key, key_dir, registered_names
-from lib.governance.verify import verify_decision, verify_store
+from lib.governance.verify import verify_store
 from lib.review.comparisons import get_comparison
 from lib.review.headline import lock_sentence
 from pages import _shared
 
 st.title("Decision")
-READ_TTL_S = 30
-
-
-@st.cache_data(ttl=READ_TTL_S, show_spinner="Computing the verdict…")
-def _verdict(url: str, comparison: str, policy: str, version: int) -> dict:
-    verdict, _report = compute_verdict(_shared.engine_for(url), comparison, policy, version)
-    return verdict.to_dict()
-
-
-@st.cache_data(ttl=READ_TTL_S, show_spinner="Checking signatures and evidence…")
-def _integrity(url: str, decision_id: int) -> str:
-    problems = verify_decision(_shared.engine_for(url), decision_id)
-    return "intact" if not problems else "; ".join(p.message for p in problems)
-
-
-@st.cache_data(ttl=READ_TTL_S, show_spinner="Preparing the change record…")
-def _export(url: str, comparison: str, fmt: str) -> str:
-    return export_record(_shared.engine_for(url), comparison, fmt)
-
-
-def _after_write() -> None:
-    for cached in (_verdict, _integrity, _export):
-        cached.clear()
-    _shared.after_governance_write()
 
 
 def _choose_policy(comparison: str) -> tuple[str, int] | None:
@@ -131,7 +107,7 @@ def _render_keys() -> None:
     except ReviewInputError as exc:
         st.error(f"No key was created. {_shared.md_text(exc)}")
         return
-    _after_write()
+    _shared.after_governance_write()
     st.success(f"Created key {_shared.md_text(info.name)} · fingerprint sha256 `{info.fingerprint[:16]}`")
 
 
@@ -166,7 +142,7 @@ def _owner_change(change: Callable[[], OwnerChange]) -> None:
     except ReviewInputError as exc:
         st.error(f"Ownership unchanged. {_shared.md_text(exc)}")
         return
-    _after_write()
+    _shared.after_governance_write()
     st.session_state["decision_owner_note"] = f"{result.owner} now owns system {result.system} ({result.how})."
     st.rerun()
 
@@ -204,7 +180,7 @@ def _render_sign(comparison: str, policy: tuple[str, int], owner: str | None, ve
     except ReviewInputError as exc:
         st.error(f"Nothing was signed. {_shared.md_text(exc)}")
         return
-    _after_write()
+    _shared.after_governance_write()
     row = signed.decision
     message = (f"Signed decision {row.id}: {row.decision} by {_shared.md_text(row.signer)}." if signed.created else
                f"Already signed as decision #{row.id} ({row.decision} by {_shared.md_text(row.signer)} on the same "
@@ -227,8 +203,13 @@ def _render_comments(comparison: str) -> None:
             except ReviewInputError as exc:
                 st.error(_shared.md_text(exc))
                 return
-            _after_write()
+            _shared.after_governance_write()
             st.rerun()
+
+
+def _integrity(url: str, decision_id: int) -> str:
+    problems = _shared.decision_problems(url, decision_id)
+    return "intact" if not problems else "; ".join(problems)
 
 
 def _render_history(comparison: str) -> None:
@@ -267,12 +248,13 @@ def _render_verify_and_export(comparison: str) -> None:
                        "checked.")
         for problem in result.problems:
             st.error(_shared.md_text(problem))
-    url = _shared.database_url()
-    left, right = st.columns(2)
-    left.download_button("Change record (Markdown)", _export(url, comparison, "md"), file_name=f"{comparison}.md",
-                         mime="text/markdown", key="decision_download_md")
-    right.download_button("Change record (JSON)", _export(url, comparison, "json"), file_name=f"{comparison}.json",
-                          mime="application/json", key="decision_download_json")
+    engine, (left, right) = _shared.engine(), st.columns(2)
+    # Built on click (a callable): the record verifies every decision, seconds at 10k pairs, too slow to
+    # redo on each render for a button most renders never press.
+    left.download_button("Change record (Markdown)", functools.partial(export_record, engine, comparison, "md"),
+                         file_name=f"{comparison}.md", mime="text/markdown", key="decision_download_md")
+    right.download_button("Change record (JSON)", functools.partial(export_record, engine, comparison, "json"),
+                          file_name=f"{comparison}.json", mime="application/json", key="decision_download_json")
 
 
 def _render(comparison: str) -> None:
@@ -291,7 +273,7 @@ def _render(comparison: str) -> None:
     if policy is not None:
         verdict = None
         try:
-            verdict = _verdict(_shared.database_url(), comparison, *policy)
+            verdict = _shared.verdict(_shared.database_url(), comparison, *policy)
             _render_verdict(verdict)
         except ReviewInputError as exc:
             st.error(_shared.md_text(exc))

@@ -1,8 +1,11 @@
 """Overview: what changed between baseline and candidate, how sure we are, and where to look."""
 from __future__ import annotations
 
+import functools
 import json
 import re
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -13,7 +16,7 @@ from lib.errors import ReviewInputError
 from lib.governance.policy import policy_names
 from lib.review import fmt, headline
 from lib.review.browse import FILTERS
-from lib.review.changed_most import Ranking, changed_most
+from lib.review.changed_most import Ranking
 from lib.review.constants import ALPHA
 from lib.review.report import BINARY_METRICS, METRIC_LABELS, ReviewSettings, is_rate, save_settings, stored_settings
 from lib.review.settings import ReviewSettingsError, canonical_schema
@@ -77,7 +80,6 @@ def _render_verdict(name: str) -> dict | None:
                        for result in ("fail", "inconclusive"))
     why = "".join([f" · fails: {', '.join(map(_shared.md_text, failing))}" if failing else "",
                    f" · not shown to pass: {', '.join(map(_shared.md_text, unsure))}" if unsure else ""])
-    st.markdown(VERDICT_CSS, unsafe_allow_html=True)  # static CSS only
     box = st.container(key=f"verdict-{verdict['verdict']}")
     box.markdown(f"**Verdict: {verdict['verdict'].upper()}** under policy "
                  f"{_shared.md_text(verdict['policy_name'])} v{verdict['policy_version']}{why}")
@@ -132,17 +134,37 @@ def _forest(rows: list[headline.ForestRow], unit: str, title: str) -> go.Figure:
     return fig
 
 
-def _render_forest(report: dict, verdict: dict | None) -> None:
+PLOTS_LOADED_KEY = "overview_plots_loaded"  # this tab's browser has drawn the forest plot: its library is loaded
+
+
+def _render_forest(report: dict, verdict: dict | None) -> Callable[[], None] | None:
+    """The forest plot(s); in a new tab, a placeholder of its size and a function that draws it, to call last:
+    the browser then shows the rest of the page before it loads the plotting library (about half a second of
+    its time at first, blocking everything after the plot)."""
     rows = headline.forest_rows(report, verdict)
     rates = [r for r in rows if r.unit == headline.PP]
     others = [r for r in rows if r.unit == headline.RELATIVE]
+    draw_last = None
     if rates:
-        st.plotly_chart(_forest(rates, "pp", "Rates: change with its 95% CI, in percentage points"),
-                        key="overview_forest_rates", config={"displayModeBar": False})
+        figure = _forest(rates, "pp", "Rates: change with its 95% CI, in percentage points")
+        if st.session_state.get(PLOTS_LOADED_KEY):
+            _draw(st, figure, "overview_forest_rates")  # in place: no placeholder flickering on a rerun
+        else:
+            draw_last = functools.partial(_draw, st.skeleton(height=figure.layout.height), figure,
+                                          "overview_forest_rates")
+            st.session_state[PLOTS_LOADED_KEY] = True
     if others:
-        with st.expander("Lengths, tokens, latency: change in % of the baseline"):
-            st.plotly_chart(_forest(others, "% of baseline", "Other metrics: change with its 95% CI"),
-                            key="overview_forest_other", config={"displayModeBar": False})
+        # drawn only once opened (a rerun): a second plot costs the browser as much as the page's text
+        box = st.expander("Lengths, tokens, latency: change in % of the baseline", key="overview_forest_other_open",
+                          on_change="rerun")
+        if box.open:
+            _draw(box, _forest(others, "% of baseline", "Other metrics: change with its 95% CI"),
+                  "overview_forest_other")
+    return draw_last
+
+
+def _draw(where: Any, figure: go.Figure, key: str) -> None:
+    where.plotly_chart(figure, key=key, config={"displayModeBar": False})
 
 
 # ---- metric cards, coloured by evidence ------------------------------------------------------------
@@ -191,7 +213,6 @@ ZERO_DELTA = re.compile(r"^[+\-−]?0(?:\.0+)?(?![.\d])")
 
 def _render_cards(metrics: dict) -> None:
     """Three cards a row, two when a value or label would not fit: baseline → candidate is never cut off."""
-    st.markdown(CARD_STYLE, unsafe_allow_html=True)  # static CSS only: no user text in it
     evidence = headline.classify_all(metrics)
     cards = [(k, _card(k, v)) for k, v in metrics.items() if v]
     fits = all(len(value) <= CARD_FIT[0] and len(label) <= CARD_FIT[1] for _, (label, value, _, _) in cards)
@@ -206,23 +227,26 @@ def _render_cards(metrics: dict) -> None:
                 box.caption(EVIDENCE_WORDS[kind])
 
 
-def _flip_matrix(m: dict) -> pd.DataFrame:
-    f, same = m["flips"], m["unchanged"]
-    return pd.DataFrame({"candidate: yes": [same["true"], f["to_true"]],
-                         "candidate: no": [f["to_false"], same["false"]]},
-                        index=["baseline: yes", "baseline: no"])
-
-
 def _render_flips(metrics: dict) -> None:
     binary = [k for k in BINARY_METRICS if metrics.get(k) and k != "error_rate"]
     if not binary:
         return
     st.subheader("Flips", anchor=False)
-    cols = st.columns(min(3, len(binary)))  # three per row: the 2x2 tables stay readable
-    for i, key in enumerate(binary):
-        with cols[i % len(cols)]:
-            st.caption(f"{METRIC_LABELS.get(key, key)} (n={metrics[key]['n']})")
-            st.dataframe(_flip_matrix(metrics[key]), width="stretch")
+    st.caption(FLIPS_NOTE)
+    st.table(_flips_table({k: metrics[k] for k in binary}))  # a plain table: light for the browser
+
+
+FLIPS_NOTE = ("Each paired case, baseline → candidate: yes when the metric's condition holds for that output "
+              "(refused, correct, valid JSON, truncated…), no when it does not. The flips are the middle columns.")
+FLIP_COLUMNS = ("yes → yes", "yes → no", "no → yes", "no → no")
+
+
+def _flips_table(binary: dict[str, dict]) -> pd.DataFrame:
+    """One row per yes/no metric: how many cases kept or flipped their value, baseline → candidate."""
+    rows = {f"{METRIC_LABELS.get(k, k)} (n={m['n']})":
+            [m["unchanged"]["true"], m["flips"]["to_false"], m["flips"]["to_true"], m["unchanged"]["false"]]
+            for k, m in binary.items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(FLIP_COLUMNS))
 
 
 CATEGORY_NOTE = (
@@ -326,8 +350,11 @@ def _render_ranking(ranking: Ranking, repeats: bool) -> None:
 def _render_settings(name: str) -> None:
     """Reviewer settings for this comparison: extra refusal patterns, one match rule for all cases, the
     system's input token limit, and a JSON Schema for every case without one."""
+    box = st.expander("Review settings", key="overview_settings_open", on_change="rerun")
+    if not box.open:  # its widgets are built only when opened: most readers never change a setting
+        return
     current = stored_settings(_shared.engine(), name)
-    with st.expander("Review settings"):
+    with box:
         patterns = st.text_area("Extra refusal patterns (one regex per line)", "\n".join(current.refusal_patterns),
                                 key="overview_refusal_patterns")
         rules = ["(per case)", *MATCH_RULES]
@@ -438,16 +465,22 @@ if report["n_pairs"] == 0:
     _shared.go_button("pages/comparisons.py", "Comparisons", "overview_go_comparisons", ":material/list:")
     st.stop()
 checked = _shared.checked(_shared.database_url(), name)
+# Static CSS only (no user text): style tags alone go to the page's event container, taking no space, and
+# skip the markdown HTML parser st.markdown(unsafe_allow_html=True) would load.
+st.html(VERDICT_CSS + CARD_STYLE)
 _render_headline(report, checked)
 verdict_shown = _render_verdict(name)
 _render_decision(name)
-_render_forest(report, verdict_shown)
+draw_forest = _render_forest(report, verdict_shown)
 _catalog_ui.cost_card(name)  # after the answer: what staying or upgrading costs
 with st.popover("How to read these numbers", icon=":material/help:"):
     st.markdown(SIGNIFICANCE_NOTE)
 _render_cards(report["metrics"])
 _render_settings(name)
-_render_changed_most(_shared.change_counts(_shared.database_url(), name), changed_most(checked),
+url = _shared.database_url()
+_render_changed_most(_shared.change_counts(url, name), _shared.most_changed(url, name),
                      repeats=bool(checked["repeat"].max() > 0))
 _render_flips(report["metrics"])
 _render_categories(report["by_category"], list(report["metrics"]))
+if draw_forest:
+    draw_forest()

@@ -63,11 +63,19 @@ def test_overview_cards_are_at_most_three_a_row(engine) -> None:
         assert len(card.value) <= 16 and "→" in card.value and len(card.label) <= 36
 
 
+def _with_settings_open(at: AppTest) -> AppTest:
+    """The Overview with its Review settings expander opened (its widgets exist only then)."""
+    at.run()
+    assert not any(t.key == "overview_refusal_patterns" for t in at.text_area)  # closed: not built
+    at.session_state["overview_settings_open"] = True
+    return at.run()
+
+
 def test_settings_save_a_token_limit_and_a_schema_and_recompute(engine) -> None:
     from lib.review.settings import stored_settings
 
     _categories(engine)
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = _with_settings_open(AppTest.from_file(APP, default_timeout=120))
     assert not any(m.label.startswith("JSON valid (strict)") for m in at.metric)  # no case has a schema
     at.number_input(key="overview_input_token_limit").set_value(4096)
     at.text_area(key="overview_schema").set_value(json.dumps(SCHEMA))
@@ -97,7 +105,7 @@ def test_settings_an_invalid_schema_is_an_error_and_nothing_is_saved(engine, tex
     from lib.review.settings import stored_settings
 
     _categories(engine)
-    at = AppTest.from_file(APP, default_timeout=90).run()
+    at = _with_settings_open(AppTest.from_file(APP, default_timeout=90))
     at.number_input(key="overview_input_token_limit").set_value(100)
     at.text_area(key="overview_schema").set_value(text)
     at.button(key="overview_save_settings").click().run()
@@ -111,7 +119,7 @@ def test_settings_a_schema_file_upload(engine) -> None:
     from lib.review.settings import stored_settings
 
     _categories(engine)
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = _with_settings_open(AppTest.from_file(APP, default_timeout=120))
     at.file_uploader(key="overview_schema_upload").set_value(("bad.json", b"{nope", "application/json")).run()
     at.button(key="overview_save_settings").click().run()
     assert at.error and "bad.json" in plain(at.error[0].value) and stored_settings(engine, "ui").schema is None
@@ -145,7 +153,7 @@ def test_overview_cards_are_coloured_by_evidence(worse) -> None:
     words = [c.value for c in at.caption]
     assert words.count("significantly worse") == 1  # accuracy
     assert "no evidence either way" in words
-    style = next(m.value for m in at.markdown if "st-key-card-" in m.value)
+    style = next(h.proto.body for h in at.get("html") if "st-key-card-" in h.proto.body)
     assert 'st-key-card-worse-' in style and "#c62828" in style and 'st-key-card-no-evidence-' in style
     zero = [m for m in at.metric if m.proto.delta.startswith(("+0.0 ", "-0.0 ", "+0 "))]
     from streamlit.proto.Metric_pb2 import Metric as MetricProto
@@ -200,3 +208,16 @@ def test_signed_decision_shows_on_overview_and_a_broken_one_is_a_red_banner(wors
         banner = at.error[0].value
         assert banner.startswith("**Decision #1 fails verification: do not rely on it.**"), page
         assert "signature does not verify" in banner
+
+
+def test_overview_flips_are_one_table_and_the_second_forest_plot_waits_to_be_opened(worse) -> None:
+    at = alone("pages/overview.py").run()
+    assert not at.exception, at.exception
+    [flips] = at.table  # one light table, not a grid per metric
+    accuracy = flips.value.loc[next(i for i in flips.value.index if i.startswith("Accuracy (n=80)"))]
+    assert list(flips.value.columns) == ["yes → yes", "yes → no", "no → yes", "no → no"]
+    assert (accuracy["yes → no"], accuracy["no → yes"], accuracy.sum()) == (20, 0, 80)  # the 20 regressions
+    assert [p.proto.id for p in at.get("plotly_chart")] and len(at.get("plotly_chart")) == 1  # rates only
+    at.session_state["overview_forest_other_open"] = True
+    at.run()
+    assert len(at.get("plotly_chart")) == 2, "opened: lengths, tokens and latency drawn too"

@@ -68,3 +68,45 @@ def test_the_store_version_changes_on_a_write_and_only_then(engine, db_url: str)
     assert before == store_version(db_url)  # reads leave it alone
     load_two_pairs(engine, "second")
     assert store_version(db_url) != before
+
+
+def test_an_edit_that_restores_the_modification_time_still_changes_the_store_version(engine, db_url: str) -> None:
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    from pages._shared import store_version
+
+    load_two_pairs(engine, "first")
+    path = make_url(db_url).database
+    before, stat = store_version(db_url), os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # what a forger does after an edit
+    assert os.stat(path).st_mtime_ns == stat.st_mtime_ns and store_version(db_url) != before  # the change time
+
+
+def test_a_decision_is_verified_once_per_store_version(engine, db_url: str, tmp_path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Overview and Decision pages read the latest decision's integrity on every render: verified (seconds at
+    10k pairs) once until the store changes, and a change behind the app's back is seen on the next read."""
+    from lib.governance.decisions import DecisionRequest, decide, set_owner
+    from lib.governance.policy import create_policy
+    from lib.governance.signing import create_key
+    from lib.review import headline
+    from pages import _shared
+    from tests.gov_helpers import make_comparison, pairs, tamper
+
+    make_comparison(engine, "cmp", pairs(30))
+    create_policy(engine, "strict", b"[criteria.accuracy]\nmax_decrease = 0.02\n")
+    create_key(engine, "alice", "correct horse", tmp_path)
+    set_owner(engine, "default", "alice")
+    decide(engine, DecisionRequest("cmp", "no-go", "alice", "too risky", policy="strict"), "correct horse", tmp_path)
+    verified: list[int] = []
+    real = headline.decision_problems
+    monkeypatch.setattr(headline, "decision_problems", lambda e, i: verified.append(i) or real(e, i))
+    _shared.after_governance_write()
+    assert _shared.decision_status(db_url, "cmp")["intact"] and _shared.decision_status(db_url, "cmp")["intact"]
+    assert _shared.decision_problems(db_url, 1) == [] and verified == [1]  # the page's history reuses it
+    tamper(db_url, "UPDATE decision SET decision = 'go'")
+    status = _shared.decision_status(db_url, "cmp")
+    assert not status["intact"] and any("signature does not verify" in p for p in status["problems"])
+    assert verified == [1, 1]

@@ -12,6 +12,7 @@ signed decision with its integrity, and the forest plot's rows. No Streamlit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,17 +177,26 @@ def lock_sentence(verdict: dict) -> str | None:
             "so it was not a test set in advance: the verdict is post-hoc, a reading of results already seen.")
 
 
-def decision_status(engine: Engine, comparison: str) -> dict[str, Any] | None:
-    """The latest signed decision: who, when, go/no-go, the verdict it was signed on, and its integrity."""
-    from lib.governance.decisions import decision_summary, latest_decision
+def decision_problems(engine: Engine, decision_id: int) -> list[str]:
+    """What fails when one decision is verified (signature, evidence recomputed from the outputs, policy);
+    empty: intact. Seconds at 10k pairs: callers that render often cache it per store version."""
     from lib.governance.verify import verify_decision
+
+    return [str(p) for p in verify_decision(engine, decision_id)]
+
+
+def decision_status(engine: Engine, comparison: str,
+                    problems_of: Callable[[int], list[str]] | None = None) -> dict[str, Any] | None:
+    """The latest signed decision: who, when, go/no-go, the verdict it was signed on, and its integrity.
+    `problems_of(decision_id)`: its verification problems (a cached decision_problems), else verified now."""
+    from lib.governance.decisions import decision_summary, latest_decision
 
     row = latest_decision(engine, comparison)
     if row is None:
         return None
     assert row.id is not None  # a stored row
-    problems = verify_decision(engine, row.id)
-    return {**decision_summary(row), "intact": not problems, "problems": [str(p) for p in problems]}
+    problems = problems_of(row.id) if problems_of else decision_problems(engine, row.id)
+    return {**decision_summary(row), "intact": not problems, "problems": list(problems)}
 
 
 # ---- the forest plot's rows ----------------------------------------------------------------------
