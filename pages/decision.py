@@ -83,13 +83,24 @@ def _choose_decision(verdict: str | None) -> tuple[str | None, bool]:
     return choice, confirmed
 
 
-LAST_SIGNED_KEY = "decision_last_signed"  # the outcome of the last Sign, shown after the form clears
+LAST_SIGNED_KEY = "decision_last_signed"  # the outcome of the last Sign: stays shown (a double click must not hide it)
+CLEAR_KEY = "decision_clear_fields"  # form fields to empty on the next run, after a success only
+
+
+def _clear_after_success() -> None:
+    """Empty the fields a success consumed. Forms keep their fields on errors (clear_on_submit would lose a
+    typed rationale to a wrong passphrase); widget values can only change before the widget exists."""
+    for key in st.session_state.pop(CLEAR_KEY, ()):
+        st.session_state[key] = ""
 
 
 def _render_keys() -> None:
     """Create a signing key: the private key is written encrypted to the key directory, never shown."""
+    note = st.session_state.pop("decision_key_note", None)
+    if note:
+        st.success(note)
     with st.expander("Create a signing key", icon=":material/key:", expanded=not registered_names(_shared.engine())):
-        with st.form("decision_key_form", clear_on_submit=True):
+        with st.form("decision_key_form"):
             name = st.text_input("Your name (the key's name: letters, digits, . _ -)", key="decision_key_name")
             first = st.text_input(f"Passphrase (at least {MIN_PASSPHRASE_CHARS} characters)", type="password",
                                   key="decision_key_pass")
@@ -108,7 +119,10 @@ def _render_keys() -> None:
         st.error(f"No key was created. {_shared.md_text(exc)}")
         return
     _shared.after_governance_write()
-    st.success(f"Created key {_shared.md_text(info.name)} · fingerprint sha256 `{info.fingerprint[:16]}`")
+    st.session_state["decision_key_note"] = (f"Created key {_shared.md_text(info.name)} · fingerprint sha256 "
+                                             f"`{info.fingerprint[:16]}`")
+    st.session_state[CLEAR_KEY] = ("decision_key_name", "decision_key_pass", "decision_key_pass2")
+    st.rerun()
 
 
 def _render_owner(system: str, owner: str | None) -> None:
@@ -149,8 +163,8 @@ def _owner_change(change: Callable[[], OwnerChange]) -> None:
 
 def _render_sign(comparison: str, policy: tuple[str, int], owner: str | None, verdict: str | None) -> None:
     st.subheader("Sign a decision")
-    last = st.session_state.pop(LAST_SIGNED_KEY, None)
-    if last:
+    last = st.session_state.get(LAST_SIGNED_KEY)
+    if last and last["comparison"] == comparison:
         (st.success if last["created"] else st.info)(last["message"])
     if owner is None:
         st.caption("Claim ownership above first: only the owner may sign.")
@@ -158,7 +172,7 @@ def _render_sign(comparison: str, policy: tuple[str, int], owner: str | None, ve
     if owner not in registered_names(_shared.engine()):
         st.warning(f"The owner {_shared.md_text(owner)} has no registered key: create one above under that name.")
     choice, allowed = _choose_decision(verdict)
-    with st.form("decision_sign_form", clear_on_submit=True):
+    with st.form("decision_sign_form"):
         signer = st.text_input("Signer (the system owner's key name)", value=owner, key="decision_signer")
         rationale = st.text_area("Rationale", key="decision_rationale")
         conditions = st.text_area("Conditions (canary share, rollback triggers…)", key="decision_conditions")
@@ -185,7 +199,8 @@ def _render_sign(comparison: str, policy: tuple[str, int], owner: str | None, ve
     message = (f"Signed decision {row.id}: {row.decision} by {_shared.md_text(row.signer)}." if signed.created else
                f"Already signed as decision #{row.id} ({row.decision} by {_shared.md_text(row.signer)} on the same "
                "evidence): nothing new was written.")
-    st.session_state[LAST_SIGNED_KEY] = {"created": signed.created, "message": message}
+    st.session_state[LAST_SIGNED_KEY] = {"created": signed.created, "message": message, "comparison": comparison}
+    st.session_state[CLEAR_KEY] = ("decision_rationale", "decision_conditions", "decision_passphrase")
     st.session_state.pop("decision_choice", None)
     st.rerun()
 
@@ -258,6 +273,7 @@ def _render_verify_and_export(comparison: str) -> None:
 
 
 def _render(comparison: str) -> None:
+    _clear_after_success()
     _shared.broken_decision_banner(comparison)
     with Session(_shared.engine()) as session:
         comp = get_comparison(session, comparison)

@@ -146,6 +146,28 @@ def test_decision_page_creates_a_key_with_the_cli_rules(worse, tmp_path) -> None
     assert pem.splitlines()[1] not in page_text  # the private key is never shown
 
 
+def test_a_failed_signature_keeps_the_typed_rationale(worse, tmp_path) -> None:
+    keys = tmp_path / "keys"
+    create_key(worse, "alice", PASS, keys)
+    at = alone("pages/decision.py").run()
+    at.selectbox(key="decision_claim_owner").set_value("alice")
+    at.button(key="decision_claim").click().run()
+    at.radio(key="decision_choice").set_value("no-go")
+    at.text_area(key="decision_rationale").set_value("accuracy fell by 14 pp")
+    at.text_input(key="decision_passphrase").input("wrong passphrase")
+    at.button(key="decision_sign").click().run()
+    assert "Nothing was signed" in at.error[-1].value and _count(worse, Decision) == 0
+    assert at.text_area(key="decision_rationale").value == "accuracy fell by 14 pp"  # not lost to the error
+    at.text_input(key="decision_passphrase").input(PASS)
+    at.button(key="decision_sign").click().run()
+    assert _count(worse, Decision) == 1 and any(s.value.startswith("Signed decision 1") for s in at.success)
+    at.text_input(key="decision_key_name").input("bo")  # the name is kept after a short passphrase
+    at.text_input(key="decision_key_pass").input("short")
+    at.text_input(key="decision_key_pass2").input("short")
+    at.button(key="decision_key_create").click().run()
+    assert "at least 8 characters" in at.error[-1].value and at.text_input(key="decision_key_name").value == "bo"
+
+
 def test_decision_page_claims_transfers_and_signs_once(worse, tmp_path) -> None:
     keys = tmp_path / "keys"
     create_key(worse, "alice", PASS, keys)
@@ -167,6 +189,11 @@ def test_decision_page_claims_transfers_and_signs_once(worse, tmp_path) -> None:
             assert any(s.value == "Signed decision 1: no-go by alice." for s in at.success)
         else:
             assert any(i.value.startswith("Already signed as decision #1") for i in at.info)
+    assert _count(worse, Decision) == 1
+    assert at.text_area(key="decision_rationale").value == ""  # cleared after the success
+    # a double click: the second submit arrives with the cleared form; the signed decision stays in view
+    at.button(key="decision_sign").click().run()
+    assert any(i.value.startswith("Already signed as decision #1") for i in at.info)
     assert _count(worse, Decision) == 1
     # transfer: a wrong passphrase changes nothing, alice's passphrase moves it to bob
     at.selectbox(key="decision_transfer_to").set_value("bob")
