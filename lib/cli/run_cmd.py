@@ -42,7 +42,8 @@ class _ProgressPrinter:
         progress(f"{event.side}: {event.done}/{event.total} ({event.errors} errors{skipped})")
 
 
-def _rate(rpm: float | None, rate_limited: int) -> str:
+def rate_text(rpm: float | None, rate_limited: int) -> str:
+    """A model's achieved pace as the summaries print it (`run`, `judge`): successful calls per minute, 429s."""
     achieved = "-" if rpm is None else f"{rpm:.0f}"
     return f"{achieved} rpm achieved, {rate_limited} 429s"
 
@@ -52,7 +53,7 @@ def _summary(result: RunResult) -> None:
                f"{result.status} in {result.wall_s:.1f}s ({result.workers})")
     for s in (result.baseline, result.candidate):
         typer.echo(f"  {s.side:<9} {s.model}: {s.succeeded}/{s.total} ok, {s.errors} errors, {s.sent} sent "
-                   f"now, {s.skipped} resumed; {_rate(s.rpm, s.rate_limited)}; tokens {s.prompt_tokens} in / "
+                   f"now, {s.skipped} resumed; {rate_text(s.rpm, s.rate_limited)}; tokens {s.prompt_tokens} in / "
                    f"{s.completion_tokens} out; cost {_usd(s.cost_usd)}; served {s.served_model or '-'} "
                    f"({s.system_fingerprint or '-'})")
 
