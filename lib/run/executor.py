@@ -102,6 +102,7 @@ class Side:
     total: int
     done_keys: set[tuple[int, int]]  # (case_id, repeat) with a successful output
     error_keys: set[tuple[int, int]]  # (case_id, repeat) with an error output, to replace
+    price: llm.Price | None  # the model's USD per token (None: unknown), resolved once, not in each worker
     fingerprint: str | None = None
     served_model: str | None = None
     sent: int = 0
@@ -199,7 +200,7 @@ def _base_row(job: Job, latency: float, attempts: int) -> dict[str, Any]:
 
 
 def _success_row(job: Job, c: llm.Completion, latency: float, attempts: int) -> dict[str, Any]:
-    cost = llm.response_cost(job.side.model, c.prompt_tokens, c.completion_tokens)
+    cost = llm.cost_usd(job.side.price, c.prompt_tokens, c.completion_tokens)
     return {**_base_row(job, latency, attempts), "text": c.text, "finish_reason": c.finish_reason,
             "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "cost_usd": cost,
             "system_fingerprint": c.system_fingerprint, "served_model": c.served_model,
@@ -237,8 +238,9 @@ def choose_workers(options: RunOptions, pending: dict[str, int]) -> str:
 
 
 def execute(engine: Engine, sides: list[Side], jobs: list[Job], options: RunOptions,
-            progress: Progress | None) -> ExecStats:
-    """Send every job and store every result, in this process or in one worker per side."""
+            progress: Progress | None, on_workers_calling: Callable[[], None] | None = None) -> ExecStats:
+    """Send every job and store every result, in this process or in one worker per side.
+    `on_workers_calling` is called once when the first worker reports (this process is idle from then on)."""
     if progress is not None:
         for side in sides:
             progress(side.event())
@@ -251,7 +253,7 @@ def execute(engine: Engine, sides: list[Side], jobs: list[Job], options: RunOpti
     if workers == "in-process":
         stoppable.run(_Executor(engine, options, progress, options.concurrency).run(jobs))
         return ExecStats(workers, time.process_time() - cpu)
-    worker_cpu = _Workers(url, sides, jobs, options, progress).run()
+    worker_cpu = _Workers(url, sides, jobs, options, progress, on_workers_calling).run()
     return ExecStats(workers, time.process_time() - cpu + worker_cpu)
 
 
@@ -303,7 +305,7 @@ class _Workers:
     """The parent's side: start one worker per side, forward progress, rebalance, stop on any exit."""
 
     def __init__(self, url: str, sides: list[Side], jobs: list[Job], options: RunOptions,
-                 progress: Progress | None):
+                 progress: Progress | None, on_calling: Callable[[], None] | None = None):
         self.sides = {s.name: s for s in sides}
         by_side = {name: [j for j in jobs if j.side.name == name] for name in self.sides}
         by_side = {name: js for name, js in by_side.items() if js}
@@ -312,6 +314,7 @@ class _Workers:
         self.tasks = {name: _Task(url, env, self.sides[name], js, options, share)
                       for (name, js), share in zip(by_side.items(), shares)}
         self.progress = progress
+        self.on_calling = on_calling
         self.procs: dict[str, multiprocessing.process.BaseProcess] = {}
         self.conns: dict[str, Connection] = {}
         self.cpu_s = 0.0
@@ -337,6 +340,9 @@ class _Workers:
 
     def _drain(self, conn: Connection) -> None:
         name = next(n for n, c in self.conns.items() if c is conn)
+        if self.on_calling is not None:
+            self.on_calling()
+            self.on_calling = None
         latest = None
         try:
             while conn.poll():
