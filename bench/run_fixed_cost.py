@@ -76,9 +76,11 @@ def _events(path: Path) -> dict[str, float]:
     return out
 
 
-def one_run(db_url: str, server: LLMServer, args: argparse.Namespace, name: str, trace: Path) -> dict[str, float]:
+def one_run(db_url: str, server: LLMServer, args: argparse.Namespace, name: str, trace: Path,
+            skip_check_imports: bool = False) -> dict[str, float]:
     server.log.clear()
-    env = {**os.environ, "DATABASE_URL": db_url, "PYTHONPATH": str(TRACE_DIR), "REVIEW_TRACE_FILE": str(trace)}
+    env = {**os.environ, "DATABASE_URL": db_url, "PYTHONPATH": str(TRACE_DIR), "REVIEW_TRACE_FILE": str(trace),
+           "REVIEW_TRACE_SKIP": "_import_for_checks" if skip_check_imports else ""}
     started = time.monotonic()
     proc = subprocess.run([str(ROOT / "review"), "run", "--dataset", "bench", "--baseline", "openai/bench-a",
                            "--candidate", "openai/bench-b", "--name", name, "--api-base", server.url,
@@ -97,6 +99,27 @@ def one_run(db_url: str, server: LLMServer, args: argparse.Namespace, name: str,
     return fig
 
 
+def ab_check_imports(args: argparse.Namespace) -> None:
+    """What importing the checks during the calls costs the calls and saves the tail: runs alternate."""
+    with tempfile.TemporaryDirectory() as tmp, LLMServer(latency=args.latency) as server:
+        db_url = f"sqlite:///{tmp}/bench.db"
+        make_dataset(get_engine(db_url), "bench", args.cases)
+        results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+        for i in range(args.runs):
+            for skip in (False, True):
+                fig = one_run(db_url, server, args, f"run-{i}-{skip}", Path(tmp) / f"trace-{i}-{skip}.json", skip)
+                fig["bare client"] = bare_client_wall(server.url, 2 * args.cases, args.concurrency)
+                results[skip].append(fig)
+                print(f"run {i + 1}, check imports {'after' if skip else 'during'} the calls: calls "
+                      f"{fig['calls']:.2f}s (bare client {fig['bare client']:.2f}s), tail {fig['tail']:.2f}s; "
+                      f"load {os.getloadavg()[0]:.2f}")
+        for skip, figs in results.items():
+            ratio = statistics.median(f["calls"] / f["bare client"] for f in figs)
+            print(f"median, check imports {'after' if skip else 'during'} the calls: calls / bare client {ratio:.3f}, "
+                  f"tail {statistics.median(f['tail'] for f in figs):.2f}s, "
+                  f"process {statistics.median(f['process'] for f in figs):.2f}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=1000)
@@ -104,7 +127,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--reference", action="store_true", help="a bare aiohttp client's wall after each run")
+    parser.add_argument("--ab-check-imports", action="store_true",
+                        help="alternate runs with and without the checks' imports during the calls; medians of each")
     args = parser.parse_args()
+    if args.ab_check_imports:
+        ab_check_imports(args)
+        return
     with tempfile.TemporaryDirectory() as tmp, LLMServer(latency=args.latency) as server:
         db_url = f"sqlite:///{tmp}/bench.db"
         make_dataset(get_engine(db_url), "bench", args.cases)

@@ -24,6 +24,12 @@ TRACED = {  # module -> functions whose start and end are recorded (in the CLI p
 }
 TIMED_MODULES = {"lib.run.worker_preload": "fork_server_preload"}  # what the workers' fork server does first
 _OUT = os.environ.get("REVIEW_TRACE_FILE")
+# For A/B runs: functions replaced by a no-op (REVIEW_TRACE_SKIP=_import_for_checks runs without that preload).
+_SKIPPED = frozenset(filter(None, os.environ.get("REVIEW_TRACE_SKIP", "").split(",")))
+
+
+def _nothing(*_args: Any, **_kwargs: Any) -> None:
+    return None
 
 
 def record(name: str, kind: str) -> None:
@@ -62,7 +68,10 @@ class _Finder(MetaPathFinder):
             else:
                 run_module(module)
             for attr in TRACED.get(fullname, ()):
-                setattr(module, attr, _timed(getattr(module, attr), attr))
+                func = getattr(module, attr)
+                if attr in _SKIPPED:
+                    func = _nothing
+                setattr(module, attr, _timed(func, attr))
 
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
