@@ -10,13 +10,16 @@ bench/fixed_cost_trace/ is put on the child's PYTHONPATH, and records when the C
 (the functions named there are wrapped as they are imported; lib/ is unchanged). The parts:
 
 - start to first call: process start to the CLI's `main` (interpreter, `./review`'s check, the CLI's
-  import) | to the command's body (option parsing, SQLAlchemy/SQLModel and the runner's imports) |
-  the cost estimate of both sides | preparing the store (configs, comparison, runs, audit events) | from
-  there to the first request arriving (the jobs, waiting for the workers' fork server, forking them).
-  The fork server is asked for (`warm_up`) at the time shown; it imports litellm while the rest goes on.
+  import) | to the command's body (option parsing; the workers' fork server asked for, from a read of the
+  store without SQLAlchemy; the runner's imports) | opening the store (SQLAlchemy, SQLModel, the tables)
+  and counting the cases | the cost estimate of both sides | quota lines | preparing the comparison
+  (configs, runs, audit events) | from there to the first request arriving (the jobs, waiting for the
+  fork server, forking the workers). Meanwhile the fork server imports litellm: when it was asked for,
+  began and was ready is shown from process start.
+- during the calls: the checks' imports (litellm, pandas, pyarrow) on a thread of the CLI process.
 - last response to exit: to the end of the calls (workers finishing) | the run's end records | importing
-  the checks | the end-of-run checks (lib/review/checked.py; they import litellm for token counts) | the
-  summary | interpreter exit.
+  the checks (nothing left when the thread finished) | the end-of-run checks (lib/review/checked.py) |
+  the summary | interpreter exit.
 
 With --reference, the same calls from a bare aiohttp client follow each run (what the machine allowed at
 that moment, apart from litellm and the runner): the run's calls phase is compared with it.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -43,8 +47,8 @@ TRACE_DIR = ROOT / "bench" / "fixed_cost_trace"
 # (label, from, to), contiguous: trace events are "function:start|end" (the estimate's "#0"/"#1": one per
 # side); "spawn", "first_call", "last_response" and "exited" are measured here.
 HEAD = (("interpreter, ./review's check, CLI import", "spawn", "main:start"),
-        ("options; SQLAlchemy, SQLModel, runner imports", "main:start", "model_spec:start"),
-        ("open the store, count cases, ask for fork server", "model_spec:start", "estimate_cost:start#0"),
+        ("options; fork server asked for; runner imports", "main:start", "model_spec:start"),
+        ("open the store (SQLAlchemy, tables), count cases", "model_spec:start", "estimate_cost:start#0"),
         ("cost estimate (both sides)", "estimate_cost:start#0", "estimate_cost:end#1"),
         ("quota lines, run lock", "estimate_cost:end#1", "_prepare:start"),
         ("prepare the comparison in the store", "_prepare:start", "_prepare:end"),
@@ -95,7 +99,7 @@ def one_run(db_url: str, server: LLMServer, args: argparse.Namespace, name: str,
            "calls": at["last_response"] - at["first_call"]}
     fig["fixed"] = fig["head"] + fig["tail"]
     for label, start, end in HEAD + FORK_SERVER + DURING_CALLS + TAIL:
-        fig[label] = at[end] - at[start]
+        fig[label] = at[end] - at[start] if start in at and end in at else math.nan  # nan: that phase did not run
     return fig
 
 

@@ -17,7 +17,7 @@ from typing import Any
 TRACED = {  # module -> functions whose start and end are recorded (in the CLI process)
     "lib.cli": ("main",),
     "lib.cli.run_cmd": ("model_spec", "_summary"),
-    "lib.run.executor": ("warm_up",),
+    "lib.run.forkserver": ("warm_up",),
     "lib.run.runner": ("estimate_cost", "_prepare", "_execute", "_finish"),
     "lib.review.checked": ("ensure_checked",),
     "lib.run.preload": ("_import_for_checks",),  # on a thread, during the calls

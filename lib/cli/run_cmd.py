@@ -100,6 +100,22 @@ def _quota_lines(store: Any, specs: dict[str, ModelSpec], options: RunOptions) -
     return lines
 
 
+def _warm_up_early(dataset: str, workers: str, concurrency: int, repeats: int) -> None:
+    """Start the workers' fork server before this process imports SQLAlchemy and prices the run, when the
+    store says (read without SQLAlchemy) the run will use it: its ~2-3 s of importing litellm is most of a
+    big run's wait for its first call. Otherwise the check after the store is opened decides (warm_up is
+    idempotent)."""
+    from types import SimpleNamespace
+
+    from lib.run.forkserver import should_warm_up, warm_up
+    from lib.store.peek import database_url, dataset_size
+
+    size = dataset_size(database_url(), dataset)
+    if workers in WORKER_MODES and size is not None and \
+            should_warm_up(SimpleNamespace(workers=workers, concurrency=concurrency), size * repeats):
+        warm_up()
+
+
 def _response_format(as_json: bool) -> dict | None:
     return {"type": "json_object"} if as_json else None
 
@@ -147,10 +163,12 @@ def run_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the cost estimate and stop."),
 ) -> None:
     """Run (or resume) a live comparison; exit 1 when errors remain after retries."""
-    from lib.run.executor import should_warm_up, warm_up
+    flags = dict(locals())
+    if not dry_run:
+        _warm_up_early(dataset, workers, concurrency, repeats)
+    from lib.run.forkserver import should_warm_up, warm_up
     from lib.run.runner import calls_per_side, estimate_cost, run_comparison
 
-    flags = locals()
     specs = {"baseline": model_spec(baseline, baseline_api_base or api_base, flags),
              "candidate": model_spec(candidate, candidate_api_base or api_base, flags)}
     store = engine()
