@@ -269,11 +269,10 @@ def monitor_run(engine: Engine, *, dataset: str, spec: ModelSpec, options: RunOp
     if baseline is not None and not make_baseline and baseline.dataset_id != ds.id:
         raise MonitorInputError(f"dataset '{ds.name}' changed since the baseline (now v{ds.version}): points "
                                 "must run the baseline's cases; start a new baseline with --baseline")
-    becomes_baseline = baseline is None or make_baseline
-    options = _side_quota(options, "baseline" if becomes_baseline else "candidate")
+    options = _side_quota(options, "baseline" if baseline is None or make_baseline else "candidate")
     result = run_model(engine, dataset=ds.name, spec=spec, options=options, purpose=SOURCE, progress=progress)
     seen = _run_fingerprints(engine, result.run_id)
-    if becomes_baseline:
+    if baseline is None or make_baseline:
         return _store_baseline(engine, result, spec, ds.id, seen, "--baseline" if make_baseline else "first point")
     with session_scope(engine) as session:
         name = _comparison_name(session, spec.model)
