@@ -12,18 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.harness import fresh_store, peak_mb, run_phase
 from bench.shadow_bench import generate
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def phase_import(db: str, log: Path) -> dict:
@@ -34,7 +28,7 @@ def phase_import(db: str, log: Path) -> dict:
     started = time.perf_counter()
     result = import_log_file(engine, log, "bench")
     return {"import_s": round(time.perf_counter() - started, 2), "rows": result.rows,
-            "import_peak_mb": round(_peak_mb())}
+            "import_peak_mb": round(peak_mb())}
 
 
 def phase_timeline(db: str) -> dict:
@@ -44,14 +38,8 @@ def phase_timeline(db: str) -> dict:
     engine = get_engine(f"sqlite:///{db}")
     started = time.perf_counter()
     doc = timeline(engine, "bench", window="hour")
-    return {"timeline_s": round(time.perf_counter() - started, 2), "timeline_peak_mb": round(_peak_mb()),
+    return {"timeline_s": round(time.perf_counter() - started, 2), "timeline_peak_mb": round(peak_mb()),
             "windows": len(doc["windows"]), "change_points": len(doc["change_points"])}
-
-
-def _child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.log_bench", *args], check=True, capture_output=True,
-                         text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -71,20 +59,17 @@ def main() -> None:
         print(json.dumps(phase_timeline(args.db)))
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="log-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    db = fresh_store(workdir)
     log = workdir / f"log.{args.kind}{'.gz' if args.gzip else ''}"
-    db = str(workdir / "review.db")
-    for suffix in ("", "-wal", "-shm"):  # a fresh store each time
-        Path(db + suffix).unlink(missing_ok=True)
     started = time.perf_counter()
     generate(log, args.rows, args.kind)
     print(f"generated {args.rows} rows in {time.perf_counter() - started:.1f} s: {log} "
           f"({log.stat().st_size / 1e6:.0f} MB)")
-    figures = _child(["--phase", "import", "--db", db, "--log", str(log)])
+    figures = run_phase("bench.log_bench", ["--phase", "import", "--db", db, "--log", str(log)])
     print(f"log import: {figures['import_s']} s for {figures['rows']} rows "
           f"({figures['rows'] / figures['import_s']:.0f} rows/s), peak {figures['import_peak_mb']} MB")
     print(f"store: {Path(db).stat().st_size / 1e6:.0f} MB")
-    figures |= _child(["--phase", "timeline", "--db", db])
+    figures |= run_phase("bench.log_bench", ["--phase", "timeline", "--db", db])
     print(f"timeline (hourly): {figures['timeline_s']} s, {figures['windows']} windows, "
           f"{figures['change_points']} change points, peak {figures['timeline_peak_mb']} MB")
 

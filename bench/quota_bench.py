@@ -23,11 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run_throughput import make_dataset  # noqa: E402
+from bench.harness import make_dataset  # noqa: E402
 from lib.run.quota import Quota  # noqa: E402
 from lib.run.runner import ModelSpec, RunOptions, run_comparison  # noqa: E402
 from lib.store.engine import get_engine  # noqa: E402

@@ -1,28 +1,34 @@
 """The fixed cost of `./review run` at N cases x 2 models: from process start to the first call, and from
-the last response to exit, measured against the local test server (run in this process; its request
-log has the arrival times, on the same monotonic clock as the child's start and exit).
+the last response to exit, and where it goes, as medians of several runs.
 
-    .venv/bin/python bench/run_fixed_cost.py [--cases 1000] [--latency 0.2] [--concurrency 32] [--runs 3]
-        [--phases]
+    .venv/bin/python bench/run_fixed_cost.py [--cases 1000] [--latency 0.2] [--concurrency 32] [--runs 5]
 
---phases times the parts of the fixed cost in this process (CLI import, litellm import, the cost
-estimate, preparing the store, the end-of-run checks) on the same store, so the total can be
-attributed: measured, not guessed.
+Each run is the real command (`./review run ...`, worker per side at this size) against the local test
+server in this process; the server's request log gives the first call's arrival and the last response, on
+the same monotonic clock as the child's start and exit. The breakdown comes from the same runs:
+bench/fixed_cost_trace/ is put on the child's PYTHONPATH, and records when the CLI's phases start and end
+(the functions named there are wrapped as they are imported; lib/ is unchanged). The parts:
 
-Measured (2 shared cores), 1000 x 2, latency 0.2, concurrency 32, per-side workers (auto):
-- load average ~2: fixed 6.7 s = 6.0 s to the first call + 0.7 s after the last response (median of 2;
-  calls 13.5 s, process 20.1 s). A phase trace of one run: CLI import 0.03 s; SQLAlchemy/SQLModel import
-  and the store 0.76 s; the first cost estimate 3.7 s, nearly all of it litellm's import (2.4 s alone,
-  slower here because the workers' fork server imports it at the same moment), the second 0.04 s;
-  preparing the store and the calls 0.03 s; forking the workers to their first call 0.55 s. After the
-  last response: the run's end records 0.01 s, the end-of-run checks 0.08 s, interpreter exit ~0.2 s.
-- load average 10-12: fixed 26.1 s (23.5 s + 2.6 s), litellm's import 9.2 s alone.
-The fixed cost is litellm's import, paid in this process for the cost estimate (prices, the token
-counter) while the fork server pays it again for the workers.
+- start to first call: process start to the CLI's `main` (interpreter, `./review`'s check, the CLI's
+  import) | to the command's body (option parsing; the workers' fork server asked for, from a read of the
+  store without SQLAlchemy; the runner's imports) | opening the store (SQLAlchemy, SQLModel, the tables)
+  and counting the cases | the cost estimate of both sides | quota lines | preparing the comparison
+  (configs, runs, audit events) | from there to the first request arriving (the jobs, waiting for the
+  fork server, forking the workers). Meanwhile the fork server imports litellm: when it was asked for,
+  began and was ready is shown from process start.
+- during the calls: the checks' imports (litellm, pandas, pyarrow) on a thread of the CLI process.
+- last response to exit: to the end of the calls (workers finishing) | the run's end records | importing
+  the checks (nothing left when the thread finished) | the end-of-run checks (lib/review/checked.py) |
+  the summary | interpreter exit.
+
+With --reference, the same calls from a bare aiohttp client follow each run (what the machine allowed at
+that moment, apart from litellm and the runner): the run's calls phase is compared with it.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import statistics
 import subprocess
@@ -31,18 +37,54 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run_throughput import make_dataset  # noqa: E402
+from bench.harness import ROOT, bare_client_wall, make_dataset  # noqa: E402
 from lib.store.engine import get_engine  # noqa: E402
 from tests.llm_server import LLMServer  # noqa: E402
 
+TRACE_DIR = ROOT / "bench" / "fixed_cost_trace"
+# (label, from, to), contiguous: trace events are "function:start|end" (the estimate's "#0"/"#1": one per
+# side); "spawn", "first_call", "last_response" and "exited" are measured here.
+HEAD = (("interpreter, ./review's check, CLI import", "spawn", "main:start"),
+        ("options; fork server asked for; runner imports", "main:start", "model_spec:start"),
+        ("open the store (SQLAlchemy, tables), count cases", "model_spec:start", "estimate_cost:start#0"),
+        ("cost estimate (both sides)", "estimate_cost:start#0", "estimate_cost:end#1"),
+        ("quota lines, run lock", "estimate_cost:end#1", "_prepare:start"),
+        ("prepare the comparison in the store", "_prepare:start", "_prepare:end"),
+        ("jobs; wait for the fork server; fork workers", "_prepare:end", "first_call"))
+FORK_SERVER = (("fork server asked for (warm_up)", "spawn", "warm_up:start"),
+               ("fork server starts its preload", "spawn", "fork_server_preload:start"),
+               ("fork server ready (litellm imported, warm)", "spawn", "fork_server_preload:end"))
+DURING_CALLS = (("the checks' imports, on a thread (took)", "_import_for_checks:start", "_import_for_checks:end"),
+                ("  ... ended before the last response by", "_import_for_checks:end", "last_response"))
+TAIL = (("workers finishing", "last_response", "_execute:end"),
+        ("run end records", "_execute:end", "_finish:end"),
+        ("import the checks", "_finish:end", "ensure_checked:start"),
+        ("end-of-run checks (lib/review/checked.py)", "ensure_checked:start", "ensure_checked:end"),
+        ("summary", "ensure_checked:end", "_summary:end"),
+        ("interpreter exit", "_summary:end", "exited"))
 
-def one_cli_run(db_url: str, server: LLMServer, args: argparse.Namespace, name: str) -> dict[str, float]:
+
+def _events(path: Path) -> dict[str, float]:
+    """Every `name:kind` at its first time, and `name:kind#i` at its i-th."""
+    seen: dict[str, int] = {}
+    out: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        name, kind, at = json.loads(line)
+        key = f"{name}:{kind}"
+        i = seen.get(key, 0)
+        seen[key] = i + 1
+        out[f"{key}#{i}"] = at
+        out.setdefault(key, at)
+    return out
+
+
+def one_run(db_url: str, server: LLMServer, args: argparse.Namespace, name: str, trace: Path,
+            skip_check_imports: bool = False) -> dict[str, float]:
     server.log.clear()
-    env = {**os.environ, "DATABASE_URL": db_url}
+    env = {**os.environ, "DATABASE_URL": db_url, "PYTHONPATH": str(TRACE_DIR), "REVIEW_TRACE_FILE": str(trace),
+           "REVIEW_TRACE_SKIP": "_import_for_checks" if skip_check_imports else ""}
     started = time.monotonic()
     proc = subprocess.run([str(ROOT / "review"), "run", "--dataset", "bench", "--baseline", "openai/bench-a",
                            "--candidate", "openai/bench-b", "--name", name, "--api-base", server.url,
@@ -51,37 +93,35 @@ def one_cli_run(db_url: str, server: LLMServer, args: argparse.Namespace, name: 
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({proc.returncode}): {proc.stderr[-2000:]}")
     arrivals = sorted(r.at for r in server.log)
-    head = arrivals[0] - started
-    tail = ended - (arrivals[-1] + args.latency)
-    return {"total": ended - started, "head": head, "tail": tail, "fixed": head + tail,
-            "calls": arrivals[-1] + args.latency - arrivals[0]}
+    at = {"spawn": started, "first_call": arrivals[0], "last_response": arrivals[-1] + args.latency,
+          "exited": ended, **_events(trace)}
+    fig = {"process": ended - started, "head": at["first_call"] - started, "tail": ended - at["last_response"],
+           "calls": at["last_response"] - at["first_call"]}
+    fig["fixed"] = fig["head"] + fig["tail"]
+    for label, start, end in HEAD + FORK_SERVER + DURING_CALLS + TAIL:
+        fig[label] = at[end] - at[start] if start in at and end in at else math.nan  # nan: that phase did not run
+    return fig
 
 
-def phases(db_url: str, args: argparse.Namespace) -> None:
-    """Where the fixed time goes, each part timed in this process (a fresh interpreter per import figure)."""
-    def child(code: str) -> float:
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                             env={**os.environ, "DATABASE_URL": db_url})
-        return float(out.stdout.strip().splitlines()[-1])
-
-    t = "import time; t = time.perf_counter(); {}; print(time.perf_counter() - t)"
-    print(f"  import lib.cli + register commands: {child(t.format('from lib.cli import _register; _register()')):.2f}s")
-    print(f"  import lib.run.runner (sqlalchemy, sqlmodel): {child(t.format('import lib.run.runner')):.2f}s")
-    print(f"  import litellm (configured): {child(t.format('from lib.run import llm; llm.litellm_module()')):.2f}s")
-    from lib.run import llm
-    from lib.run.runner import ModelSpec, estimate_cost
-
-    llm.litellm_module()
-    engine = get_engine(db_url)
-    for model in ("openai/bench-a", "gpt-4o-mini"):
-        started = time.perf_counter()
-        estimate_cost(engine, "bench", ModelSpec(model))
-        print(f"  cost estimate, one side, {args.cases} cases, {model}: {time.perf_counter() - started:.2f}s")
-    from lib.review.checked import ensure_checked
-
-    started = time.perf_counter()
-    ensure_checked(engine, "run-0")
-    print(f"  end-of-run checks (already stored: a no-op re-check): {time.perf_counter() - started:.2f}s")
+def ab_check_imports(args: argparse.Namespace) -> None:
+    """What importing the checks during the calls costs the calls and saves the tail: runs alternate."""
+    with tempfile.TemporaryDirectory() as tmp, LLMServer(latency=args.latency) as server:
+        db_url = f"sqlite:///{tmp}/bench.db"
+        make_dataset(get_engine(db_url), "bench", args.cases)
+        results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+        for i in range(args.runs):
+            for skip in (False, True):
+                fig = one_run(db_url, server, args, f"run-{i}-{skip}", Path(tmp) / f"trace-{i}-{skip}.json", skip)
+                fig["bare client"] = bare_client_wall(server.url, 2 * args.cases, args.concurrency)
+                results[skip].append(fig)
+                print(f"run {i + 1}, check imports {'after' if skip else 'during'} the calls: calls "
+                      f"{fig['calls']:.2f}s (bare client {fig['bare client']:.2f}s), tail {fig['tail']:.2f}s; "
+                      f"load {os.getloadavg()[0]:.2f}")
+        for skip, figs in results.items():
+            ratio = statistics.median(f["calls"] / f["bare client"] for f in figs)
+            print(f"median, check imports {'after' if skip else 'during'} the calls: calls / bare client {ratio:.3f}, "
+                  f"tail {statistics.median(f['tail'] for f in figs):.2f}s, "
+                  f"process {statistics.median(f['process'] for f in figs):.2f}s")
 
 
 def main() -> None:
@@ -89,23 +129,45 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--phases", action="store_true")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--reference", action="store_true", help="a bare aiohttp client's wall after each run")
+    parser.add_argument("--ab-check-imports", action="store_true",
+                        help="alternate runs with and without the checks' imports during the calls; medians of each")
     args = parser.parse_args()
+    if args.ab_check_imports:
+        ab_check_imports(args)
+        return
     with tempfile.TemporaryDirectory() as tmp, LLMServer(latency=args.latency) as server:
         db_url = f"sqlite:///{tmp}/bench.db"
         make_dataset(get_engine(db_url), "bench", args.cases)
         figures = []
         for i in range(args.runs):
-            fig = one_cli_run(db_url, server, args, f"run-{i}")
+            fig = one_run(db_url, server, args, f"run-{i}", Path(tmp) / f"trace-{i}.json")
+            if args.reference:
+                fig["bare client"] = bare_client_wall(server.url, 2 * args.cases, args.concurrency)
             figures.append(fig)
-            print(f"run {i + 1}: process {fig['total']:.2f}s = start to first call {fig['head']:.2f}s + calls "
-                  f"{fig['calls']:.2f}s + last response to exit {fig['tail']:.2f}s; load {os.getloadavg()[0]:.2f}")
+            print(f"run {i + 1}: process {fig['process']:.2f}s = start to first call {fig['head']:.2f}s + calls "
+                  f"{fig['calls']:.2f}s + last response to exit {fig['tail']:.2f}s; load {os.getloadavg()[0]:.2f}"
+                  + (f"; bare client {fig['bare client']:.2f}s" if args.reference else ""))
         med = {k: statistics.median(f[k] for f in figures) for k in figures[0]}
-        print(f"median of {args.runs}: fixed {med['fixed']:.2f}s (head {med['head']:.2f}s, tail {med['tail']:.2f}s), "
-              f"calls {med['calls']:.2f}s, process {med['total']:.2f}s")
-        if args.phases:
-            phases(db_url, args)
+        print(f"median of {args.runs} ({args.cases} cases x 2, latency {args.latency}s, concurrency "
+              f"{args.concurrency}): fixed {med['fixed']:.2f}s = start to first call {med['head']:.2f}s + last "
+              f"response to exit {med['tail']:.2f}s; calls {med['calls']:.2f}s; process {med['process']:.2f}s")
+        if args.reference:
+            print(f"  calls / bare client, same traffic: {med['calls']:.2f}s / {med['bare client']:.2f}s = "
+                  f"{statistics.median(f['calls'] / f['bare client'] for f in figures):.3f}")
+        print("start to first call, medians:")
+        for label, *_ in HEAD:
+            print(f"  {label:<50} {med[label]:6.2f}s")
+        print("  meanwhile, from process start:")
+        for label, *_ in FORK_SERVER:
+            print(f"    {label:<48} {med[label]:6.2f}s")
+        print("during the calls:")
+        for label, *_ in DURING_CALLS:
+            print(f"  {label:<50} {med[label]:6.2f}s")
+        print("last response to exit, medians:")
+        for label, *_ in TAIL:
+            print(f"  {label:<50} {med[label]:6.2f}s")
 
 
 if __name__ == "__main__":

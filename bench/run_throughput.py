@@ -35,7 +35,6 @@ of in executor threads (no gain), litellm's httpx transport instead of aiohttp (
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import os
 import pstats
@@ -46,18 +45,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiohttp  # noqa: E402
-from sqlalchemy import insert  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
+from bench.harness import ROOT, bare_client_wall, make_dataset  # noqa: E402
 from lib.run import llm  # noqa: E402
 from lib.run.executor import warm_up  # noqa: E402
 from lib.run.runner import ModelSpec, RunOptions, RunResult, run_comparison  # noqa: E402
-from lib.store.engine import get_engine, session_scope  # noqa: E402
-from lib.store.entities import Case, Dataset  # noqa: E402
+from lib.store.engine import get_engine  # noqa: E402
 from tests.llm_server import serve_subprocess  # noqa: E402
 
 # Where profiled time goes: the first category whose fragment is in "file:function". Builtins that
@@ -72,17 +68,6 @@ CATEGORIES = ((WAITING, "'poll' of 'select.epoll'"), (WAITING, "'acquire' of '_t
               ("threads, executors", "/threading.py"), ("threads, executors", "/concurrent/"))
 
 
-def make_dataset(engine: Engine, name: str, n_cases: int) -> str:
-    with session_scope(engine) as session:
-        ds = Dataset(name=name, version=1, content_hash=f"{name}-{n_cases}", n_cases=n_cases)
-        session.add(ds)
-        session.flush()
-        rows = [{"dataset_id": ds.id, "case_key": f"c{i}", "position": i,
-                 "input_text": f"Benchmark question number {i}: what is {i} plus {i}?"} for i in range(n_cases)]
-        session.execute(insert(Case), rows)
-    return name
-
-
 def run_once(engine: Engine, dataset: str, url: str, concurrency: int, label: str, workers: str) -> RunResult:
     options = RunOptions(concurrency=concurrency, timeout=30.0, workers=workers)
     result = run_comparison(engine, dataset=dataset, baseline=ModelSpec("openai/bench-a", api_base=url),
@@ -90,24 +75,6 @@ def run_once(engine: Engine, dataset: str, url: str, concurrency: int, label: st
     if result.status != "complete":
         raise SystemExit(f"run {label} ended {result.status} with {result.errors} errors")
     return result
-
-
-async def _bare_requests(url: str, n_calls: int, concurrency: int) -> None:
-    semaphore = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession() as session:
-        async def one(i: int) -> None:
-            body = {"model": f"bench-{i % 2}", "messages": [{"role": "user", "content": f"question {i}"}]}
-            async with semaphore, session.post(f"{url}/chat/completions", json=body) as response:
-                await response.json()
-
-        await asyncio.gather(*(one(i) for i in range(n_calls)))
-
-
-def bare_client_wall(url: str, n_calls: int, concurrency: int) -> float:
-    """The same traffic from a bare aiohttp client (no litellm, no store): what the machine allows now."""
-    started = time.perf_counter()
-    asyncio.run(_bare_requests(url, n_calls, concurrency))
-    return time.perf_counter() - started
 
 
 def print_profile(stats: pstats.Stats, n_calls: int) -> None:

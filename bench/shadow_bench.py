@@ -17,14 +17,12 @@ import csv
 import gzip
 import json
 import random
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.harness import fresh_store, peak_mb, run_phase
 from bench.synth import CATEGORIES, WORDS
 
 MODELS = ("gpt-4o-2024-08-06", "gpt-4.1-2025-04-14")
@@ -71,9 +69,6 @@ def generate(path: Path, calls: int, kind: str) -> None:
                 f.write(json.dumps(row) + "\n")
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
 
 def phase_load(db: str, log: Path) -> dict:
     from lib.data.loaders import LoadMapping, load_recorded_file
@@ -84,7 +79,7 @@ def phase_load(db: str, log: Path) -> dict:
     result = load_recorded_file(engine, log, "shadow-bench", "shadow",
                                 LoadMapping(baseline=MODELS[0], candidate=MODELS[1]))
     return {"load_s": round(time.perf_counter() - started, 2), "n_pairs": result.n_pairs,
-            "load_peak_mb": round(_peak_mb())}
+            "load_peak_mb": round(peak_mb())}
 
 
 def phase_report(db: str) -> dict:
@@ -95,7 +90,7 @@ def phase_report(db: str) -> dict:
     started = time.perf_counter()
     report = build_report(engine, "shadow-bench")
     metrics = report["metrics"]
-    return {"report_s": round(time.perf_counter() - started, 2), "report_peak_mb": round(_peak_mb()),
+    return {"report_s": round(time.perf_counter() - started, 2), "report_peak_mb": round(peak_mb()),
             "report_n_pairs": report["n_pairs"], "accuracy_present": "accuracy" in metrics,
             "refusal_delta": round(metrics["refusal_rate"]["delta"], 4) if "refusal_rate" in metrics else None}
 
@@ -120,14 +115,8 @@ def phase_judge_sample(db: str, how: str) -> dict:
         pairs = load_pairs(engine, "shadow-bench")
         keys = list(zip(pairs["case_key"].astype(str), pairs["repeat"].astype(int)))
         chosen = pairs.iloc[select_sample(keys, sample, "shadow-bench", "bench")]
-    return {f"judge_{how}_s": round(time.perf_counter() - started, 2), f"judge_{how}_peak_mb": round(_peak_mb()),
+    return {f"judge_{how}_s": round(time.perf_counter() - started, 2), f"judge_{how}_peak_mb": round(peak_mb()),
             "judge_sampled_pairs": len(chosen)}
-
-
-def _child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.shadow_bench", *args], check=True, capture_output=True,
-                         text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -151,25 +140,22 @@ def main() -> None:
         print(json.dumps(phase_judge_sample(args.db, args.how)))
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shadow-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    db = fresh_store(workdir)
     log = workdir / f"shadow.{args.kind}{'.gz' if args.gzip else ''}"
-    db = str(workdir / "review.db")
-    for suffix in ("", "-wal", "-shm"):  # a fresh store each time
-        Path(db + suffix).unlink(missing_ok=True)
     started = time.perf_counter()
     generate(log, args.calls, args.kind)
     print(f"generated {args.calls} calls in {time.perf_counter() - started:.1f} s: {log} "
           f"({log.stat().st_size / 1e6:.0f} MB)")
-    figures = _child(["--phase", "load", "--db", db, "--log", str(log)])
+    figures = run_phase("bench.shadow_bench", ["--phase", "load", "--db", db, "--log", str(log)])
     print(f"load: {figures['load_s']} s for {figures['n_pairs']} pairs "
           f"({args.calls / figures['load_s']:.0f} calls/s), peak {figures['load_peak_mb']} MB")
     print(f"store: {Path(db).stat().st_size / 1e6:.0f} MB")
-    figures |= _child(["--phase", "report", "--db", db])
+    figures |= run_phase("bench.shadow_bench", ["--phase", "report", "--db", db])
     print(f"build_report: {figures['report_s']} s over {figures['report_n_pairs']} pairs, "
           f"peak {figures['report_peak_mb']} MB (accuracy present: {figures['accuracy_present']}, "
           f"refusal delta {figures['refusal_delta']})")
     for how in ("sampled", "all-texts"):
-        figures |= _child(["--phase", "judge-sample", "--db", db, "--how", how])
+        figures |= run_phase("bench.shadow_bench", ["--phase", "judge-sample", "--db", db, "--how", how])
         print(f"judge --sample 0.05, reading {how}: {figures[f'judge_{how}_s']} s for "
               f"{figures['judge_sampled_pairs']} pairs, peak {figures[f'judge_{how}_peak_mb']} MB")
 

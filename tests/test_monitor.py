@@ -43,9 +43,9 @@ def make_dataset(engine: Engine, name: str = "golden", n: int = 40, version: int
                         for i in range(n))
 
 
-def point(engine: Engine, server: LLMServer, **kwargs: Any):
+def point(engine: Engine, server: LLMServer, options: RunOptions = FAST, **kwargs: Any):
     spec = ModelSpec("openai/pinned", api_base=server.url, temperature=0.0)
-    return monitor_run(engine, dataset="golden", spec=spec, options=FAST, **kwargs)
+    return monitor_run(engine, dataset="golden", spec=spec, options=options, **kwargs)
 
 
 def events(engine: Engine, kind: str) -> list[dict]:

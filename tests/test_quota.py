@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -275,3 +276,49 @@ def test_judge_calls_are_paced_to_the_judge_models_quota(engine, llm_server: LLM
     assert n_429 == 0 and sent == result.n_sent
     assert _max_in_window(times, 1.0) <= 10 + 2  # 10 per second, plus the client's start and arrival jitter
     assert times[-1] - times[1] >= (sent - 2) * 0.1 * 0.9  # paced, where 8 in flight would send at once
+
+
+def test_judge_result_carries_the_judge_models_achieved_rate_and_its_429s(engine, llm_server: LLMServer) -> None:
+    from tests.test_judge import judge, load_comparison, script_defaults
+
+    load_comparison(engine, n=6)
+    script_defaults(llm_server)
+    llm_server.add_fault("429", first=1, model="judge", contains="question 1")  # both sides' judgements of it
+    result = judge(engine, llm_server, calls={"concurrency": 8})
+
+    assert result.status == "complete" and _share_429(llm_server, "judge") == (2, result.n_sent + 2)
+    assert result.rate_limited == 2
+    assert result.rpm is not None and result.rpm > 0
+
+
+@pytest.mark.slow
+def test_cli_judge_prints_the_judge_models_achieved_rate(engine, db_url: str, llm_server: LLMServer) -> None:
+    from tests.test_judge import JUDGE, cli, load_comparison, script_defaults
+
+    load_comparison(engine, n=6)
+    script_defaults(llm_server)
+    llm_server.add_fault("429", first=1, model="judge", contains="question 1")
+    out = cli("judge", "cmp", "--judge", JUDGE, "--api-base", llm_server.url, "--concurrency", "8", db_url=db_url)
+
+    assert out.returncode == 0, out.stderr
+    found = re.search(r"; openai/judge: (\d+) rpm achieved, (\d+) 429s$", out.stderr, re.MULTILINE)
+    assert found, out.stderr
+    assert int(found[1]) > 0 and int(found[2]) == _share_429(llm_server, "judge")[0] == 2
+
+
+def test_monitor_run_paces_its_model_to_the_quota_of_the_side_it_plays(engine, llm_server: LLMServer) -> None:
+    from tests.test_monitor import FAST, make_dataset, point
+
+    make_dataset(engine, n=24)
+    llm_server.set_quota("pinned", rpm=600, burst_s=1.0, headers=False)  # 10 per second, a bucket of 10
+    paced, flooding = Quota(rpm=600), Quota(rpm=60_000)
+
+    # The first point becomes the baseline snapshot: the baseline's quota applies, not the candidate's.
+    first = point(engine, llm_server, options=replace(FAST, side_quotas={"baseline": paced, "candidate": flooding}))
+    assert first.is_baseline and _share_429(llm_server, "pinned") == (0, 24)
+    # A later point is compared with the snapshot: the candidate's quota applies.
+    llm_server.log.clear()
+    second = point(engine, llm_server, options=replace(FAST, side_quotas={"baseline": flooding, "candidate": paced}))
+    assert not second.is_baseline and _share_429(llm_server, "pinned") == (0, 24)
+    times = _times(llm_server, "pinned")
+    assert times[-1] - times[1] >= (24 - 4) * 0.1 * 0.9  # paced to 10 per second, where 8 in flight would flood

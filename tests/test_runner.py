@@ -274,6 +274,63 @@ def test_token_counting_never_waits_for_a_tokenizer_download(monkeypatch: pytest
     assert count.tokens > 0 and not count.exact and "approximate" in count.note
 
 
+CHATS = ([{"role": "user", "content": "Benchmark question number 7: what is 7 plus 7?"}],
+         [{"role": "system", "content": "You are ACME's assistant."},
+          {"role": "user", "content": "Résumé: naïve café <|endoftext|> 😀 " * 5}],
+         [{"role": "user", "content": "hi", "name": "bob"}, {"role": "assistant", "content": "hello"},
+          {"role": "user", "content": "x" * 3000}])
+
+
+def test_prices_and_prompt_tokens_without_litellm_agree_with_litellm() -> None:
+    """The cost estimate prices from lib/catalog and counts with tiktoken directly (no ~2 s litellm import):
+    every chat model of the bundled map gets litellm's price, and every OpenAI chat model litellm's count."""
+    from lib.catalog.catalogue import bundled_catalogue
+
+    litellm = llm.litellm_module()
+
+    def litellm_price(model: str) -> tuple | None:
+        try:
+            info = litellm.get_model_info(model)
+        except Exception:  # noqa: BLE001  - unknown to litellm
+            return None
+        inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+        return None if not inp and not out else (float(inp or 0), float(out or 0), info.get("litellm_provider"))
+
+    models = bundled_catalogue().models
+    chat = [name for name, info in models.items() if info.mode == "chat"]
+    names = chat + [f"openai/{n}" for n in chat if models[n].provider == "openai"] + ["openai/my-local"]
+    differ = []
+    for name in names:
+        price = llm.model_price(name)
+        ours = None if price is None else (price.input_per_token, price.output_per_token, price.provider)
+        if ours != litellm_price(name):
+            differ.append((name, ours, litellm_price(name)))
+    # litellm.get_model_info cannot name the provider of a few names (ai21's jamba, azure's mistral-large-latest)
+    # and calls them unknown; the map has their price, which is what we say.
+    assert all(theirs is None and ours is not None for _, ours, theirs in differ), differ
+    assert len(differ) <= 20, differ
+
+    for name in [n for n in chat if models[n].provider == "openai"] + ["openai/my-local", "claude-3-5-sonnet-20240620"]:
+        priced = llm.model_price(name)
+        reference = name if priced is not None and priced.provider == "openai" else "gpt-3.5-turbo"
+        for messages in CHATS:
+            counted = llm.count_tokens(name, messages).tokens
+            expected = litellm.token_counter(model=reference, messages=messages)
+            # litellm counts ft:o4-mini with cl100k_base, where o4-mini's own encoding is o200k_base
+            assert counted == expected or name.startswith("ft:o") and abs(counted - expected) <= 2, (name, messages)
+
+
+def test_a_run_estimate_imports_neither_litellm_nor_pandas(engine, db_url: str) -> None:
+    make_dataset(engine, n=3)
+    code = ("import sys; from lib.cli import main\ntry:\n    main(['run', '--dataset', 'golden', '--baseline', "
+            "'gpt-4o-mini', '--candidate', 'openai/local', '--name', 'n', '--dry-run'])\nexcept SystemExit:\n"
+            "    pass\nprint(sorted(m for m in ('litellm', 'pandas', 'pyarrow') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "DATABASE_URL": db_url},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "[]", proc.stderr
+    assert "estimate baseline gpt-4o-mini: 3 calls" in proc.stderr and "cost $" in proc.stderr
+
+
 def _cli(db_url: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": db_url}
     return subprocess.Popen([sys.executable, "-m", "lib", *args], cwd=ROOT, env=env, text=True,

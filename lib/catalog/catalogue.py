@@ -272,6 +272,11 @@ def _catalogue(overrides_path: str | None, _mtime: float | None = None) -> Catal
     return Catalogue(models, overrides, litellm_version)
 
 
+def bundled_catalogue() -> Catalogue:
+    """litellm's bundled map alone, no override file: the prices a live run records per call (cached)."""
+    return _catalogue(None)
+
+
 def catalogue(overrides_path: str | None = None) -> Catalogue:
     """The catalogue with the override file at `overrides_path` (else $REVIEW_MODEL_OVERRIDES) applied.
     Cached per path and modification time."""

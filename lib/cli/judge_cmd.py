@@ -8,6 +8,7 @@ from typing import Any, Optional
 import typer
 
 from lib.cli.app import app, engine, fail, print_json, progress
+from lib.cli.run_cmd import rate_text
 from lib.review import fmt
 
 PROGRESS_EVERY_S = 2.0
@@ -116,7 +117,8 @@ def judge_cmd(
     result = run_judge(store, comparison, settings, options, progress=_ProgressPrinter())
     progress(f"judge run #{result.run_id}: {result.n_selected} of {result.n_pairs} pairs selected, "
              f"{result.n_sent} judgements sent (anchors included), {result.n_resumed} already stored; "
-             f"{result.n_unparseable} unparseable, {result.n_errors} failed; {result.wall_s:.1f}s")
+             f"{result.n_unparseable} unparseable, {result.n_errors} failed; {result.wall_s:.1f}s; "
+             f"{result.model}: {rate_text(result.rpm, result.rate_limited)}")
     if result.drift.flagged:
         progress(f"warning: {result.drift.message()}")
     block = judge_block(store, comparison, ALPHA, config_hash=result.config_hash)

@@ -42,7 +42,8 @@ class _ProgressPrinter:
         progress(f"{event.side}: {event.done}/{event.total} ({event.errors} errors{skipped})")
 
 
-def _rate(rpm: float | None, rate_limited: int) -> str:
+def rate_text(rpm: float | None, rate_limited: int) -> str:
+    """A model's achieved pace as the summaries print it (`run`, `judge`): successful calls per minute, 429s."""
     achieved = "-" if rpm is None else f"{rpm:.0f}"
     return f"{achieved} rpm achieved, {rate_limited} 429s"
 
@@ -52,7 +53,7 @@ def _summary(result: RunResult) -> None:
                f"{result.status} in {result.wall_s:.1f}s ({result.workers})")
     for s in (result.baseline, result.candidate):
         typer.echo(f"  {s.side:<9} {s.model}: {s.succeeded}/{s.total} ok, {s.errors} errors, {s.sent} sent "
-                   f"now, {s.skipped} resumed; {_rate(s.rpm, s.rate_limited)}; tokens {s.prompt_tokens} in / "
+                   f"now, {s.skipped} resumed; {rate_text(s.rpm, s.rate_limited)}; tokens {s.prompt_tokens} in / "
                    f"{s.completion_tokens} out; cost {_usd(s.cost_usd)}; served {s.served_model or '-'} "
                    f"({s.system_fingerprint or '-'})")
 
@@ -97,6 +98,22 @@ def _quota_lines(store: Any, specs: dict[str, ModelSpec], options: RunOptions) -
         if warning:
             lines.append(f"warning: {side} {warning}")
     return lines
+
+
+def _warm_up_early(dataset: str, workers: str, concurrency: int, repeats: int) -> None:
+    """Start the workers' fork server before this process imports SQLAlchemy and prices the run, when the
+    store says (read without SQLAlchemy) the run will use it: its ~2-3 s of importing litellm is most of a
+    big run's wait for its first call. Otherwise the check after the store is opened decides (warm_up is
+    idempotent)."""
+    from types import SimpleNamespace
+
+    from lib.run.forkserver import should_warm_up, warm_up
+    from lib.store.peek import database_url, dataset_size
+
+    size = dataset_size(database_url(), dataset)
+    if workers in WORKER_MODES and size is not None and \
+            should_warm_up(SimpleNamespace(workers=workers, concurrency=concurrency), size * repeats):
+        warm_up()
 
 
 def _response_format(as_json: bool) -> dict | None:
@@ -146,10 +163,12 @@ def run_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the cost estimate and stop."),
 ) -> None:
     """Run (or resume) a live comparison; exit 1 when errors remain after retries."""
-    from lib.run.executor import should_warm_up, warm_up
+    flags = dict(locals())
+    if not dry_run:
+        _warm_up_early(dataset, workers, concurrency, repeats)
+    from lib.run.forkserver import should_warm_up, warm_up
     from lib.run.runner import calls_per_side, estimate_cost, run_comparison
 
-    flags = locals()
     specs = {"baseline": model_spec(baseline, baseline_api_base or api_base, flags),
              "candidate": model_spec(candidate, candidate_api_base or api_base, flags)}
     store = engine()

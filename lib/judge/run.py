@@ -93,6 +93,8 @@ class JudgeRunResult:
     json_mode: bool  # response_format json_object actually sent
     drift: DriftCheck
     wall_s: float
+    rpm: float | None = None  # successful judge calls per minute this invocation achieved (lib.run.quota)
+    rate_limited: int = 0  # judge attempts answered 429 in this invocation
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,7 @@ class _Executor:
         self.done = plan.n_resumed
         self.total = plan.n_resumed + len(plan.items)
         self.counts = {STATUS_OK: 0, STATUS_ERROR: 0, STATUS_UNPARSEABLE: 0}
+        self.pace: dict[str, Any] = {}  # the judge model's lib.run.quota.PaceStats, once the calls have run
 
     async def _one(self, caller: JudgeCaller, writer: ThreadPoolExecutor, item: _Item) -> None:
         kwargs = {**self.base_kwargs, "messages": item.messages}
@@ -315,6 +318,7 @@ class _Executor:
             return await stoppable.gather_stoppable(self._one(caller, writer, item) for item in self.plan.items)
         finally:
             writer.shutdown(wait=True)
+            self.pace = caller.pacer.stats.as_dict()
 
 
 def _finish(engine: Engine, comparison: str, plan: _Plan, settings: JudgeSettings, options: JudgeOptions,
@@ -358,4 +362,5 @@ def run_judge(engine: Engine, comparison: str, settings: JudgeSettings, options:
     return JudgeRunResult(plan.run_id, comparison, settings.model, plan.config.config_hash, plan.n_pairs,
                           plan.n_selected, len(plan.items), plan.n_resumed, executor.counts[STATUS_ERROR],
                           executor.counts[STATUS_UNPARSEABLE], status, executor.json_mode, drift,
-                          round(time.monotonic() - started, 3))
+                          round(time.monotonic() - started, 3), executor.pace.get("rpm"),
+                          executor.pace.get("rate_limited", 0))

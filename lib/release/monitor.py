@@ -23,7 +23,7 @@ exit 1), recorded as a `monitor_alert` audit event; every point is a `monitor_po
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import update
@@ -269,6 +269,7 @@ def monitor_run(engine: Engine, *, dataset: str, spec: ModelSpec, options: RunOp
     if baseline is not None and not make_baseline and baseline.dataset_id != ds.id:
         raise MonitorInputError(f"dataset '{ds.name}' changed since the baseline (now v{ds.version}): points "
                                 "must run the baseline's cases; start a new baseline with --baseline")
+    options = _side_quota(options, "baseline" if baseline is None or make_baseline else "candidate")
     result = run_model(engine, dataset=ds.name, spec=spec, options=options, purpose=SOURCE, progress=progress)
     seen = _run_fingerprints(engine, result.run_id)
     if baseline is None or make_baseline:
@@ -296,6 +297,15 @@ def monitor_run(engine: Engine, *, dataset: str, spec: ModelSpec, options: RunOp
                "bands_from": f"policy {policy_row.name} v{policy_row.version}" if policy_row else "defaults"}
     point.point_id = _store_point(engine, point, spec, ds.id, comp_id, policy_row, summary)
     return point
+
+
+def _side_quota(options: RunOptions | None, side: str) -> RunOptions | None:
+    """The options with the quota of the side this point's run plays in its comparison (`--baseline-rpm` when it
+    becomes the baseline snapshot, `--candidate-rpm` when it is compared with one, each over `--rpm`), as `run`
+    gives each side its own: `run_model` paces its one model by `options.quota`."""
+    if options is None or not options.side_quotas:
+        return options
+    return replace(options, quota=options.quota_for(side), side_quotas={})
 
 
 def _judge(engine: Engine, comparison: str, judge: JudgeRequest) -> None:

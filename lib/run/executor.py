@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import multiprocessing.context
 import os
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -42,19 +40,14 @@ from sqlalchemy.engine import Engine
 
 from lib.errors import ReviewInputError
 from lib.run import llm, stoppable
+from lib.run.forkserver import choose_workers, context, should_warm_up, warm_up  # noqa: F401  (re-exported)
 from lib.run.modes import WORKER_MODES
 from lib.run.quota import Pacer, Quota, quota_for
 from lib.store.columns import utcnow
 from lib.store.engine import get_engine, write_engine
 from lib.store.entities import Output, Run
 
-# `auto` uses a worker per side only when it pays. Measured (L=0.2 s, C=8 and 32, warm fork server):
-# per side costs +0.04-0.12 s at 50 calls, breaks even at 200 and is faster from 400; below C=8 one
-# loop is far from CPU-bound. A cold fork server adds ~3 s: the CLI and Run page start it early.
-AUTO_MIN_CALLS = 400  # pending calls across sides
-AUTO_MIN_CONCURRENCY = 8
 PROGRESS_EVERY_S = 0.05  # a worker sends at most one progress message this often (and its last)
-HAS_FORKSERVER = "forkserver" in multiprocessing.get_all_start_methods()  # not on Windows
 STOP_GRACE_S = 5.0  # a stopped worker gets this long to finish its writes before it is killed
 
 
@@ -102,6 +95,7 @@ class Side:
     total: int
     done_keys: set[tuple[int, int]]  # (case_id, repeat) with a successful output
     error_keys: set[tuple[int, int]]  # (case_id, repeat) with an error output, to replace
+    price: llm.Price | None  # the model's USD per token (None: unknown), resolved once, not in each worker
     fingerprint: str | None = None
     served_model: str | None = None
     sent: int = 0
@@ -199,7 +193,7 @@ def _base_row(job: Job, latency: float, attempts: int) -> dict[str, Any]:
 
 
 def _success_row(job: Job, c: llm.Completion, latency: float, attempts: int) -> dict[str, Any]:
-    cost = llm.response_cost(job.side.model, c.prompt_tokens, c.completion_tokens)
+    cost = llm.cost_usd(job.side.price, c.prompt_tokens, c.completion_tokens)
     return {**_base_row(job, latency, attempts), "text": c.text, "finish_reason": c.finish_reason,
             "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "cost_usd": cost,
             "system_fingerprint": c.system_fingerprint, "served_model": c.served_model,
@@ -223,22 +217,10 @@ def _shareable_url(engine: Engine) -> str | None:
     return url.render_as_string(hide_password=False)
 
 
-def choose_workers(options: RunOptions, pending: dict[str, int]) -> str:
-    """`in-process` or `per-side` for these pending calls per side (`auto` decides by size)."""
-    busy = [n for n in pending.values() if n > 0]
-    if not HAS_FORKSERVER:
-        return "in-process"
-    if len(busy) < 2 or options.concurrency < len(busy) or options.workers == "in-process":
-        return "in-process"  # one side (or one slot) cannot be split across workers
-    if options.workers == "per-side":
-        return "per-side"
-    big = sum(busy) >= AUTO_MIN_CALLS and options.concurrency >= AUTO_MIN_CONCURRENCY
-    return "per-side" if big else "in-process"
-
-
 def execute(engine: Engine, sides: list[Side], jobs: list[Job], options: RunOptions,
-            progress: Progress | None) -> ExecStats:
-    """Send every job and store every result, in this process or in one worker per side."""
+            progress: Progress | None, on_workers_calling: Callable[[], None] | None = None) -> ExecStats:
+    """Send every job and store every result, in this process or in one worker per side.
+    `on_workers_calling` is called once when the first worker reports (this process is idle from then on)."""
     if progress is not None:
         for side in sides:
             progress(side.event())
@@ -251,35 +233,11 @@ def execute(engine: Engine, sides: list[Side], jobs: list[Job], options: RunOpti
     if workers == "in-process":
         stoppable.run(_Executor(engine, options, progress, options.concurrency).run(jobs))
         return ExecStats(workers, time.process_time() - cpu)
-    worker_cpu = _Workers(url, sides, jobs, options, progress).run()
+    worker_cpu = _Workers(url, sides, jobs, options, progress, on_workers_calling).run()
     return ExecStats(workers, time.process_time() - cpu + worker_cpu)
 
 
 # ---- worker processes -----------------------------------------------------------------------------
-def _context() -> multiprocessing.context.ForkServerContext:
-    """Fork server, not fork: Streamlit and the writer run threads, and forking a threaded process is
-    unsafe. The server imports litellm once (lib.run.worker_preload); workers fork from it in ~20 ms.
-    As with any start method but fork, a worker imports the caller's main module: a script calling
-    the runner needs an `if __name__ == "__main__":` guard (`./review` and bench/ have one)."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["lib.run.worker_preload"])
-    return ctx
-
-
-def warm_up() -> None:
-    """Start the workers' fork server now (it imports litellm in the background, ~3 s), so a big run
-    started soon after does not wait for it. Idempotent, returns at once."""
-    if not HAS_FORKSERVER:
-        return
-    _context()
-    forkserver.ensure_running()
-
-
-def should_warm_up(options: RunOptions, calls_per_side: int) -> bool:
-    """Whether a run of this size would use workers (when nothing is stored yet)."""
-    return choose_workers(options, {"baseline": calls_per_side, "candidate": calls_per_side}) == "per-side"
-
-
 @dataclass
 class _Task:
     """What one worker needs; pickled to it (the environment carries the provider keys)."""
@@ -303,7 +261,7 @@ class _Workers:
     """The parent's side: start one worker per side, forward progress, rebalance, stop on any exit."""
 
     def __init__(self, url: str, sides: list[Side], jobs: list[Job], options: RunOptions,
-                 progress: Progress | None):
+                 progress: Progress | None, on_calling: Callable[[], None] | None = None):
         self.sides = {s.name: s for s in sides}
         by_side = {name: [j for j in jobs if j.side.name == name] for name in self.sides}
         by_side = {name: js for name, js in by_side.items() if js}
@@ -312,6 +270,7 @@ class _Workers:
         self.tasks = {name: _Task(url, env, self.sides[name], js, options, share)
                       for (name, js), share in zip(by_side.items(), shares)}
         self.progress = progress
+        self.on_calling = on_calling
         self.procs: dict[str, multiprocessing.process.BaseProcess] = {}
         self.conns: dict[str, Connection] = {}
         self.cpu_s = 0.0
@@ -330,13 +289,16 @@ class _Workers:
     def _start(self) -> None:
         for name, task in self.tasks.items():
             mine, theirs = multiprocessing.Pipe()
-            proc = _context().Process(target=_worker_main, args=(task, theirs), name=f"run-worker-{name}", daemon=True)
+            proc = context().Process(target=_worker_main, args=(task, theirs), name=f"run-worker-{name}", daemon=True)
             proc.start()
             theirs.close()  # only the worker holds its end: our exit (even kill -9) is its EOF
             self.procs[name], self.conns[name] = proc, mine
 
     def _drain(self, conn: Connection) -> None:
         name = next(n for n, c in self.conns.items() if c is conn)
+        if self.on_calling is not None:
+            self.on_calling()
+            self.on_calling = None
         latest = None
         try:
             while conn.poll():

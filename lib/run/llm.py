@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from types import ModuleType
 from typing import Any
 
@@ -28,7 +28,6 @@ from lib.run.redact import scrub
 PLACEHOLDER_API_KEY = "sk-no-key-required"  # local OpenAI-compatible servers want any non-empty key
 ERROR_KINDS = ("rate_limit", "server", "timeout", "malformed", "bad_request", "other")
 RETRYABLE_KINDS = frozenset({"rate_limit", "server", "timeout", "malformed"})
-APPROX_TOKENIZER_MODEL = "gpt-3.5-turbo"  # cl100k_base, bundled with litellm: counts offline
 
 _lock = threading.Lock()
 _litellm: ModuleType | None = None
@@ -42,12 +41,19 @@ def litellm_module() -> ModuleType:
             if _litellm is None:
                 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
                 os.environ.setdefault("LITELLM_MODE", "PRODUCTION")
-                import litellm
-
+                # The import allocates ~200 MB of long-lived objects: collecting while it grows costs
+                # ~25% of its CPU (2.3 s -> 1.7 s here), and none of it is garbage until it ends.
+                enabled = gc.isenabled()
+                gc.disable()
+                try:
+                    import litellm
+                finally:
+                    if enabled:
+                        gc.enable()
                 _configure(litellm)
-                # litellm leaves ~200 MB of long-lived objects; without freezing them every full
-                # collection rescans them (a ~0.3 s stall of a run's event loop, measured here).
-                gc.collect()
+                # Without freezing them, every full collection rescans those objects (a ~0.3 s stall
+                # of a run's event loop, measured here). No collection first: it found nothing to free
+                # after the import and cost ~0.3 s, on the way to a run's first call.
                 gc.freeze()
                 _litellm = litellm
     return _litellm
@@ -142,28 +148,30 @@ class Price:
 
 @lru_cache(maxsize=512)
 def model_price(model: str) -> Price | None:
-    """USD per token from litellm's bundled map, or None when the price is unknown.
+    """USD per token from litellm's bundled map (`lib.catalog`, read without importing litellm; the override
+    file is not applied here), or None when the price is unknown.
 
-    Custom `openai/...` names are not in the map (litellm raises), and some entries carry 0.0
-    placeholders for paid models (`claude-sonnet-4-20250514`): both mean unknown here, never free.
+    Custom `openai/...` names are not in the map, and some entries carry 0.0 placeholders for paid models
+    (`claude-sonnet-4-20250514`): both mean unknown here, never free.
     """
-    litellm = litellm_module()
-    try:
-        info = litellm.get_model_info(model)
-    except Exception:  # noqa: BLE001  - litellm raises ModelNotMappedError or plain Exception for unknown names
+    from lib.catalog.catalogue import bundled_catalogue
+
+    info = bundled_catalogue().lookup(model)
+    if info is None or (info.input_cost_per_token is None and info.output_cost_per_token is None):
+        return None  # one direction missing is free in that direction (an image model's output), as litellm says
+    return Price(float(info.input_cost_per_token or 0.0), float(info.output_cost_per_token or 0.0), info.provider)
+
+
+def cost_usd(price: Price | None, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+    """The USD cost of one call at `price`, or None when the price or the token counts are unknown."""
+    if price is None or prompt_tokens is None or completion_tokens is None:
         return None
-    inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
-    if not inp and not out:
-        return None
-    return Price(float(inp or 0.0), float(out or 0.0), info.get("litellm_provider"))
+    return prompt_tokens * price.input_per_token + completion_tokens * price.output_per_token
 
 
 def response_cost(model: str, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
     """The USD cost of one call, or None when the price or the token counts are unknown."""
-    price = model_price(model)
-    if price is None or prompt_tokens is None or completion_tokens is None:
-        return None
-    return prompt_tokens * price.input_per_token + completion_tokens * price.output_per_token
+    return cost_usd(model_price(model), prompt_tokens, completion_tokens)
 
 
 # ---- token counting -------------------------------------------------------------------------------
@@ -174,20 +182,101 @@ class TokenCount:
     note: str | None = None
 
 
-def count_tokens(model: str, messages: list[dict[str, Any]]) -> TokenCount:
-    """Prompt tokens of `messages` for `model`, never blocking on a tokenizer download.
+APPROX_ENCODING = "cl100k_base"
+TOKENS_PER_MESSAGE = 3  # <|start|>{role}\n{content}<|end|>\n, as OpenAI (and litellm's token_counter) count
+TOKENS_PER_NAME = 1
+REPLY_PRIMER_TOKENS = 3  # every reply is primed with <|start|>assistant<|message|>
+IMAGE_TOKENS = 85  # an image part, at the low-detail price (its size is not fetched: no network)
 
-    litellm picks a Hugging Face tokenizer for some families (Llama, Claude, Command R, DeepSeek)
-    and then retries the hub for ~23 s offline. Only OpenAI models (priced by litellm as such) are
-    counted with their own tokenizer; every other model is approximated with cl100k_base.
+
+def count_tokens(model: str, messages: list[dict[str, Any]]) -> TokenCount:
+    """Prompt tokens of `messages` for `model`, with tiktoken directly (no litellm import, no download).
+
+    OpenAI models (priced as such in the bundled map) are counted with their own encoding, as litellm's
+    `token_counter` counts them; every other model is approximated with cl100k_base (litellm would fetch
+    a Hugging Face tokenizer for some families and retry the hub for ~23 s offline).
+    tests/test_runner.py checks the counts against `litellm.token_counter`.
     """
-    litellm = litellm_module()
     price = model_price(model)
     if price is not None and price.provider == "openai":
-        return TokenCount(litellm.token_counter(model=model, messages=messages), exact=True)
-    tokens = litellm.token_counter(model=APPROX_TOKENIZER_MODEL, messages=messages)
-    return TokenCount(tokens, exact=False,
-                      note=f"approximate: {model} counted with tiktoken cl100k_base")
+        name = openai_encoding_name(model)
+        if name is not None:
+            return TokenCount(_count_messages(_encoding(name), messages), exact=True)
+    return TokenCount(_count_messages(_encoding(APPROX_ENCODING), messages), exact=False,
+                      note=f"approximate: {model} counted with tiktoken {APPROX_ENCODING}")
+
+
+def openai_encoding_name(model: str) -> str | None:
+    """The tiktoken encoding of an OpenAI model (o200k_base for those newer than tiktoken's table, as
+    litellm assumes), or None when the encoding's file is not shipped with litellm (never downloaded)."""
+    import tiktoken
+
+    base = model.rsplit("/", 1)[-1]
+    base = base.split(":")[1] if base.startswith("ft:") else base  # ft:gpt-4.1-...:org::id counts as gpt-4.1-...
+    try:
+        name = "o200k_base" if "gpt-4o" in base else tiktoken.encoding_name_for_model(base)
+    except KeyError:
+        name = "o200k_base"
+    return name if _bundled_encoding_file(name) is not None else None
+
+
+def _count_messages(encoding: Any, messages: list[dict[str, Any]]) -> int:
+    """OpenAI's chat accounting: per message its overhead and every string field, then the reply primer."""
+    tokens = REPLY_PRIMER_TOKENS if messages else 0
+    for message in messages:
+        tokens += TOKENS_PER_MESSAGE
+        for key, value in message.items():
+            if isinstance(value, str):
+                tokens += len(encoding.encode_ordinary(value)) + (TOKENS_PER_NAME if key == "name" else 0)
+            elif key == "content" and isinstance(value, list):
+                tokens += sum(_part_tokens(encoding, part) for part in value)
+    return tokens
+
+
+def _part_tokens(encoding: Any, part: Any) -> int:
+    if isinstance(part, dict) and part.get("type") == "text":
+        return len(encoding.encode_ordinary(str(part.get("text") or "")))
+    if isinstance(part, dict) and part.get("type") == "image_url":
+        return IMAGE_TOKENS
+    return 0
+
+
+_TIKTOKEN_FILES = {"cl100k_base": "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",  # sha1 of the encoding's URL:
+                   "o200k_base": "fb374d419588a4632f3f557e76b4b70aebbca790",  # tiktoken's cache file name
+                   "p50k_base": "ec7223a39ce59f226a68acc30dc1af2788490e15"}
+
+
+@cache
+def _tokenizer_dir() -> str | None:
+    """Where litellm ships tiktoken's encoding files (found without importing litellm), unless the user
+    points litellm elsewhere (CUSTOM_TIKTOKEN_CACHE_DIR, as litellm honours it)."""
+    import importlib.util
+
+    custom = os.environ.get("CUSTOM_TIKTOKEN_CACHE_DIR")
+    if custom:
+        os.makedirs(custom, exist_ok=True)
+        return custom
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return os.path.join(next(iter(spec.submodule_search_locations)), "litellm_core_utils", "tokenizers")
+
+
+def _bundled_encoding_file(name: str) -> str | None:
+    folder, file = _tokenizer_dir(), _TIKTOKEN_FILES.get(name)
+    path = os.path.join(folder, file) if folder and file else None
+    return path if path and (os.environ.get("CUSTOM_TIKTOKEN_CACHE_DIR") or os.path.isfile(path)) else None
+
+
+def _encoding(name: str) -> Any:
+    """tiktoken's encoding from litellm's bundled files: TIKTOKEN_CACHE_DIR set as litellm's import sets it
+    (so both share tiktoken's one copy per process, and nothing is downloaded)."""
+    import tiktoken
+
+    folder = _tokenizer_dir()
+    if folder:
+        os.environ["TIKTOKEN_CACHE_DIR"] = folder
+    return tiktoken.get_encoding(name)
 
 
 # ---- calls ----------------------------------------------------------------------------------------

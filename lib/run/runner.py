@@ -27,6 +27,7 @@ from lib.errors import ConfigMismatchError, DatasetNotFound, ReviewInputError
 from lib.review.constants import SIDES
 from lib.run import llm
 from lib.run.executor import ExecStats, Job, ProgressEvent, RunOptions, Side, execute  # noqa: F401  (re-exported)
+from lib.run.preload import CheckImports
 from lib.run.redact import strip_url_credentials
 from lib.store.audit import record_event
 from lib.store.columns import from_json, to_json, utcnow
@@ -283,7 +284,8 @@ def _start_side(session: Session, run: Run, name: str, spec: ModelSpec, total: i
     cfg = session.get(ModelConfig, run.config_id)
     record_event(session, "run_started", {"run_id": run.id, **event, "config_hash": cfg.config_hash,
                                           "already_stored": len(done)})
-    return Side(name, spec.model, run.id, total, done, errors, run.system_fingerprint, run.served_model)
+    return Side(name, spec.model, run.id, total, done, errors, llm.model_price(spec.model), run.system_fingerprint,
+                run.served_model)
 
 
 def _dataset_and_cases(session: Session, dataset: str) -> tuple[Dataset, list[Case]]:
@@ -331,9 +333,10 @@ def _jobs(cases: list[Case], sides: list[Side], specs: dict[str, ModelSpec], opt
 
 
 def _execute(engine: Engine, cases: list[Case], sides: list[Side], specs: dict[str, ModelSpec],
-             options: RunOptions, progress: Callable[[ProgressEvent], None] | None) -> ExecStats:
+             options: RunOptions, progress: Callable[[ProgressEvent], None] | None,
+             on_workers_calling: Callable[[], None] | None = None) -> ExecStats:
     """Send every pending (case, repeat) of every side and store each result as it returns."""
-    return execute(engine, sides, _jobs(cases, sides, specs, options), options, progress)
+    return execute(engine, sides, _jobs(cases, sides, specs, options), options, progress, on_workers_calling)
 
 
 # ---- finishing -----------------------------------------------------------------------------------
@@ -442,10 +445,15 @@ def run_comparison(engine: Engine, *, dataset: str, baseline: ModelSpec, candida
     if not name or not name.strip():
         raise ReviewInputError("a comparison name is required")
     started = time.monotonic()
-    with run_lock(engine, name):
-        plan = _prepare(engine, dataset, {"baseline": baseline, "candidate": candidate}, name, options, system)
-        stats = _execute(engine, plan.cases, list(plan.sides.values()), plan.specs, options, progress)
-        result = _finish(engine, plan, time.monotonic() - started, stats)
+    check_imports = CheckImports()  # begun once the workers call: the checks below then start at once
+    try:
+        with run_lock(engine, name):
+            plan = _prepare(engine, dataset, {"baseline": baseline, "candidate": candidate}, name, options, system)
+            stats = _execute(engine, plan.cases, list(plan.sides.values()), plan.specs, options, progress,
+                             check_imports.start)
+            result = _finish(engine, plan, time.monotonic() - started, stats)
+    finally:
+        check_imports.wait()
     from lib.review.checked import ensure_checked  # pyarrow, jsonschema: not needed by workers or the CLI's start
 
     ensure_checked(engine, name)  # check and store every output now: the first report reads columns

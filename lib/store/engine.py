@@ -1,7 +1,6 @@
 """Engine and sessions. DATABASE_URL selects the store; default a SQLite file under ./data/."""
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -14,17 +13,13 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from lib.errors import ReviewInputError, StoreURLError
 from lib.store.migrate import add_missing_columns, scrub_stored_credentials
+from lib.store.peek import DEFAULT_DB_PATH, database_url  # noqa: F401  (re-exported: where the store is)
 
-DEFAULT_DB_PATH = Path("data") / "review.db"
 _DISK_FULL = ("database or disk is full", "disk i/o error")
 
 
 class StoreFullError(ReviewInputError):
     """The store's disk (or its size limit) is full: the step was rolled back, nothing of it was written."""
-
-
-def database_url() -> str:
-    return os.environ.get("DATABASE_URL") or f"sqlite:///{DEFAULT_DB_PATH}"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

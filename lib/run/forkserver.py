@@ -1,0 +1,56 @@
+"""The run workers' fork server: when a run uses one worker process per side, and starting the server early.
+
+Light on purpose (multiprocessing only): the CLI asks for the server before it imports SQLAlchemy, so the
+server's ~2-3 s of importing litellm (lib/run/worker_preload.py) starts as early as it can.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.context
+from multiprocessing import forkserver
+from typing import Any
+
+# `auto` uses a worker per side only when it pays. Measured (L=0.2 s, C=8 and 32, warm fork server):
+# per side costs +0.04-0.12 s at 50 calls, breaks even at 200 and is faster from 400; below C=8 one
+# loop is far from CPU-bound. A cold fork server adds ~3 s: the CLI and Run page start it early.
+AUTO_MIN_CALLS = 400  # pending calls across sides
+AUTO_MIN_CONCURRENCY = 8
+HAS_FORKSERVER = "forkserver" in multiprocessing.get_all_start_methods()  # not on Windows
+
+
+def choose_workers(options: Any, pending: dict[str, int]) -> str:
+    """`in-process` or `per-side` for these pending calls per side (`auto` decides by size). `options`: a
+    `lib.run.executor.RunOptions` (its `workers` and `concurrency`)."""
+    busy = [n for n in pending.values() if n > 0]
+    if not HAS_FORKSERVER:
+        return "in-process"
+    if len(busy) < 2 or options.concurrency < len(busy) or options.workers == "in-process":
+        return "in-process"  # one side (or one slot) cannot be split across workers
+    if options.workers == "per-side":
+        return "per-side"
+    big = sum(busy) >= AUTO_MIN_CALLS and options.concurrency >= AUTO_MIN_CONCURRENCY
+    return "per-side" if big else "in-process"
+
+
+def should_warm_up(options: Any, calls_per_side: int) -> bool:
+    """Whether a run of this size would use workers (when nothing is stored yet)."""
+    return choose_workers(options, {"baseline": calls_per_side, "candidate": calls_per_side}) == "per-side"
+
+
+def context() -> multiprocessing.context.ForkServerContext:
+    """Fork server, not fork: Streamlit and the writer run threads, and forking a threaded process is
+    unsafe. The server imports litellm once (lib.run.worker_preload); workers fork from it in ~20 ms.
+    As with any start method but fork, a worker imports the caller's main module: a script calling
+    the runner needs an `if __name__ == "__main__":` guard (`./review` and bench/ have one)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["lib.run.worker_preload"])
+    return ctx
+
+
+def warm_up() -> None:
+    """Start the workers' fork server now (it imports litellm in the background, ~3 s), so a big run
+    started soon after does not wait for it. Idempotent, returns at once."""
+    if not HAS_FORKSERVER:
+        return
+    context()
+    forkserver.ensure_running()
