@@ -117,6 +117,18 @@ def test_pointwise_scores_both_sides_with_the_pinned_config_and_fingerprint(engi
     assert block["pairwise"] is None and block["n_pairs_judged"] == 6
 
 
+def test_a_judge_without_its_providers_key_is_refused_before_any_call(engine, monkeypatch, tmp_path) -> None:
+    from lib.catalog.keys import MissingKeyError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .streamlit/secrets.toml here either
+    load_comparison(engine, n=4)
+    with pytest.raises(MissingKeyError, match="OPENAI_API_KEY.*nothing was called"):
+        run_judge(engine, "cmp", JudgeSettings(model="openai/gpt-4o-2024-08-06"))
+    with Session(engine) as s:
+        assert s.exec(select(JudgeRun)).first() is None and s.exec(select(Judgement)).first() is None
+
+
 def test_seed_and_rubric_are_part_of_the_config(engine, llm_server: LLMServer) -> None:
     load_comparison(engine, n=2)
     script_defaults(llm_server)

@@ -11,6 +11,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.errors import ReviewInputError
+
 SECRETS_FILE = Path(".streamlit") / "secrets.toml"
 ENVIRONMENT, APP_SECRETS = "environment", "app secrets"
 
@@ -29,6 +31,18 @@ class KeyStatus:
         if self.present:
             return f"key set ({', '.join(self.needed)} in {self.where})"
         return f"key missing: set {' or '.join(self.needed)}"
+
+
+class MissingKeyError(ReviewInputError):
+    """The provider key a model needs is set neither in the environment nor in the app's secrets file."""
+
+
+def require_key(model: str, api_base: str | None = None, secrets_path: Path = SECRETS_FILE) -> None:
+    """Refuse before any call when `model` clearly needs a key that is not set (every call would fail)."""
+    status = key_status(model, api_base, secrets_path)
+    if status.needed and not status.present:
+        raise MissingKeyError(f"{model}: {status.message} (in the environment or .streamlit/secrets.toml); "
+                              "nothing was called")
 
 
 def _secret_names(path: Path = SECRETS_FILE) -> set[str]:
