@@ -139,7 +139,8 @@ def _render_pairwise(pw: dict[str, Any] | None) -> None:
 def _render_counts(block: dict[str, Any]) -> None:
     un, err = block["unparseable"], block["errors"]
     msg = (f"Unparseable judgements: {un['total']} (pointwise {un['pointwise']}, pairwise {un['pairwise']}) — "
-           f"stored with their raw text below, never dropped. Failed calls: {err['total']}.")
+           f"stored with their raw text below, never dropped. Failed calls on this comparison's pairs: "
+           f"{err['total']} (the judge's anchor calls, which the CLI counts too, are not among them).")
     (st.warning if un["total"] or err["total"] else st.caption)(msg)
 
 
