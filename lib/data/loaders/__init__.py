@@ -155,12 +155,16 @@ def _import_litellm_quietly() -> None:
         pass
 
 
-def _start_importing_litellm() -> None:
+def _start_importing_litellm(mapping: LoadMapping | None) -> None:
     """The checks at the end of a load count tokens with litellm, whose import costs ~2.5 s: started here on
     a thread, it overlaps parsing and writing the file (SQLite and file reads release the GIL). The checks'
     own `import litellm` waits for it if it is not done. The modules the load itself imports are imported
-    first, so the two threads never wait on each other's module locks."""
-    if "litellm" in sys.modules:
+    first, so the two threads never wait on each other's module locks. Not at all when both models are
+    named and counted with tiktoken without litellm (lengths.tiktoken_encoding_name)."""
+    from lib.review.checks.lengths import tiktoken_encoding_name
+
+    models = (mapping.baseline, mapping.candidate) if mapping is not None else (None, None)
+    if "litellm" in sys.modules or all(m is not None and tiktoken_encoding_name(m) for m in models):
         return
     import lib.data.loaders.rule_advice  # noqa: F401
     import lib.review.checked  # noqa: F401
@@ -174,7 +178,7 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
                   mapping: LoadMapping | None = None, system: str = "default") -> LoadResult:
     """Load a recorded comparison named `name` from a wide, long or promptfoo file."""
     name = _check_name(engine, name, filename)
-    _start_importing_litellm()
+    _start_importing_litellm(mapping)
     if fmt == shadow.FORMAT or (fmt is None and filename.lower().endswith(".gz")):
         return _load_shadow(engine, io.BytesIO(data), filename, name, mapping, system)
     fmt, rec = _parse(data, filename, fmt, mapping or LoadMapping())
