@@ -29,7 +29,7 @@ from lib.data.fields import (
     scalar_text,
     text_or_json,
 )
-from lib.data.table_stream import iter_row_tables
+from lib.data.table_stream import gc_paused, iter_row_tables
 from lib.data.tables import Table, read_rows
 from lib.errors import DatasetImportError, DatasetNotFound
 from lib.store.audit import record_event
@@ -320,7 +320,9 @@ def import_dataset_stream(engine: Engine, raw: IO[bytes], filename: str, name: s
     if not name:
         raise DatasetImportError(filename, "the dataset name is empty")
     try:
-        return _import_chunks(engine, iter_row_tables(raw, filename, DatasetImportError), name, filename, mapping)
+        with gc_paused():
+            return _import_chunks(engine, iter_row_tables(raw, filename, DatasetImportError), name, filename,
+                                  mapping)
     except _Reread:
         raw.seek(0)
         cases, warnings = parse_table(read_rows(raw.read(), filename), mapping)

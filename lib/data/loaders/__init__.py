@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from lib.data.formats import FORMATS
 from lib.data.loaders import long, promptfoo, wide
 from lib.data.loaders.store import Recorded, comparison_exists, store_recorded
+from lib.data.table_stream import gc_paused
 from lib.data.tables import Table, decode_text, file_kind, read_rows
 from lib.errors import RecordedLoadError
 from lib.release import shadow
@@ -185,20 +186,24 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
     del data  # the file's bytes: not held through the writes and checks (load_recorded_file keeps no copy)
     if not rec.has_input:
         _no_input_limit(filename, mapping)
-    if mapping is None or mapping.match is None:
-        from lib.data.loaders.rule_advice import default_rule_notes  # imports the matching checks
+    from lib.review.checks.matching import shared_normalize
 
-        notes, warnings = default_rule_notes(rec)
-        rec.notes.extend(notes)
-        rec.warnings.extend(warnings)
-    store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
-                   report=_report(rec, fmt, filename))
-    result = LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
-                        candidate=rec.candidate, baseline_only=rec.baseline_only,
-                        candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
-                        warnings=rec.warnings, notes=rec.notes)
-    del rec  # the parsed file: the checks read what was stored
-    _check_now(engine, name, mapping)
+    # The rule advice and the checks normalise the same outputs for the default rule: once.
+    with shared_normalize():
+        if mapping is None or mapping.match is None:
+            from lib.data.loaders.rule_advice import default_rule_notes  # imports the matching checks
+
+            notes, warnings = default_rule_notes(rec)
+            rec.notes.extend(notes)
+            rec.warnings.extend(warnings)
+        store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
+                       report=_report(rec, fmt, filename))
+        result = LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
+                            candidate=rec.candidate, baseline_only=rec.baseline_only,
+                            candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
+                            warnings=rec.warnings, notes=rec.notes)
+        del rec  # the parsed file: the checks read what was stored
+        _check_now(engine, name, mapping)
     return result
 
 
@@ -221,7 +226,8 @@ def load_recorded_file(engine: Engine, path: Path, name: str, fmt: str | None = 
             name = _check_name(engine, name, path.name)
             with path.open("rb") as raw:
                 return _load_shadow(engine, raw, path.name, name, mapping, system, progress)
-        return load_recorded(engine, path.read_bytes(), path.name, name, fmt, mapping, system)
+        with gc_paused():  # rows, cells and frames by the hundred thousand: see table_stream.gc_paused
+            return load_recorded(engine, path.read_bytes(), path.name, name, fmt, mapping, system)
     except FileNotFoundError as exc:
         if exc.filename != str(path):
             raise
