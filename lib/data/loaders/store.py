@@ -132,7 +132,13 @@ def _cases(frame: pd.DataFrame, table: Table, rule: tuple[str | None, str | None
     cases, lacking = [], 0
     for key, r in zip(firsts.index, firsts.itertuples(index=False)):
         try:
-            input_text, messages = coerce_input(r.input, objects=True) if has_input else ("", None)
+            value = r.input
+            if not has_input:
+                input_text, messages = "", None
+            elif type(value) is str and value.strip() and not value.lstrip().startswith("["):
+                input_text, messages = value, None  # a plain prompt, as coerce_input returns it
+            else:
+                input_text, messages = coerce_input(value, objects=True)
             expected = text_or_json(r.expected)
             category = scalar_text(r.category, "category")
         except InvalidField as exc:
@@ -144,7 +150,9 @@ def _cases(frame: pd.DataFrame, table: Table, rule: tuple[str | None, str | None
                                 match=match, pattern=pattern, category=category, metadata=r.metadata))
     warnings = [f"{lacking} cases have no expected value: match rule '{rule[0]}' not applied to them"
                 ] if lacking else []
-    as_text = frame["input"].map(lambda v: v if isinstance(v, str) or v is None else to_json(v))
+    inputs = frame["input"]
+    as_text = inputs if all(type(v) is str for v in inputs) else inputs.map(
+        lambda v: v if isinstance(v, str) or v is None else to_json(v))
     differing = int((as_text.groupby(frame["key"]).nunique() > 1).sum())
     if differing:
         warnings.append(f"{differing} cases have rows with different inputs; each case keeps its first")
