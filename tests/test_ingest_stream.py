@@ -195,6 +195,32 @@ def test_import_never_reads_the_file_whole(engine, monkeypatch, filename: str) -
     assert len(data) > 400_000 and raw.largest <= 4096
 
 
+def test_the_collector_paused_for_an_import_runs_again_after_it(engine, monkeypatch) -> None:
+    """gc_paused: no cyclic collection while rows are parsed and written, on again after (a failed import too);
+    a collector the caller had turned off stays off."""
+    import gc
+
+    seen = []
+    parse = table_stream.iter_row_tables
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        for chunk in parse(*args, **kwargs):
+            seen.append(gc.isenabled())
+            yield chunk
+
+    monkeypatch.setattr("lib.data.golden.iter_row_tables", watched)
+    assert import_dataset(engine, b"id,input\na,q\n", "ok.csv", "d").n_cases == 1
+    with pytest.raises(DatasetImportError, match="repeats id 'a'"):
+        import_dataset(engine, b"id,input\na,q\na,r\n", "bad.csv", "e")
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        import_dataset(engine, b"id,input\nb,q\n", "off.csv", "f")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_import_dataset_file_names_a_missing_path(engine, tmp_path: Path) -> None:
     with pytest.raises(DatasetImportError, match="no such file"):
         import_dataset_file(engine, tmp_path / "nope.csv", "d")
