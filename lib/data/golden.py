@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from itertools import chain
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from sqlalchemy import func, insert, update
 from sqlalchemy.engine import Engine
@@ -218,16 +218,17 @@ class _CaseParser:
         column: what `_row_case` makes of such rows. None: some row is not plain (or is invalid), and the
         caller checks the chunk row by row, with its messages."""
         cols, records = self.cols, table.records
-        if cols["id"] is None:
+        id_col, input_col = cols["id"], cols["input"]
+        if id_col is None or input_col is None:
             return None
         for name in ("match", "pattern", "schema", "metadata"):
             column = cols[name]
             if column is not None and not all(_blank_cell(r.get(column)) for r in records):
                 return None
-        inputs = [r.get(cols["input"]) for r in records]
+        inputs = cast(list[str], [r.get(input_col) for r in records])  # checked next: text, not blank, no "["
         if not all(type(v) is str and v.strip() and not v.lstrip().startswith("[") for v in inputs):
             return None
-        keys = [v.strip() if type(v) is str else "" for v in (r.get(cols["id"]) for r in records)]
+        keys = [v.strip() if type(v) is str else "" for v in (r.get(id_col) for r in records)]
         if not all(keys) or len(set(keys)) != len(keys) or not self.first.keys().isdisjoint(keys):
             return None
         expected, category = (_text_column(records, cols[name]) for name in ("expected", "category"))
