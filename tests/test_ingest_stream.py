@@ -269,9 +269,9 @@ def test_recorded_outputs_are_stored_as_the_core_insert_stored_them(engine, monk
     other = get_engine(str(engine.url).replace(".db", "-old.db"))
     captured: list = []
 
-    def old_store(outputs: Any, case_ids: dict, run_ids: dict, dialect: Any) -> tuple[str, list]:
+    def old_store(outputs: Any, case_ids: dict, run_ids: dict, dialect: Any) -> tuple[str, list, dict]:
         captured.append(_core_insert_rows(outputs, case_ids, run_ids))
-        return "SELECT 1", []  # inserted below, after the load, as the Core insert did
+        return "SELECT 1", [], {}  # inserted below, after the load, as the Core insert did
 
     monkeypatch.setattr(store, "_output_rows", old_store)
     load_recorded(other, data, fixture, "new", mapping=mapping)
@@ -322,3 +322,36 @@ def test_a_killed_import_leaves_the_store_as_it_was(db_url: str, engine, tmp_pat
         assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
         assert conn.execute(text("SELECT id, name FROM dataset")).all() == [(first.dataset_id, "kept")]
         assert conn.execute(text('SELECT count(*) FROM "case"')).scalar() == first.n_cases
+
+
+@pytest.mark.parametrize("fixture", ["wide.csv", "long.csv"])
+def test_a_load_checks_its_outputs_as_they_read_back_from_the_store(engine, monkeypatch, fixture: str) -> None:
+    """A load checks its outputs from the values it wrote (no read back): they must be exactly what reading
+    them back gives, and the stored checks what checking the read-back outputs stores."""
+    import pandas as pd
+
+    import lib.review.checked as checked
+    from lib.data.loaders import LoadMapping, load_recorded
+    from lib.review.settings import ReviewSettings
+
+    seen: dict = {}
+    ensure = checked.ensure_checked
+
+    def watched(engine: Any, name: str, settings: Any = None, written: Any = None) -> Any:
+        seen.update(written or {})
+        return ensure(engine, name, settings, written)
+
+    monkeypatch.setattr(checked, "ensure_checked", watched)
+    mapping = LoadMapping(review=ReviewSettings(input_token_limit=50))  # inputs too
+    if fixture == "long.csv":
+        mapping.baseline, mapping.candidate = "gpt-4o-2024-08-06", "gpt-4.1-2025-04-14"
+    load_recorded(engine, (FIXTURES / fixture).read_bytes(), fixture, "w", mapping=mapping)
+    assert len(seen) == 2
+    with engine.connect() as conn:
+        for run, frame in seen.items():
+            pd.testing.assert_frame_equal(frame, checked._read_outputs(conn, run, -1, with_inputs=True))
+    stored = checked.checked_frame(engine, "w")
+    with engine.begin() as conn:  # forget the stored checks: computed again from the store's rows
+        conn.execute(text("DELETE FROM checksegment"))
+    assert checked.checked_with_counts(engine, "w")[1].outputs_checked > 0  # checked and stored again
+    pd.testing.assert_frame_equal(stored, checked.checked_frame(engine, "w"))  # both read from the store

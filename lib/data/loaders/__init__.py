@@ -137,14 +137,18 @@ def _no_input_limit(filename: str, mapping: LoadMapping | None) -> None:
                                 field="input_token_limit")
 
 
-def _check_now(engine: Engine, name: str, mapping: LoadMapping | None) -> None:
-    # Check and store every output now, so the first report of this comparison reads stored columns.
-    from lib.review.checked import ensure_checked  # heavy (pyarrow, jsonschema): only for a load
+def _check_now(engine: Engine, name: str, mapping: LoadMapping | None,
+               written: dict[int, dict[str, list]] | None = None) -> None:
+    # Check and store every output now, so the first report of this comparison reads stored columns;
+    # `written` (store_recorded's): the outputs as just stored, checked without reading them back.
+    from lib.review.checked import ensure_checked, written_outputs  # heavy (pyarrow, jsonschema): only for a load
     from lib.review.settings import save_settings
 
     if mapping is not None and mapping.review is not None:
         save_settings(engine, name, mapping.review)
-    ensure_checked(engine, name)
+    frames = {run: written_outputs(values) for run, values in (written or {}).items()}
+    written = None  # the lists: dropped as the frames are made
+    ensure_checked(engine, name, written=frames)
 
 
 def _import_litellm_quietly() -> None:
@@ -196,14 +200,14 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
             notes, warnings = default_rule_notes(rec)
             rec.notes.extend(notes)
             rec.warnings.extend(warnings)
-        store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
-                       report=_report(rec, fmt, filename))
+        written = store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
+                                 report=_report(rec, fmt, filename))
         result = LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
                             candidate=rec.candidate, baseline_only=rec.baseline_only,
                             candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
                             warnings=rec.warnings, notes=rec.notes)
-        del rec  # the parsed file: the checks read what was stored
-        _check_now(engine, name, mapping)
+        del rec  # the parsed file: the checks take the outputs as stored (`written`)
+        _check_now(engine, name, mapping, written)
     return result
 
 

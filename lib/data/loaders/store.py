@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlmodel import Session, select
 
 from lib.data.fields import RULES_NEEDING_EXPECTED, InvalidField, check_rule, coerce_input, scalar_text, text_or_json
-from lib.data.golden import CaseRecord, save_cases
+from lib.data.golden import CASE_FIELDS, CaseRecord, save_cases
 from lib.data.tables import Table
 from lib.errors import RecordedLoadError
 from lib.review.constants import SIDES
@@ -171,8 +171,9 @@ def comparison_exists(engine: Engine, name: str) -> bool:
 
 
 def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt: str, system: str,
-                   report: dict[str, Any]) -> None:
-    """Dataset, model configs, two recorded runs, outputs and the comparison, in one transaction."""
+                   report: dict[str, Any]) -> dict[int, dict[str, list]]:
+    """Dataset, model configs, two recorded runs, outputs and the comparison, in one transaction.
+    Returns each run's outputs as stored (`_written`), for the checks of the same load."""
     with session_scope(engine) as session:
         # Its own dataset name, so a recorded file never becomes a new version of a golden dataset.
         ds, _ = save_cases(session, recorded_dataset_name(name), source, rec.cases)
@@ -180,12 +181,46 @@ def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt
         run_ids = {side: _recorded_run(session, model, ds.id, rec.outputs, side)
                    for side, model in zip(SIDES, (rec.baseline, rec.candidate))}
         conn = session.connection()
-        conn.exec_driver_sql(*_output_rows(rec.outputs, case_ids, run_ids, conn.dialect))
+        sql, rows, columns = _output_rows(rec.outputs, case_ids, run_ids, conn.dialect)
+        conn.exec_driver_sql(sql, rows)
+        del rows
+        # The rows' ids, in the order they were inserted (the runs are this transaction's own).
+        ids = [i for (i,) in conn.exec_driver_sql("SELECT id FROM output WHERE run_id IN (?, ?) ORDER BY id",
+                                                  tuple(run_ids.values())).fetchall()]
         session.add(Comparison(name=name, baseline_run_id=run_ids["baseline"],
                                candidate_run_id=run_ids["candidate"], system=system, source=fmt,
                                notes_json=to_json(report), created_at=utcnow()))
         record_event(session, "comparison_loaded", {"comparison": name, "fmt": fmt, "source": source,
                                                     "n_outputs": len(rec.outputs), "dataset_id": ds.id})
+    return _written(rec, columns, ids, case_ids)
+
+
+_REAL = ("latency_s", "cost_usd")  # FLOAT columns: SQLite keeps an integer given to them as a REAL
+
+
+def _written(rec: Recorded, columns: dict[str, list], ids: list[int], case_ids: dict[int, int | None]
+             ) -> dict[int, dict[str, list]]:
+    """run id -> the values of its outputs and their cases as SQLite returns them (lib.review.checked's
+    `written_outputs`); empty when a value is of a kind the store would convert (then they are read back)."""
+    n = len(ids)
+    text_kinds = [columns[c] for c in ("text", "error") if c in columns]
+    if n != len(rec.outputs) or any(v is not None and type(v) is not str for col in text_kinds for v in col):
+        return {}
+    cases = [c.values(0, i) for i, c in enumerate(rec.cases)]  # CASE_FIELDS order: dataset_id first
+    at = {name: i for i, name in enumerate(CASE_FIELDS)}
+    positions = rec.outputs["position"].tolist()
+    values: dict[str, list] = {
+        "output_id": ids, "case_id": [case_ids[p] for p in positions], "repeat": columns["repeat"],
+        "text": columns.get("text", [None] * n), "finish_reason": [None] * n,
+        **{c: [None if v is None else float(v) for v in columns[c]] if c in columns else [None] * n for c in _REAL},
+        "completion_tokens": columns.get("completion_tokens", [None] * n), "error": columns.get("error", [None] * n),
+    }
+    values.update({f: [cases[p][at[f]] for p in positions] for f in
+                   ("case_key", "position", "expected", "match", "pattern", "json_schema", "category",
+                    "metadata_json", "input_text")})
+    run_of = columns["run_id"]
+    return {run: {k: [v for v, r in zip(col, run_of) if r == run] for k, col in values.items()}
+            for run in dict.fromkeys(run_of)}
 
 
 def _model_config(session: Session, model: str) -> int:
@@ -224,9 +259,9 @@ def _bind(column: Column, dialect: Dialect) -> Callable[[Any], Any]:
 
 
 def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[str, int], dialect: Dialect
-                 ) -> tuple[str, list[tuple]]:
-    """The INSERT and its rows (tuples for the driver's executemany), built column-wise (this runs on 100k-row
-    logs); timestamps converted by the columns' own types, as SQLAlchemy would."""
+                 ) -> tuple[str, list[tuple], dict[str, list]]:
+    """The INSERT, its rows (tuples for the driver's executemany), built column-wise (this runs on 100k-row
+    logs), and every column's values; timestamps converted by the columns' own types, as SQLAlchemy would."""
     error = outputs["error"].map(scrubber(), na_action="ignore")  # a logged provider error may echo a key
     logged_at = pd.to_datetime(outputs["logged_at"], utc=True)
     columns = {
@@ -239,6 +274,7 @@ def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[
         "completion_tokens": _values(pd.to_numeric(outputs["completion_tokens"]).astype("Int64")),
         "logged_at": np.where(logged_at.notna(), logged_at.array.to_pydatetime(), None).tolist(),
     }
+    every = columns
     # Columns null in every row are left out: fewer bound parameters per row (the insert's cost).
     columns = {name: values for name, values in columns.items() if any(v is not None for v in values)}
     if "logged_at" in columns:
@@ -248,4 +284,4 @@ def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[
     names = [*constant, *columns]
     sql = f"INSERT INTO output ({', '.join(names)}) VALUES ({', '.join(['?'] * len(names))})"
     head = tuple(constant.values())
-    return sql, [head + row for row in zip(*columns.values())]
+    return sql, [head + row for row in zip(*columns.values())], every
