@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,14 +73,14 @@ def _read_outputs(conn: Connection, run_id: int, after: int, with_inputs: bool) 
 
 
 
-def written_outputs(values: dict[str, list]) -> pd.DataFrame:
+def written_outputs(values: Mapping[str, Sequence | np.ndarray]) -> pd.DataFrame:
     """A run's outputs as `_read_outputs` reads them back (same columns, Python values in object columns),
     from the values its writer just stored: `output_id`, `case_id`, `repeat`, _OUTPUT_FIELDS and
     _CASE_FIELDS (plus `input_text`), each a list in output id order, as SQLite returns them (REAL columns
     as floats). A load checks its outputs from these in the same pass instead of reading them again."""
     names = {"output_id": "output_id", "case_id": "case_id", "repeat": "repeat",
              **{f: f"b_{f}" for f in _OUTPUT_FIELDS}, **{f: f for f in (*_CASE_FIELDS, "input_text")}}
-    return pd.DataFrame({name: np.array(values[k], dtype=object) for k, name in names.items()})  # _RUN_SQL's order
+    return pd.DataFrame({name: np.asarray(values[k], dtype=object) for k, name in names.items()})  # _RUN_SQL order
 
 
 def _next_outputs(conn: Connection, run_id: int, after: int, with_inputs: bool,

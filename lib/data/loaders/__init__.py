@@ -138,7 +138,7 @@ def _no_input_limit(filename: str, mapping: LoadMapping | None) -> None:
 
 
 def _check_now(engine: Engine, name: str, mapping: LoadMapping | None,
-               written: dict[int, dict[str, list]] | None = None) -> None:
+               written: dict[int, dict[str, Any]] | None = None) -> None:
     # Check and store every output now, so the first report of this comparison reads stored columns;
     # `written` (store_recorded's): the outputs as just stored, checked without reading them back.
     from lib.review.checked import ensure_checked, written_outputs  # heavy (pyarrow, jsonschema): only for a load

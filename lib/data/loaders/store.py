@@ -171,7 +171,7 @@ def comparison_exists(engine: Engine, name: str) -> bool:
 
 
 def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt: str, system: str,
-                   report: dict[str, Any]) -> dict[int, dict[str, list]]:
+                   report: dict[str, Any]) -> dict[int, dict[str, np.ndarray]]:
     """Dataset, model configs, two recorded runs, outputs and the comparison, in one transaction.
     Returns each run's outputs as stored (`_written`), for the checks of the same load."""
     with session_scope(engine) as session:
@@ -199,28 +199,34 @@ _REAL = ("latency_s", "cost_usd")  # FLOAT columns: SQLite keeps an integer give
 
 
 def _written(rec: Recorded, columns: dict[str, list], ids: list[int], case_ids: dict[int, int | None]
-             ) -> dict[int, dict[str, list]]:
+             ) -> dict[int, dict[str, np.ndarray]]:
     """run id -> the values of its outputs and their cases as SQLite returns them (lib.review.checked's
     `written_outputs`); empty when a value is of a kind the store would convert (then they are read back)."""
     n = len(ids)
     text_kinds = [columns[c] for c in ("text", "error") if c in columns]
     if n != len(rec.outputs) or any(v is not None and type(v) is not str for col in text_kinds for v in col):
         return {}
-    cases = [c.values(0, i) for i, c in enumerate(rec.cases)]  # CASE_FIELDS order: dataset_id first
-    at = {name: i for i, name in enumerate(CASE_FIELDS)}
-    positions = rec.outputs["position"].tolist()
-    values: dict[str, list] = {
-        "output_id": ids, "case_id": [case_ids[p] for p in positions], "repeat": columns["repeat"],
-        "text": columns.get("text", [None] * n), "finish_reason": [None] * n,
-        **{c: [None if v is None else float(v) for v in columns[c]] if c in columns else [None] * n for c in _REAL},
-        "completion_tokens": columns.get("completion_tokens", [None] * n), "error": columns.get("error", [None] * n),
+
+    def column(values: list) -> np.ndarray:
+        out = np.empty(len(values), dtype=object)  # element by element: never a 2-D array of lists
+        out[:] = values
+        return out
+
+    nulls = column([None] * n)
+    positions = rec.outputs["position"].to_numpy(dtype=np.int64)
+    cases = list(zip(*(c.values(0, i) for i, c in enumerate(rec.cases))))  # CASE_FIELDS order, per field
+    values: dict[str, np.ndarray] = {
+        "output_id": column(ids), "case_id": column([case_ids[p] for p in positions.tolist()]),
+        "repeat": column(columns["repeat"]), "finish_reason": nulls,
+        **{c: column(columns[c]) if c in columns else nulls for c in ("text", "completion_tokens", "error")},
+        **{c: column([None if v is None else float(v) for v in columns[c]]) if c in columns else nulls
+           for c in _REAL},
+        **{f: column(list(cases[CASE_FIELDS.index(f)]))[positions] for f in
+           ("case_key", "position", "expected", "match", "pattern", "json_schema", "category", "metadata_json",
+            "input_text")},
     }
-    values.update({f: [cases[p][at[f]] for p in positions] for f in
-                   ("case_key", "position", "expected", "match", "pattern", "json_schema", "category",
-                    "metadata_json", "input_text")})
-    run_of = columns["run_id"]
-    return {run: {k: [v for v, r in zip(col, run_of) if r == run] for k, col in values.items()}
-            for run in dict.fromkeys(run_of)}
+    run_of = np.asarray(columns["run_id"], dtype=np.int64)
+    return {int(run): {k: v[run_of == run] for k, v in values.items()} for run in dict.fromkeys(columns["run_id"])}
 
 
 def _model_config(session: Session, model: str) -> int:
