@@ -357,6 +357,40 @@ def test_token_counts_are_litellms_own_counts(model: str) -> None:
     assert result.counts[3] is pd.NA
 
 
+def test_tiktoken_table_counts_exactly_as_litellm() -> None:
+    """Models of tiktoken_models.json are counted without litellm: the counts must be litellm's own, for the
+    installed version (a table made from another version is ignored), on texts the table was not made with."""
+    import litellm
+
+    from lib.review.checks.lengths import _tiktoken_table, tiktoken_encoding_name
+
+    table = _tiktoken_table()
+    assert table, "tiktoken_models.json is not from the installed litellm: run scripts/tiktoken_models.py"
+    models = ["gpt-4o", "gpt-4.1", "gpt-4", "gpt-3.5-turbo", "gpt-4o-mini", "openai/gpt-4o",
+              *random.Random(3).sample(sorted(table), 40)]
+    texts = pd.Series(["Hello <|endoftext|> world <|fim_prefix|>", "注文番号 1234 の配送状況", "plain words " * 40,
+                       "  leading and trailing  \n\n", "emoji \U0001f600 and ñ", "{\"json\": [1, 2.5, null]}", None])
+    for model in models:
+        assert tiktoken_encoding_name(model) is not None, model
+        result = token_counts(texts, model)
+        assert result.method == METHOD_LITELLM
+        assert result.counts[:6].tolist() == [litellm.token_counter(model=model, text=t) for t in texts[:6]], model
+    assert tiktoken_encoding_name("meta-llama/Llama-3-8b-instruct") is None  # a Hugging Face tokenizer
+    assert tiktoken_encoding_name("claude-3-haiku-20240307") in (None, "cl100k_base")
+
+
+@pytest.mark.slow
+def test_counting_a_tabled_model_does_not_import_litellm() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, pandas as pd; from lib.review.checks.lengths import token_counts; "
+            "print(token_counts(pd.Series(['Hello, world!']), 'gpt-4o').counts[0], 'litellm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"}).stdout.split()
+    assert out == ["4", "False"]
+
+
 # ---- similarity and diffs ------------------------------------------------------------------------
 
 def test_similarity() -> None:

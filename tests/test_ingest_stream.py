@@ -195,6 +195,32 @@ def test_import_never_reads_the_file_whole(engine, monkeypatch, filename: str) -
     assert len(data) > 400_000 and raw.largest <= 4096
 
 
+def test_the_collector_paused_for_an_import_runs_again_after_it(engine, monkeypatch) -> None:
+    """gc_paused: no cyclic collection while rows are parsed and written, on again after (a failed import too);
+    a collector the caller had turned off stays off."""
+    import gc
+
+    seen = []
+    parse = table_stream.iter_row_tables
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        for chunk in parse(*args, **kwargs):
+            seen.append(gc.isenabled())
+            yield chunk
+
+    monkeypatch.setattr("lib.data.golden.iter_row_tables", watched)
+    assert import_dataset(engine, b"id,input\na,q\n", "ok.csv", "d").n_cases == 1
+    with pytest.raises(DatasetImportError, match="repeats id 'a'"):
+        import_dataset(engine, b"id,input\na,q\na,r\n", "bad.csv", "e")
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        import_dataset(engine, b"id,input\nb,q\n", "off.csv", "f")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_import_dataset_file_names_a_missing_path(engine, tmp_path: Path) -> None:
     with pytest.raises(DatasetImportError, match="no such file"):
         import_dataset_file(engine, tmp_path / "nope.csv", "d")
@@ -243,9 +269,9 @@ def test_recorded_outputs_are_stored_as_the_core_insert_stored_them(engine, monk
     other = get_engine(str(engine.url).replace(".db", "-old.db"))
     captured: list = []
 
-    def old_store(outputs: Any, case_ids: dict, run_ids: dict, dialect: Any) -> tuple[str, list]:
+    def old_store(outputs: Any, case_ids: dict, run_ids: dict, dialect: Any) -> tuple[str, list, dict]:
         captured.append(_core_insert_rows(outputs, case_ids, run_ids))
-        return "SELECT 1", []  # inserted below, after the load, as the Core insert did
+        return "SELECT 1", [], {}  # inserted below, after the load, as the Core insert did
 
     monkeypatch.setattr(store, "_output_rows", old_store)
     load_recorded(other, data, fixture, "new", mapping=mapping)
@@ -296,3 +322,36 @@ def test_a_killed_import_leaves_the_store_as_it_was(db_url: str, engine, tmp_pat
         assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
         assert conn.execute(text("SELECT id, name FROM dataset")).all() == [(first.dataset_id, "kept")]
         assert conn.execute(text('SELECT count(*) FROM "case"')).scalar() == first.n_cases
+
+
+@pytest.mark.parametrize("fixture", ["wide.csv", "long.csv"])
+def test_a_load_checks_its_outputs_as_they_read_back_from_the_store(engine, monkeypatch, fixture: str) -> None:
+    """A load checks its outputs from the values it wrote (no read back): they must be exactly what reading
+    them back gives, and the stored checks what checking the read-back outputs stores."""
+    import pandas as pd
+
+    import lib.review.checked as checked
+    from lib.data.loaders import LoadMapping, load_recorded
+    from lib.review.settings import ReviewSettings
+
+    seen: dict = {}
+    ensure = checked.ensure_checked
+
+    def watched(engine: Any, name: str, settings: Any = None, written: Any = None) -> Any:
+        seen.update(written or {})
+        return ensure(engine, name, settings, written)
+
+    monkeypatch.setattr(checked, "ensure_checked", watched)
+    mapping = LoadMapping(review=ReviewSettings(input_token_limit=50))  # inputs too
+    if fixture == "long.csv":
+        mapping.baseline, mapping.candidate = "gpt-4o-2024-08-06", "gpt-4.1-2025-04-14"
+    load_recorded(engine, (FIXTURES / fixture).read_bytes(), fixture, "w", mapping=mapping)
+    assert len(seen) == 2
+    with engine.connect() as conn:
+        for run, frame in seen.items():
+            pd.testing.assert_frame_equal(frame, checked._read_outputs(conn, run, -1, with_inputs=True))
+    stored = checked.checked_frame(engine, "w")
+    with engine.begin() as conn:  # forget the stored checks: computed again from the store's rows
+        conn.execute(text("DELETE FROM checksegment"))
+    assert checked.checked_with_counts(engine, "w")[1].outputs_checked > 0  # checked and stored again
+    pd.testing.assert_frame_equal(stored, checked.checked_frame(engine, "w"))  # both read from the store

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from itertools import chain
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from sqlalchemy import func, insert, update
 from sqlalchemy.engine import Engine
@@ -29,7 +29,7 @@ from lib.data.fields import (
     scalar_text,
     text_or_json,
 )
-from lib.data.table_stream import iter_row_tables
+from lib.data.table_stream import gc_paused, iter_row_tables
 from lib.data.tables import Table, read_rows
 from lib.errors import DatasetImportError, DatasetNotFound
 from lib.store.audit import record_event
@@ -136,6 +136,20 @@ def _input(value: Any) -> tuple[str, list[dict[str, Any]] | None]:
 _FIELDS = ("input", "expected", "match", "pattern", "schema", "category", "metadata", "id")
 
 
+def _blank_cell(value: Any) -> bool:  # `_blank` of a value from record.get (None for an absent key)
+    return value is None or (type(value) is str and not value.strip())
+
+
+def _text_column(records: list[dict[str, Any]], column: str | None) -> list[str | None] | None:
+    """A text field's values as `_row_case` stores them (blank -> None), or None if a cell is not text."""
+    if column is None:
+        return [None] * len(records)
+    values = [r.get(column) for r in records]
+    if not all(v is None or type(v) is str for v in values):
+        return None
+    return [v if v is not None and v.strip() else None for v in values]
+
+
 def _row_case(record: dict[str, Any], columns: tuple[str | None, ...]) -> CaseRecord:
     """One row's case (`columns`: the file column of each of _FIELDS, or None), fields checked in a fixed
     order (the first invalid one is reported); fast paths for plain text cells, with the results of the
@@ -179,6 +193,9 @@ class _CaseParser:
             union = Table(table.source, list(self.columns), [], [], table.by_line, table.is_csv, table.error)
             if _resolve_columns(union, self.mapping) != self.cols:
                 raise _Reread
+        fast = self._plain_cases(table)
+        if fast is not None:
+            return fast
         cases, cols, first, locs = [], self.cols, self.first, table.locs
         columns = tuple(cols[name] for name in _FIELDS)
         for row, record in enumerate(table.records):
@@ -194,6 +211,32 @@ class _CaseParser:
             first[case.key] = locs[row]
             cases.append(case)
         return cases
+
+    def _plain_cases(self, table: Table) -> list[CaseRecord] | None:
+        """The cases of a chunk whose every row is plain (text id and input not starting with '[', text or
+        blank expected and category, no rule, pattern, schema or metadata, no repeated id), checked column by
+        column: what `_row_case` makes of such rows. None: some row is not plain (or is invalid), and the
+        caller checks the chunk row by row, with its messages."""
+        cols, records = self.cols, table.records
+        id_col, input_col = cols["id"], cols["input"]
+        if id_col is None or input_col is None:
+            return None
+        for name in ("match", "pattern", "schema", "metadata"):
+            column = cols[name]
+            if column is not None and not all(_blank_cell(r.get(column)) for r in records):
+                return None
+        inputs = cast(list[str], [r.get(input_col) for r in records])  # checked next: text, not blank, no "["
+        if not all(type(v) is str and v.strip() and not v.lstrip().startswith("[") for v in inputs):
+            return None
+        keys = [v.strip() if type(v) is str else "" for v in (r.get(id_col) for r in records)]
+        if not all(keys) or len(set(keys)) != len(keys) or not self.first.keys().isdisjoint(keys):
+            return None
+        expected, category = (_text_column(records, cols[name]) for name in ("expected", "category"))
+        if expected is None or category is None:
+            return None
+        self.first.update(zip(keys, table.locs))
+        return [CaseRecord(key, text, None, exp, None, None, None, cat, None)
+                for key, text, exp, cat in zip(keys, inputs, expected, category)]
 
     def warnings(self) -> list[str]:
         ignored = [c for c in self.columns if c not in self.cols.values()]
@@ -320,7 +363,9 @@ def import_dataset_stream(engine: Engine, raw: IO[bytes], filename: str, name: s
     if not name:
         raise DatasetImportError(filename, "the dataset name is empty")
     try:
-        return _import_chunks(engine, iter_row_tables(raw, filename, DatasetImportError), name, filename, mapping)
+        with gc_paused():
+            return _import_chunks(engine, iter_row_tables(raw, filename, DatasetImportError), name, filename,
+                                  mapping)
     except _Reread:
         raw.seek(0)
         cases, warnings = parse_table(read_rows(raw.read(), filename), mapping)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +73,26 @@ def _read_outputs(conn: Connection, run_id: int, after: int, with_inputs: bool) 
 
 
 
+def written_outputs(values: Mapping[str, Sequence | np.ndarray]) -> pd.DataFrame:
+    """A run's outputs as `_read_outputs` reads them back (same columns, Python values in object columns),
+    from the values its writer just stored: `output_id`, `case_id`, `repeat`, _OUTPUT_FIELDS and
+    _CASE_FIELDS (plus `input_text`), each a list in output id order, as SQLite returns them (REAL columns
+    as floats). A load checks its outputs from these in the same pass instead of reading them again."""
+    names = {"output_id": "output_id", "case_id": "case_id", "repeat": "repeat",
+             **{f: f"b_{f}" for f in _OUTPUT_FIELDS}, **{f: f for f in (*_CASE_FIELDS, "input_text")}}
+    return pd.DataFrame({name: np.asarray(values[k], dtype=object) for k, name in names.items()})  # _RUN_SQL order
+
+
+def _next_outputs(conn: Connection, run_id: int, after: int, with_inputs: bool,
+                  written: pd.DataFrame | None) -> pd.DataFrame:
+    if written is None:
+        return _read_outputs(conn, run_id, after, with_inputs)
+    ids = written["output_id"].to_numpy(dtype=np.int64)
+    start = int(np.searchsorted(ids, after, side="right"))
+    chunk = written.iloc[start:start + CHUNK].reset_index(drop=True)
+    return chunk if with_inputs else chunk.drop(columns="input_text", errors="ignore")
+
+
 def _to_arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
@@ -88,9 +108,11 @@ def _live_keys(conn: Connection, run_id: int) -> frozenset[str]:
     return frozenset(settings_key(_settings_from_json(raw)) for (raw,) in rows)
 
 
-def _run_results(engine: Engine, run_id: int, settings: ReviewSettings, key: str, budget: int) -> _RunResults:
+def _run_results(engine: Engine, run_id: int, settings: ReviewSettings, key: str, budget: int,
+                 written: pd.DataFrame | None = None) -> _RunResults:
     """Stored results of the run, plus those of outputs not stored yet: checked now, CHUNK outputs at a
-    time, each chunk stored as it is done (a later chunk that finds the run changed is not stored)."""
+    time, each chunk stored as it is done (a later chunk that finds the run changed is not stored).
+    `written`: the run's outputs as just written (`written_outputs`), checked without reading them back."""
     scope = Scope(run_id, None, key)
     with engine.connect() as conn, conn.begin():  # one snapshot: stored state and outputs agree
         prompt = run_prompt(conn, run_id)
@@ -108,7 +130,8 @@ def _run_results(engine: Engine, run_id: int, settings: ReviewSettings, key: str
     state: Stored | None = stored
     while n_checked < n_todo:
         with engine.connect() as conn, conn.begin():
-            raw = _read_outputs(conn, run_id, after, with_inputs=settings.input_token_limit is not None)
+            raw = _next_outputs(conn, run_id, after, settings.input_token_limit is not None,
+                                None if restart else written)
             epochs = (check_store.epoch(conn, run_id), 0)
         if raw.empty:
             break
@@ -248,13 +271,14 @@ class CheckCounts:
 
 
 
-def checked_with_counts(engine: Engine, comparison: str,
-                        settings: ReviewSettings | None = None) -> tuple[pd.DataFrame, CheckCounts]:
+def checked_with_counts(engine: Engine, comparison: str, settings: ReviewSettings | None = None,
+                        written: Mapping[int, pd.DataFrame] | None = None) -> tuple[pd.DataFrame, CheckCounts]:
     settings = settings if settings is not None else stored_settings(engine, comparison)
     b_run, c_run = comparison_runs(engine, comparison)
     key = settings_key(settings)
-    b = _run_results(engine, b_run, settings, key, TEXT_BUDGET // 2)
-    c = b if c_run == b_run else _run_results(engine, c_run, settings, key, TEXT_BUDGET // 2)
+    written = written or {}
+    b = _run_results(engine, b_run, settings, key, TEXT_BUDGET // 2, written.get(b_run))
+    c = b if c_run == b_run else _run_results(engine, c_run, settings, key, TEXT_BUDGET // 2, written.get(c_run))
     frame = _pair_frame(b.frame, c.frame)
     n_pairs = _attach_pair_values(engine, frame, b_run, c_run, {**b.texts, **c.texts}, {**b.parsed, **c.parsed},
                                   settings)
@@ -268,11 +292,13 @@ def checked_frame(engine: Engine, comparison: str, settings: ReviewSettings | No
     return checked_with_counts(engine, comparison, settings)[0]
 
 
-def ensure_checked(engine: Engine, comparison: str, settings: ReviewSettings | None = None) -> CheckCounts | None:
+def ensure_checked(engine: Engine, comparison: str, settings: ReviewSettings | None = None,
+                   written: Mapping[int, pd.DataFrame] | None = None) -> CheckCounts | None:
     """Check and store what a report of this comparison will need. For the end of a run or a load:
-    returns None instead of raising when the data cannot be checked (the report will say why)."""
+    returns None instead of raising when the data cannot be checked (the report will say why).
+    `written`: run id -> its outputs as just written (`written_outputs`), not read back."""
     try:
-        return checked_with_counts(engine, comparison, settings)[1]
+        return checked_with_counts(engine, comparison, settings, written)[1]
     except ReviewInputError:
         return None
 

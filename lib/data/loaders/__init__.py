@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from lib.data.formats import FORMATS
 from lib.data.loaders import long, promptfoo, wide
 from lib.data.loaders.store import Recorded, comparison_exists, store_recorded
+from lib.data.table_stream import gc_paused
 from lib.data.tables import Table, decode_text, file_kind, read_rows
 from lib.errors import RecordedLoadError
 from lib.release import shadow
@@ -136,14 +137,18 @@ def _no_input_limit(filename: str, mapping: LoadMapping | None) -> None:
                                 field="input_token_limit")
 
 
-def _check_now(engine: Engine, name: str, mapping: LoadMapping | None) -> None:
-    # Check and store every output now, so the first report of this comparison reads stored columns.
-    from lib.review.checked import ensure_checked  # heavy (pyarrow, jsonschema): only for a load
+def _check_now(engine: Engine, name: str, mapping: LoadMapping | None,
+               written: dict[int, dict[str, Any]] | None = None) -> None:
+    # Check and store every output now, so the first report of this comparison reads stored columns;
+    # `written` (store_recorded's): the outputs as just stored, checked without reading them back.
+    from lib.review.checked import ensure_checked, written_outputs  # heavy (pyarrow, jsonschema): only for a load
     from lib.review.settings import save_settings
 
     if mapping is not None and mapping.review is not None:
         save_settings(engine, name, mapping.review)
-    ensure_checked(engine, name)
+    frames = {run: written_outputs(values) for run, values in (written or {}).items()}
+    written = None  # the lists: dropped as the frames are made
+    ensure_checked(engine, name, written=frames)
 
 
 def _import_litellm_quietly() -> None:
@@ -155,12 +160,16 @@ def _import_litellm_quietly() -> None:
         pass
 
 
-def _start_importing_litellm() -> None:
+def _start_importing_litellm(mapping: LoadMapping | None) -> None:
     """The checks at the end of a load count tokens with litellm, whose import costs ~2.5 s: started here on
     a thread, it overlaps parsing and writing the file (SQLite and file reads release the GIL). The checks'
     own `import litellm` waits for it if it is not done. The modules the load itself imports are imported
-    first, so the two threads never wait on each other's module locks."""
-    if "litellm" in sys.modules:
+    first, so the two threads never wait on each other's module locks. Not at all when both models are
+    named and counted with tiktoken without litellm (lengths.tiktoken_encoding_name)."""
+    from lib.review.checks.lengths import tiktoken_encoding_name
+
+    models = (mapping.baseline, mapping.candidate) if mapping is not None else (None, None)
+    if "litellm" in sys.modules or all(m is not None and tiktoken_encoding_name(m) for m in models):
         return
     import lib.data.loaders.rule_advice  # noqa: F401
     import lib.review.checked  # noqa: F401
@@ -174,27 +183,31 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
                   mapping: LoadMapping | None = None, system: str = "default") -> LoadResult:
     """Load a recorded comparison named `name` from a wide, long or promptfoo file."""
     name = _check_name(engine, name, filename)
-    _start_importing_litellm()
+    _start_importing_litellm(mapping)
     if fmt == shadow.FORMAT or (fmt is None and filename.lower().endswith(".gz")):
         return _load_shadow(engine, io.BytesIO(data), filename, name, mapping, system)
     fmt, rec = _parse(data, filename, fmt, mapping or LoadMapping())
     del data  # the file's bytes: not held through the writes and checks (load_recorded_file keeps no copy)
     if not rec.has_input:
         _no_input_limit(filename, mapping)
-    if mapping is None or mapping.match is None:
-        from lib.data.loaders.rule_advice import default_rule_notes  # imports the matching checks
+    from lib.review.checks.matching import shared_normalize
 
-        notes, warnings = default_rule_notes(rec)
-        rec.notes.extend(notes)
-        rec.warnings.extend(warnings)
-    store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
-                   report=_report(rec, fmt, filename))
-    result = LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
-                        candidate=rec.candidate, baseline_only=rec.baseline_only,
-                        candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
-                        warnings=rec.warnings, notes=rec.notes)
-    del rec  # the parsed file: the checks read what was stored
-    _check_now(engine, name, mapping)
+    # The rule advice and the checks normalise the same outputs for the default rule: once.
+    with shared_normalize():
+        if mapping is None or mapping.match is None:
+            from lib.data.loaders.rule_advice import default_rule_notes  # imports the matching checks
+
+            notes, warnings = default_rule_notes(rec)
+            rec.notes.extend(notes)
+            rec.warnings.extend(warnings)
+        written = store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
+                                 report=_report(rec, fmt, filename))
+        result = LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
+                            candidate=rec.candidate, baseline_only=rec.baseline_only,
+                            candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
+                            warnings=rec.warnings, notes=rec.notes)
+        del rec  # the parsed file: the checks take the outputs as stored (`written`)
+        _check_now(engine, name, mapping, written)
     return result
 
 
@@ -217,7 +230,8 @@ def load_recorded_file(engine: Engine, path: Path, name: str, fmt: str | None = 
             name = _check_name(engine, name, path.name)
             with path.open("rb") as raw:
                 return _load_shadow(engine, raw, path.name, name, mapping, system, progress)
-        return load_recorded(engine, path.read_bytes(), path.name, name, fmt, mapping, system)
+        with gc_paused():  # rows, cells and frames by the hundred thousand: see table_stream.gc_paused
+            return load_recorded(engine, path.read_bytes(), path.name, name, fmt, mapping, system)
     except FileNotFoundError as exc:
         if exc.filename != str(path):
             raise

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlmodel import Session, select
 
 from lib.data.fields import RULES_NEEDING_EXPECTED, InvalidField, check_rule, coerce_input, scalar_text, text_or_json
-from lib.data.golden import CaseRecord, save_cases
+from lib.data.golden import CASE_FIELDS, CaseRecord, save_cases
 from lib.data.tables import Table
 from lib.errors import RecordedLoadError
 from lib.review.constants import SIDES
@@ -132,7 +132,13 @@ def _cases(frame: pd.DataFrame, table: Table, rule: tuple[str | None, str | None
     cases, lacking = [], 0
     for key, r in zip(firsts.index, firsts.itertuples(index=False)):
         try:
-            input_text, messages = coerce_input(r.input, objects=True) if has_input else ("", None)
+            value = r.input
+            if not has_input:
+                input_text, messages = "", None
+            elif type(value) is str and value.strip() and not value.lstrip().startswith("["):
+                input_text, messages = value, None  # a plain prompt, as coerce_input returns it
+            else:
+                input_text, messages = coerce_input(value, objects=True)
             expected = text_or_json(r.expected)
             category = scalar_text(r.category, "category")
         except InvalidField as exc:
@@ -144,7 +150,9 @@ def _cases(frame: pd.DataFrame, table: Table, rule: tuple[str | None, str | None
                                 match=match, pattern=pattern, category=category, metadata=r.metadata))
     warnings = [f"{lacking} cases have no expected value: match rule '{rule[0]}' not applied to them"
                 ] if lacking else []
-    as_text = frame["input"].map(lambda v: v if isinstance(v, str) or v is None else to_json(v))
+    inputs = frame["input"]
+    as_text = inputs if all(type(v) is str for v in inputs) else inputs.map(
+        lambda v: v if isinstance(v, str) or v is None else to_json(v))
     differing = int((as_text.groupby(frame["key"]).nunique() > 1).sum())
     if differing:
         warnings.append(f"{differing} cases have rows with different inputs; each case keeps its first")
@@ -163,8 +171,9 @@ def comparison_exists(engine: Engine, name: str) -> bool:
 
 
 def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt: str, system: str,
-                   report: dict[str, Any]) -> None:
-    """Dataset, model configs, two recorded runs, outputs and the comparison, in one transaction."""
+                   report: dict[str, Any]) -> dict[int, dict[str, np.ndarray]]:
+    """Dataset, model configs, two recorded runs, outputs and the comparison, in one transaction.
+    Returns each run's outputs as stored (`_written`), for the checks of the same load."""
     with session_scope(engine) as session:
         # Its own dataset name, so a recorded file never becomes a new version of a golden dataset.
         ds, _ = save_cases(session, recorded_dataset_name(name), source, rec.cases)
@@ -172,12 +181,52 @@ def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt
         run_ids = {side: _recorded_run(session, model, ds.id, rec.outputs, side)
                    for side, model in zip(SIDES, (rec.baseline, rec.candidate))}
         conn = session.connection()
-        conn.exec_driver_sql(*_output_rows(rec.outputs, case_ids, run_ids, conn.dialect))
+        sql, rows, columns = _output_rows(rec.outputs, case_ids, run_ids, conn.dialect)
+        conn.exec_driver_sql(sql, rows)
+        del rows
+        # The rows' ids, in the order they were inserted (the runs are this transaction's own).
+        ids = [i for (i,) in conn.exec_driver_sql("SELECT id FROM output WHERE run_id IN (?, ?) ORDER BY id",
+                                                  tuple(run_ids.values())).fetchall()]
         session.add(Comparison(name=name, baseline_run_id=run_ids["baseline"],
                                candidate_run_id=run_ids["candidate"], system=system, source=fmt,
                                notes_json=to_json(report), created_at=utcnow()))
         record_event(session, "comparison_loaded", {"comparison": name, "fmt": fmt, "source": source,
                                                     "n_outputs": len(rec.outputs), "dataset_id": ds.id})
+    return _written(rec, columns, ids, case_ids)
+
+
+_REAL = ("latency_s", "cost_usd")  # FLOAT columns: SQLite keeps an integer given to them as a REAL
+
+
+def _written(rec: Recorded, columns: dict[str, list], ids: list[int], case_ids: dict[int, int | None]
+             ) -> dict[int, dict[str, np.ndarray]]:
+    """run id -> the values of its outputs and their cases as SQLite returns them (lib.review.checked's
+    `written_outputs`); empty when a value is of a kind the store would convert (then they are read back)."""
+    n = len(ids)
+    text_kinds = [columns[c] for c in ("text", "error") if c in columns]
+    if n != len(rec.outputs) or any(v is not None and type(v) is not str for col in text_kinds for v in col):
+        return {}
+
+    def column(values: list) -> np.ndarray:
+        out = np.empty(len(values), dtype=object)  # element by element: never a 2-D array of lists
+        out[:] = values
+        return out
+
+    nulls = column([None] * n)
+    positions = rec.outputs["position"].to_numpy(dtype=np.int64)
+    cases = list(zip(*(c.values(0, i) for i, c in enumerate(rec.cases))))  # CASE_FIELDS order, per field
+    values: dict[str, np.ndarray] = {
+        "output_id": column(ids), "case_id": column([case_ids[p] for p in positions.tolist()]),
+        "repeat": column(columns["repeat"]), "finish_reason": nulls,
+        **{c: column(columns[c]) if c in columns else nulls for c in ("text", "completion_tokens", "error")},
+        **{c: column([None if v is None else float(v) for v in columns[c]]) if c in columns else nulls
+           for c in _REAL},
+        **{f: column(list(cases[CASE_FIELDS.index(f)]))[positions] for f in
+           ("case_key", "position", "expected", "match", "pattern", "json_schema", "category", "metadata_json",
+            "input_text")},
+    }
+    run_of = np.asarray(columns["run_id"], dtype=np.int64)
+    return {int(run): {k: v[run_of == run] for k, v in values.items()} for run in dict.fromkeys(columns["run_id"])}
 
 
 def _model_config(session: Session, model: str) -> int:
@@ -216,9 +265,9 @@ def _bind(column: Column, dialect: Dialect) -> Callable[[Any], Any]:
 
 
 def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[str, int], dialect: Dialect
-                 ) -> tuple[str, list[tuple]]:
-    """The INSERT and its rows (tuples for the driver's executemany), built column-wise (this runs on 100k-row
-    logs); timestamps converted by the columns' own types, as SQLAlchemy would."""
+                 ) -> tuple[str, list[tuple], dict[str, list]]:
+    """The INSERT, its rows (tuples for the driver's executemany), built column-wise (this runs on 100k-row
+    logs), and every column's values; timestamps converted by the columns' own types, as SQLAlchemy would."""
     error = outputs["error"].map(scrubber(), na_action="ignore")  # a logged provider error may echo a key
     logged_at = pd.to_datetime(outputs["logged_at"], utc=True)
     columns = {
@@ -231,6 +280,7 @@ def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[
         "completion_tokens": _values(pd.to_numeric(outputs["completion_tokens"]).astype("Int64")),
         "logged_at": np.where(logged_at.notna(), logged_at.array.to_pydatetime(), None).tolist(),
     }
+    every = columns
     # Columns null in every row are left out: fewer bound parameters per row (the insert's cost).
     columns = {name: values for name, values in columns.items() if any(v is not None for v in values)}
     if "logged_at" in columns:
@@ -240,4 +290,4 @@ def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[
     names = [*constant, *columns]
     sql = f"INSERT INTO output ({', '.join(names)}) VALUES ({', '.join(['?'] * len(names))})"
     head = tuple(constant.values())
-    return sql, [head + row for row in zip(*columns.values())]
+    return sql, [head + row for row in zip(*columns.values())], every
