@@ -201,8 +201,8 @@ def count_tokens(model: str, messages: list[dict[str, Any]]) -> TokenCount:
     if price is not None and price.provider == "openai":
         name = openai_encoding_name(model)
         if name is not None:
-            return TokenCount(_count_messages(_encoding(name), messages), exact=True)
-    return TokenCount(_count_messages(_encoding(APPROX_ENCODING), messages), exact=False,
+            return TokenCount(_count_messages(bundled_encoding(name), messages), exact=True)
+    return TokenCount(_count_messages(bundled_encoding(APPROX_ENCODING), messages), exact=False,
                       note=f"approximate: {model} counted with tiktoken {APPROX_ENCODING}")
 
 
@@ -268,7 +268,7 @@ def _bundled_encoding_file(name: str) -> str | None:
     return path if path and (os.environ.get("CUSTOM_TIKTOKEN_CACHE_DIR") or os.path.isfile(path)) else None
 
 
-def _encoding(name: str) -> Any:
+def bundled_encoding(name: str) -> Any:
     """tiktoken's encoding from litellm's bundled files: TIKTOKEN_CACHE_DIR set as litellm's import sets it
     (so both share tiktoken's one copy per process, and nothing is downloaded)."""
     import tiktoken

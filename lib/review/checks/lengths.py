@@ -10,7 +10,6 @@ its encoding is known, and tiktoken counts exactly as litellm would (~2.3 s of C
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -23,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from lib.run.llm import bundled_encoding  # light: litellm itself is imported lazily
 
 METHOD_LITELLM = "litellm"
 METHOD_FALLBACK = "tiktoken cl100k_base (fallback: the model's tokenizer needs a Hugging Face download)"
@@ -57,7 +58,7 @@ def token_counts(texts: pd.Series, model: str) -> TokenCounts:
     unique = list(pd.unique(texts[present].astype(str)))
     encoding = tiktoken_encoding_name(model)
     if encoding is not None:
-        counted, method = _lengths(_tiktoken(encoding).encode_ordinary, unique), METHOD_LITELLM
+        counted, method = _lengths(bundled_encoding(encoding).encode_ordinary, unique), METHOD_LITELLM
     else:
         counted, method = _litellm_counts(model, unique)
     out = pd.Series(pd.NA, index=texts.index, dtype="Int64")
@@ -81,18 +82,6 @@ def tiktoken_encoding_name(model: str) -> str | None:
     return _tiktoken_table().get(model)
 
 
-def _tiktoken(name: str) -> Any:
-    """tiktoken's encoding from litellm's bundled files (offline), as litellm's import would point it."""
-    import tiktoken
-
-    # litellm sets the same on its first count (litellm_core_utils/default_encoding.py, imported lazily)
-    spec = importlib.util.find_spec("litellm")  # finds the package without running it
-    if spec is not None and spec.submodule_search_locations:
-        bundled = Path(next(iter(spec.submodule_search_locations))) / "litellm_core_utils" / "tokenizers"
-        os.environ["TIKTOKEN_CACHE_DIR"] = os.getenv("CUSTOM_TIKTOKEN_CACHE_DIR") or str(bundled)
-    return tiktoken.get_encoding(name)
-
-
 def _litellm_counts(model: str, unique: list[str]) -> tuple[dict[str, int], str]:
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # before the first import: no network fetch
     import litellm  # lazy: ~2.5 s and ~200 MB, only for a model the table does not know
@@ -112,7 +101,7 @@ def _litellm_counts(model: str, unique: list[str]) -> tuple[dict[str, int], str]
 
 def _fallback_counts(texts: list[str]) -> dict[str, int]:
     # encode_ordinary = litellm's own counting (special-token text counted as plain text)
-    return _lengths(_tiktoken("cl100k_base").encode_ordinary, texts)
+    return _lengths(bundled_encoding("cl100k_base").encode_ordinary, texts)
 
 
 def _tiktoken_counts(litellm: Any, model: str, texts: list[str]) -> dict[str, int]:
