@@ -19,7 +19,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from lib.data.tables import InputErrors, Table, file_kind, jsonl_rows, read_rows, unclosed_quote
+from lib.data.tables import (
+    InputErrors,
+    Table,
+    csv_header,
+    csv_records,
+    file_kind,
+    jsonl_rows,
+    read_rows,
+    unclosed_quote,
+)
 
 CHUNK_ROWS = 20_000
 BLOCK = 1 << 20  # bytes read at a time
@@ -130,24 +139,14 @@ def _csv_tables(text: IO[str], checked: _Utf8Checked, source: str, error: InputE
                 size: int) -> Iterator[Table]:
     reader = csv.reader(text)
     try:
-        header = [name.strip() for name in next(reader)]
-        dupes = sorted({name for name in header if header.count(name) > 1})
-        if dupes:
-            raise error(source, f"duplicate column names: {', '.join(dupes)}", line=1)
+        header = csv_header(reader, source, error)
         records: list[dict[str, Any]] = []
         locs: list[int] = []
-        end = reader.line_num
-        for row in reader:
-            # A quoted cell may span lines: a row starts on the line after the previous row ended.
-            start, end = end + 1, reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) > len(header):
-                raise error(source, f"row has {len(row)} cells but the header has {len(header)}", line=start)
+        for start, record in csv_records(reader, header, source, error):
             if len(records) >= size:  # yielded once a next row exists: the last chunk is checked below
                 yield Table(source, header, records, locs, by_line=True, is_csv=True, error=error)
                 records, locs = [], []
-            records.append(dict(zip(header, row)))
+            records.append(record)
             locs.append(start)
     except csv.Error as exc:
         raise error(source, f"malformed CSV: {exc}", line=reader.line_num) from None

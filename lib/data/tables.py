@@ -193,25 +193,37 @@ def _read_json(text: str, source: str, error: InputErrors) -> Table:
                  is_csv=False, error=error)
 
 
+def csv_header(reader: Any, source: str, error: InputErrors) -> list[str]:
+    """The header row of a `csv.reader`, names stripped; duplicate names are an error on line 1."""
+    header = [name.strip() for name in next(reader)]
+    dupes = sorted({name for name in header if header.count(name) > 1})
+    if dupes:
+        raise error(source, f"duplicate column names: {', '.join(dupes)}", line=1)
+    return header
+
+
+def csv_records(reader: Any, header: list[str], source: str, error: InputErrors) -> Iterator[tuple[int, dict]]:
+    """(first line, record) per non-blank row after the header; a row with more cells than the header is an
+    error naming its line. The caller turns `csv.Error` into a malformed-CSV error."""
+    end = reader.line_num
+    for row in reader:
+        # A quoted cell may span lines: a row starts on the line after the previous row ended.
+        start, end = end + 1, reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) > len(header):
+            raise error(source, f"row has {len(row)} cells but the header has {len(header)}", line=start)
+        yield start, dict(zip(header, row))
+
+
 def _read_csv(text: str, source: str, error: InputErrors) -> Table:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        header = [name.strip() for name in next(reader)]
-        dupes = sorted({name for name in header if header.count(name) > 1})
-        if dupes:
-            raise error(source, f"duplicate column names: {', '.join(dupes)}", line=1)
-        records, locs, end = [], [], reader.line_num
-        for row in reader:
-            # A quoted cell may span lines: a row starts on the line after the previous row ended.
-            start, end = end + 1, reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) > len(header):
-                raise error(source, f"row has {len(row)} cells but the header has {len(header)}", line=start)
-            records.append(dict(zip(header, row)))
-            locs.append(start)
+        header = csv_header(reader, source, error)
+        rows = list(csv_records(reader, header, source, error))
     except csv.Error as exc:
         raise error(source, f"malformed CSV: {exc}", line=reader.line_num) from None
+    records, locs = [record for _, record in rows], [line for line, _ in rows]
     unclosed_quote(text.count('"'), records, locs, source, error)
     return Table(source, header, records, locs, by_line=True, is_csv=True, error=error)
 
