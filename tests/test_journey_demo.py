@@ -174,14 +174,14 @@ def test_5_nothing_leaves_the_machine(walk, app) -> None:
     assert {h for h in walk.hosts if h} == {own}, sorted(set(walk.hosts))
 
 
-def test_an_app_started_on_an_empty_store_reaches_the_demo_in_one_click(tmp_path: Path) -> None:
+def test_an_app_started_on_an_empty_store_reaches_the_demo_in_one_click(walk, tmp_path: Path) -> None:
     """`streamlit run` on an empty store (without scripts/dev.py, which loads the demo first): the Overview's
-    empty state loads the demo, and the sidebar and the answer follow."""
+    empty state loads the demo, and the sidebar and the answer follow. (A page of the module's browser: one
+    Playwright per process.)"""
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'review.db'}", "REVIEW_KEY_DIR": str(tmp_path),
            "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    with serve_app(env, tmp_path / "streamlit.log") as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True)
-        pg = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+    with serve_app(env, tmp_path / "streamlit.log") as url:
+        pg = walk.context.new_page()
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
         pg.js_errors = errors  # type: ignore[attr-defined]
@@ -193,4 +193,4 @@ def test_an_app_started_on_an_empty_store_reaches_the_demo_in_one_click(tmp_path
         expect(pg.get_by_test_id("stSidebar").get_by_role("combobox")).to_have_value("demo-smollm2-q4-to-q2")
         healthy(pg, "the demo's Overview after one click")
         shot(pg, "0-empty-store-demo-loaded")
-        browser.close()
+        pg.close()
