@@ -56,6 +56,7 @@ def canary_check(
     refusal_pattern: list[str] = typer.Option([], "--refusal-pattern", help="Extra refusal regex (repeatable)."),
 ) -> None:
     """Evaluate the canary window. Exit 0 continue, 1 rollback, 3 not enough data yet, 2 bad input."""
+    from lib.data.tables import open_input
     from lib.release.canary import CanaryInputError, CanaryLogError, CanaryMapping, check_canary
 
     schema_text = None
@@ -68,13 +69,7 @@ def canary_check(
                             output_col=output_col, latency_col=latency_col, error_col=error_col,
                             judge_col=judge_col, schema_col=schema_col, timestamp_col=timestamp_col,
                             schema=schema_text, refusal_patterns=tuple(refusal_pattern))
-    try:
-        raw = log.open("rb")
-    except FileNotFoundError:
-        raise CanaryLogError(str(log), "no such file") from None
-    except IsADirectoryError:
-        raise CanaryLogError(str(log), "is a directory, not a file") from None
-    with raw:
+    with open_input(log, CanaryLogError) as raw:
         check = check_canary(engine(), raw, log.name, policy, mapping, since=since, version=version)
     if as_json:
         print_json(check.to_dict())

@@ -30,7 +30,7 @@ from lib.data.fields import (
     text_or_json,
 )
 from lib.data.table_stream import gc_paused, iter_row_tables
-from lib.data.tables import Table, read_rows
+from lib.data.tables import Table, open_input, read_rows
 from lib.errors import DatasetImportError, DatasetNotFound
 from lib.store.audit import record_event
 from lib.store.columns import to_json, utcnow
@@ -346,13 +346,7 @@ def import_dataset(engine: Engine, data: bytes, filename: str, name: str,
 
 def import_dataset_file(engine: Engine, path: Path, name: str, mapping: ColumnMapping | None = None) -> ImportResult:
     """`import_dataset` from a path, read in chunks: never held whole in memory (but a JSON array)."""
-    try:
-        raw = path.open("rb")
-    except FileNotFoundError:
-        raise DatasetImportError(str(path), "no such file") from None
-    except IsADirectoryError:
-        raise DatasetImportError(str(path), "is a directory, not a file") from None
-    with raw:
+    with open_input(path, DatasetImportError) as raw:
         return import_dataset_stream(engine, raw, path.name, name, mapping)
 
 

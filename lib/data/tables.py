@@ -8,12 +8,12 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import PurePath
-from typing import Any, NoReturn
+from pathlib import Path, PurePath
+from typing import IO, Any, NoReturn
 
 import pandas as pd
 
-from lib.errors import DatasetImportError, RecordedLoadError
+from lib.errors import DatasetImportError, FileInputError, RecordedLoadError
 
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".json": "json"}
 
@@ -114,6 +114,17 @@ class Table:
         if self.is_csv:
             df = df.replace("", None)
         return df.astype(object).where(df.notna(), None)
+
+
+def open_input(path: Path, error: type[FileInputError]) -> IO[bytes]:
+    """A user's file opened for reading; a missing path or a folder is the caller's named error, raised here
+    only (an error of that kind later, inside the work on the file, is not said to be the path's)."""
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise error(str(path), "no such file") from None
+    except IsADirectoryError:
+        raise error(str(path), "is a directory, not a file") from None
 
 
 def file_kind(filename: str, error: InputErrors = DatasetImportError) -> str:

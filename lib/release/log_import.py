@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 from lib.data.answers import answer_texts
 from lib.data.loaders import LoadMapping, long
 from lib.data.loaders.stream import CHUNK_ROWS, HashingReader, chunk_frame, iter_tables, stream_kind
-from lib.data.tables import Table, read_rows
+from lib.data.tables import Table, open_input, read_rows
 from lib.errors import NotFoundError, RecordedLoadError
 from lib.release.log_entities import ProductionLog
 from lib.store.audit import record_event
@@ -274,13 +274,8 @@ def import_log(engine: Engine, raw: IO[bytes], filename: str, name: str, mapping
 
 def import_log_file(engine: Engine, path: Path, name: str, mapping: LoadMapping | None = None,
                     progress: Callable[[int], None] | None = None) -> LogImportResult:
-    try:
-        with path.open("rb") as raw:
-            return import_log(engine, raw, path.name, name, mapping, progress=progress)
-    except FileNotFoundError:
-        raise LogImportError(str(path), "no such file") from None
-    except IsADirectoryError:
-        raise LogImportError(str(path), "is a directory, not a file") from None
+    with open_input(path, LogImportError) as raw:
+        return import_log(engine, raw, path.name, name, mapping, progress=progress)
 
 
 def get_log(session: Session, name: str) -> ProductionLog:

@@ -21,7 +21,7 @@ from lib.data.formats import FORMATS
 from lib.data.loaders import long, promptfoo, wide
 from lib.data.loaders.store import Recorded, comparison_exists, store_recorded
 from lib.data.table_stream import gc_paused
-from lib.data.tables import Table, decode_text, file_kind, read_rows
+from lib.data.tables import Table, decode_text, file_kind, open_input, read_rows
 from lib.errors import RecordedLoadError
 from lib.release import shadow
 
@@ -225,21 +225,11 @@ def load_recorded_file(engine: Engine, path: Path, name: str, fmt: str | None = 
                        mapping: LoadMapping | None = None, system: str = "default",
                        progress: Callable[[int], None] | None = None) -> LoadResult:
     """`load_recorded` from a path; a shadow log (or any .gz) is streamed, never read whole."""
-    try:
+    with open_input(path, RecordedLoadError) as raw:
         if fmt == shadow.FORMAT or (fmt is None and path.name.lower().endswith(".gz")):
             name = _check_name(engine, name, path.name)
-            with path.open("rb") as raw:
-                return _load_shadow(engine, raw, path.name, name, mapping, system, progress)
+            return _load_shadow(engine, raw, path.name, name, mapping, system, progress)
         with gc_paused():  # rows, cells and frames by the hundred thousand: see table_stream.gc_paused
-            return load_recorded(engine, path.read_bytes(), path.name, name, fmt, mapping, system)
-    except FileNotFoundError as exc:
-        if exc.filename != str(path):
-            raise
-        raise RecordedLoadError(str(path), "no such file") from None
-    except IsADirectoryError as exc:
-        if exc.filename != str(path):
-            raise
-        raise RecordedLoadError(str(path), "is a directory, not a file") from None
-
+            return load_recorded(engine, raw.read(), path.name, name, fmt, mapping, system)
 
 __all__ = ["FORMATS", "LoadMapping", "LoadResult", "detect_format", "load_recorded", "load_recorded_file"]
