@@ -13,7 +13,9 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,3 +81,16 @@ def fresh_store(workdir: Path) -> str:
     for suffix in ("", "-wal", "-shm"):
         Path(db + suffix).unlink(missing_ok=True)
     return db
+
+
+def generated_log(workdir: Path | None, prefix: str, stem: str, n: int, kind: str, gzip: bool,
+                  generate: Callable[[Path, int, str], object], unit: str) -> tuple[str, Path]:
+    """(fresh store, log file) in `workdir` (a new temporary folder when None), the log written by `generate`
+    with `n` rows; prints how long that took and the file's size."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix=prefix))
+    db = fresh_store(workdir)
+    log = workdir / f"{stem}.{kind}{'.gz' if gzip else ''}"
+    started = time.perf_counter()
+    generate(log, n, kind)
+    print(f"generated {n} {unit} in {time.perf_counter() - started:.1f} s: {log} ({log.stat().st_size / 1e6:.0f} MB)")
+    return db, log

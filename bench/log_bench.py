@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import fresh_store, peak_mb, run_phase
+from bench.harness import generated_log, peak_mb, run_phase
 from bench.shadow_bench import generate
 
 
@@ -58,13 +57,7 @@ def main() -> None:
     if args.phase == "timeline":
         print(json.dumps(phase_timeline(args.db)))
         return
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="log-bench-"))
-    db = fresh_store(workdir)
-    log = workdir / f"log.{args.kind}{'.gz' if args.gzip else ''}"
-    started = time.perf_counter()
-    generate(log, args.rows, args.kind)
-    print(f"generated {args.rows} rows in {time.perf_counter() - started:.1f} s: {log} "
-          f"({log.stat().st_size / 1e6:.0f} MB)")
+    db, log = generated_log(args.workdir, "log-bench-", "log", args.rows, args.kind, args.gzip, generate, "rows")
     figures = run_phase("bench.log_bench", ["--phase", "import", "--db", db, "--log", str(log)])
     print(f"log import: {figures['import_s']} s for {figures['rows']} rows "
           f"({figures['rows'] / figures['import_s']:.0f} rows/s), peak {figures['import_peak_mb']} MB")

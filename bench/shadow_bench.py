@@ -17,12 +17,11 @@ import csv
 import gzip
 import json
 import random
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.harness import fresh_store, peak_mb, run_phase
+from bench.harness import generated_log, peak_mb, run_phase
 from bench.synth import CATEGORIES, WORDS
 
 MODELS = ("gpt-4o-2024-08-06", "gpt-4.1-2025-04-14")
@@ -139,13 +138,8 @@ def main() -> None:
     if args.phase == "judge-sample":
         print(json.dumps(phase_judge_sample(args.db, args.how)))
         return
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shadow-bench-"))
-    db = fresh_store(workdir)
-    log = workdir / f"shadow.{args.kind}{'.gz' if args.gzip else ''}"
-    started = time.perf_counter()
-    generate(log, args.calls, args.kind)
-    print(f"generated {args.calls} calls in {time.perf_counter() - started:.1f} s: {log} "
-          f"({log.stat().st_size / 1e6:.0f} MB)")
+    db, log = generated_log(args.workdir, "shadow-bench-", "shadow", args.calls, args.kind, args.gzip, generate,
+                            "calls")
     figures = run_phase("bench.shadow_bench", ["--phase", "load", "--db", db, "--log", str(log)])
     print(f"load: {figures['load_s']} s for {figures['n_pairs']} pairs "
           f"({args.calls / figures['load_s']:.0f} calls/s), peak {figures['load_peak_mb']} MB")
