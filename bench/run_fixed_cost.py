@@ -21,6 +21,11 @@ bench/fixed_cost_trace/ is put on the child's PYTHONPATH, and records when the C
   the checks (nothing left when the thread finished) | the end-of-run checks (lib/review/checked.py) |
   the summary | interpreter exit.
 
+Workers come from the resident worker host (lib/run/resident.py), in a runtime directory of the bench's
+own: the first run starts it (cold: litellm's import is on its path) and is shown on its own line; the
+medians are of the later runs, which reuse it (what every run but the first of a session costs). With
+--no-resident every run starts its own fork server (REVIEW_RESIDENT=0), as before the host existed.
+
 With --reference, the same calls from a bare aiohttp client follow each run (what the machine allowed at
 that moment, apart from litellm and the runner): the run's calls phase is compared with it.
 """
@@ -40,6 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import ROOT, bare_client_wall, make_dataset  # noqa: E402
+from lib.run import resident  # noqa: E402
 from lib.store.engine import get_engine  # noqa: E402
 from tests.llm_server import LLMServer  # noqa: E402
 
@@ -84,7 +90,9 @@ def one_run(db_url: str, server: LLMServer, args: argparse.Namespace, name: str,
             skip_check_imports: bool = False) -> dict[str, float]:
     server.log.clear()
     env = {**os.environ, "DATABASE_URL": db_url, "PYTHONPATH": str(TRACE_DIR), "REVIEW_TRACE_FILE": str(trace),
-           "REVIEW_TRACE_SKIP": "_import_for_checks" if skip_check_imports else ""}
+           "REVIEW_TRACE_SKIP": "_import_for_checks" if skip_check_imports else "",
+           "REVIEW_RUNTIME_DIR": str(Path(db_url.removeprefix("sqlite:///")).parent / "runtime"),
+           "REVIEW_RESIDENT": "0" if args.no_resident else "1"}
     started = time.monotonic()
     proc = subprocess.run([str(ROOT / "review"), "run", "--dataset", "bench", "--baseline", "openai/bench-a",
                            "--candidate", "openai/bench-b", "--name", name, "--api-base", server.url,
@@ -109,14 +117,17 @@ def ab_check_imports(args: argparse.Namespace) -> None:
         db_url = f"sqlite:///{tmp}/bench.db"
         make_dataset(get_engine(db_url), "bench", args.cases)
         results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
-        for i in range(args.runs):
-            for skip in (False, True):
-                fig = one_run(db_url, server, args, f"run-{i}-{skip}", Path(tmp) / f"trace-{i}-{skip}.json", skip)
-                fig["bare client"] = bare_client_wall(server.url, 2 * args.cases, args.concurrency)
-                results[skip].append(fig)
-                print(f"run {i + 1}, check imports {'after' if skip else 'during'} the calls: calls "
-                      f"{fig['calls']:.2f}s (bare client {fig['bare client']:.2f}s), tail {fig['tail']:.2f}s; "
-                      f"load {os.getloadavg()[0]:.2f}")
+        try:
+            for i in range(args.runs):
+                for skip in (False, True):
+                    fig = one_run(db_url, server, args, f"run-{i}-{skip}", Path(tmp) / f"trace-{i}-{skip}.json", skip)
+                    fig["bare client"] = bare_client_wall(server.url, 2 * args.cases, args.concurrency)
+                    results[skip].append(fig)
+                    print(f"run {i + 1}, check imports {'after' if skip else 'during'} the calls: calls "
+                          f"{fig['calls']:.2f}s (bare client {fig['bare client']:.2f}s), tail {fig['tail']:.2f}s; "
+                          f"load {os.getloadavg()[0]:.2f}")
+        finally:
+            _stop_host(Path(tmp) / "runtime")
         for skip, figs in results.items():
             ratio = statistics.median(f["calls"] / f["bare client"] for f in figs)
             print(f"median, check imports {'after' if skip else 'during'} the calls: calls / bare client {ratio:.3f}, "
@@ -131,6 +142,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--reference", action="store_true", help="a bare aiohttp client's wall after each run")
+    parser.add_argument("--no-resident", action="store_true",
+                        help="every run starts its own fork server (REVIEW_RESIDENT=0), as before the resident host")
     parser.add_argument("--ab-check-imports", action="store_true",
                         help="alternate runs with and without the checks' imports during the calls; medians of each")
     args = parser.parse_args()
@@ -140,34 +153,55 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, LLMServer(latency=args.latency) as server:
         db_url = f"sqlite:///{tmp}/bench.db"
         make_dataset(get_engine(db_url), "bench", args.cases)
-        figures = []
-        for i in range(args.runs):
-            fig = one_run(db_url, server, args, f"run-{i}", Path(tmp) / f"trace-{i}.json")
-            if args.reference:
-                fig["bare client"] = bare_client_wall(server.url, 2 * args.cases, args.concurrency)
-            figures.append(fig)
-            print(f"run {i + 1}: process {fig['process']:.2f}s = start to first call {fig['head']:.2f}s + calls "
-                  f"{fig['calls']:.2f}s + last response to exit {fig['tail']:.2f}s; load {os.getloadavg()[0]:.2f}"
-                  + (f"; bare client {fig['bare client']:.2f}s" if args.reference else ""))
-        med = {k: statistics.median(f[k] for f in figures) for k in figures[0]}
-        print(f"median of {args.runs} ({args.cases} cases x 2, latency {args.latency}s, concurrency "
-              f"{args.concurrency}): fixed {med['fixed']:.2f}s = start to first call {med['head']:.2f}s + last "
-              f"response to exit {med['tail']:.2f}s; calls {med['calls']:.2f}s; process {med['process']:.2f}s")
-        if args.reference:
-            print(f"  calls / bare client, same traffic: {med['calls']:.2f}s / {med['bare client']:.2f}s = "
-                  f"{statistics.median(f['calls'] / f['bare client'] for f in figures):.3f}")
-        print("start to first call, medians:")
-        for label, *_ in HEAD:
-            print(f"  {label:<50} {med[label]:6.2f}s")
+        try:
+            figures = [_run_and_print(db_url, server, args, i, Path(tmp)) for i in range(args.runs)]
+        finally:
+            _stop_host(Path(tmp) / "runtime")
+    if not args.no_resident and len(figures) > 1:
+        print(f"run 1 started the resident worker host: fixed {figures[0]['fixed']:.2f}s (start to first call "
+              f"{figures[0]['head']:.2f}s); the medians below are of runs 2-{args.runs}, which reused it")
+        figures = figures[1:]
+    _print_medians(figures, args)
+
+
+def _run_and_print(db_url: str, server: LLMServer, args: argparse.Namespace, i: int, tmp: Path) -> dict[str, float]:
+    fig = one_run(db_url, server, args, f"run-{i}", tmp / f"trace-{i}.json")
+    if args.reference:
+        fig["bare client"] = bare_client_wall(server.url, 2 * args.cases, args.concurrency)
+    print(f"run {i + 1}: process {fig['process']:.2f}s = start to first call {fig['head']:.2f}s + calls "
+          f"{fig['calls']:.2f}s + last response to exit {fig['tail']:.2f}s; load {os.getloadavg()[0]:.2f}"
+          + (f"; bare client {fig['bare client']:.2f}s" if args.reference else ""))
+    return fig
+
+
+def _stop_host(runtime: Path) -> None:
+    os.environ["REVIEW_RUNTIME_DIR"] = str(runtime)  # the host the runs started (same code and settings)
+    os.environ["PYTHONPATH"] = str(TRACE_DIR)
+    if runtime.is_dir():
+        resident.ask("exit")
+
+
+def _print_medians(figures: list[dict[str, float]], args: argparse.Namespace) -> None:
+    med = {k: statistics.median(f[k] for f in figures) for k in figures[0]}
+    print(f"median of {len(figures)} ({args.cases} cases x 2, latency {args.latency}s, concurrency "
+          f"{args.concurrency}): fixed {med['fixed']:.2f}s = start to first call {med['head']:.2f}s + last "
+          f"response to exit {med['tail']:.2f}s; calls {med['calls']:.2f}s; process {med['process']:.2f}s")
+    if args.reference:
+        print(f"  calls / bare client, same traffic: {med['calls']:.2f}s / {med['bare client']:.2f}s = "
+              f"{statistics.median(f['calls'] / f['bare client'] for f in figures):.3f}")
+    print("start to first call, medians:")
+    for label, *_ in HEAD:
+        print(f"  {label:<50} {med[label]:6.2f}s")
+    if not all(math.isnan(med[label]) for label, *_ in FORK_SERVER[1:]):
         print("  meanwhile, from process start:")
         for label, *_ in FORK_SERVER:
             print(f"    {label:<48} {med[label]:6.2f}s")
-        print("during the calls:")
-        for label, *_ in DURING_CALLS:
-            print(f"  {label:<50} {med[label]:6.2f}s")
-        print("last response to exit, medians:")
-        for label, *_ in TAIL:
-            print(f"  {label:<50} {med[label]:6.2f}s")
+    print("during the calls:")
+    for label, *_ in DURING_CALLS:
+        print(f"  {label:<50} {med[label]:6.2f}s")
+    print("last response to exit, medians:")
+    for label, *_ in TAIL:
+        print(f"  {label:<50} {med[label]:6.2f}s")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,7 @@ class LoggedRequest:
     fault: str | None  # the fault served, if any
     at: float  # time.monotonic() when it arrived
     body: dict = field(default_factory=dict)  # the request's JSON body (tools, tool_choice, parameters)
+    auth: str = ""  # the Authorization header (which key the caller sent)
 
 
 @dataclass
@@ -353,6 +354,7 @@ class LLMServer:
         body = await request.json()
         model, messages = str(body.get("model", "")), list(body.get("messages") or [])
         entry, fault = self._register(model, messages, body)
+        entry.auth = request.headers.get("Authorization", "")
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault is not None and fault.kind == "401":  # like OpenAI: the refused key is echoed back

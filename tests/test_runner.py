@@ -379,14 +379,24 @@ def _still_alive(pids: set[int]) -> set[int]:
     return alive
 
 
+def _run_processes(proc: subprocess.Popen) -> set[int]:
+    """The CLI's live descendants and the resident host's live workers (lib/run/resident.py)."""
+    from lib.run import resident
+
+    host = resident.ask("ping")
+    return _live_descendants(proc.pid) | (_live_descendants(host) if host else set())
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", ["in-process", "per-side"])
+@pytest.mark.parametrize("workers", ["in-process", "per-side", "per-side, own fork server"])
 def test_killed_cli_run_leaves_a_consistent_store_and_resumes(engine, db_url: str, llm_server: LLMServer,
-                                                              workers: str) -> None:
+                                                              workers: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if workers.endswith("own fork server"):
+        monkeypatch.setenv("REVIEW_RESIDENT", "0")
     prompts = make_dataset(engine, n=30)
     llm_server.latency = 0.4
     args = ["run", "--dataset", "golden", "--baseline", "openai/base", "--candidate", "openai/cand",
-            "--name", "killed", "--api-base", llm_server.url, "--concurrency", "4", "--workers", workers]
+            "--name", "killed", "--api-base", llm_server.url, "--concurrency", "4", "--workers", workers.split(",")[0]]
     proc = _cli(db_url, *args)
     deadline = time.monotonic() + 120  # generous: a loaded machine imports slowly
     while len(_stored_pairs(engine)) < 8:
@@ -394,8 +404,8 @@ def test_killed_cli_run_leaves_a_consistent_store_and_resumes(engine, db_url: st
         time.sleep(0.05)
     llm_server.latency = 60.0  # from now on nothing returns: workers must notice the kill by themselves
     time.sleep(1.0)  # the requests already in flight return and are stored
-    descendants = _live_descendants(proc.pid)  # per side: the fork server and its two workers
-    assert len(descendants) >= (3 if workers == "per-side" else 0)
+    descendants = _run_processes(proc)  # per side: two workers (and this command's fork server, if its own)
+    assert len(descendants) >= {"in-process": 0, "per-side": 2}.get(workers, 3)
     proc.kill()
     proc.wait(10)
     deadline = time.monotonic() + 20
@@ -437,9 +447,14 @@ def test_ctrl_c_exits_130_with_one_line_and_keeps_what_was_stored(engine, db_url
     while len(_stored_pairs(engine)) < 4:
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.05)
+    running = _run_processes(proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    deadline = time.monotonic() + 10
+    while _still_alive(running):  # the workers were told to stop, wherever they were forked from
+        assert time.monotonic() < deadline, f"still running: {_still_alive(running)}"
+        time.sleep(0.05)
     assert err.strip().splitlines()[-1].startswith("error: interrupted; what was stored is kept"), repr(err[-600:])
     assert "Traceback" not in err and 4 <= len(_stored_pairs(engine)) < 60
 

@@ -30,6 +30,7 @@ def _register() -> None:
         report_cmd,
         run_cmd,
         settings_cmd,
+        workers_cmd,
     )
 
 

@@ -10,10 +10,11 @@ It runs either in the calling thread (`in-process`) or as one worker process per
 loop, so at high concurrency with short latencies one core is the bottleneck; a worker per side
 gives each side its own loop, client and core. Workers are forked from a fork server that imported
 litellm and made one local call once (`warm_up`, lib/run/worker_preload.py), because importing it takes
-~3 s; they write their own outputs and send progress to the parent, which forwards it to the
-caller's `progress` callback in the caller's thread. Ctrl-C reaches the workers too; a parent that
-stops (an exception in `progress`) stops them; a parent that dies (kill -9) closes their pipe, and
-they stop by themselves.
+~2-3 s: the resident host that outlives one command (lib/run/resident.py), else this command's own.
+They write their own outputs and send progress to the parent, which forwards it to the caller's
+`progress` callback in the caller's thread. A parent that stops (Ctrl-C, an exception in `progress`)
+tells them to stop, and kills them after STOP_GRACE_S; a parent that dies (kill -9) closes their
+connection, and they stop by themselves.
 
 Each side's attempts are paced to its model's quota by a `lib.run.quota.Pacer` (declared rpm/tpm, the
 provider's rate-limit headers, or found from 429s); a worker paces its own side.
@@ -39,7 +40,7 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import Engine
 
 from lib.errors import ReviewInputError
-from lib.run import llm, stoppable
+from lib.run import llm, resident, stoppable
 from lib.run.forkserver import choose_workers, context, should_warm_up, warm_up  # noqa: F401  (re-exported)
 from lib.run.modes import WORKER_MODES
 from lib.run.quota import Pacer, Quota, quota_for
@@ -244,6 +245,7 @@ class _Task:
 
     db_url: str
     env: dict[str, str]
+    cwd: str
     side: Side
     jobs: list[Job]
     options: RunOptions
@@ -267,11 +269,11 @@ class _Workers:
         by_side = {name: js for name, js in by_side.items() if js}
         shares = _shares(options.concurrency, [len(js) for js in by_side.values()])
         env = dict(os.environ)
-        self.tasks = {name: _Task(url, env, self.sides[name], js, options, share)
+        self.tasks = {name: _Task(url, env, os.getcwd(), self.sides[name], js, options, share)
                       for (name, js), share in zip(by_side.items(), shares)}
         self.progress = progress
         self.on_calling = on_calling
-        self.procs: dict[str, multiprocessing.process.BaseProcess] = {}
+        self.procs: dict[str, multiprocessing.process.BaseProcess | resident.RemoteWorker] = {}
         self.conns: dict[str, Connection] = {}
         self.cpu_s = 0.0
 
@@ -288,11 +290,7 @@ class _Workers:
 
     def _start(self) -> None:
         for name, task in self.tasks.items():
-            mine, theirs = multiprocessing.Pipe()
-            proc = context().Process(target=_worker_main, args=(task, theirs), name=f"run-worker-{name}", daemon=True)
-            proc.start()
-            theirs.close()  # only the worker holds its end: our exit (even kill -9) is its EOF
-            self.procs[name], self.conns[name] = proc, mine
+            self.procs[name], self.conns[name] = _start_worker(name, task)
 
     def _drain(self, conn: Connection) -> None:
         name = next(n for n, c in self.conns.items() if c is conn)
@@ -312,7 +310,9 @@ class _Workers:
                     raise RuntimeError(f"the {name} worker failed: {body[0]}")
         except EOFError:
             self.procs[name].join(STOP_GRACE_S)
-            raise RuntimeError(f"the {name} worker exited ({self.procs[name].exitcode}) before finishing") from None
+            code = self.procs[name].exitcode
+            how = f" ({code})" if code is not None else ""
+            raise RuntimeError(f"the {name} worker exited{how} before finishing") from None
         if latest is not None and self.progress is not None:
             self.progress(latest)
 
@@ -347,14 +347,31 @@ class _Workers:
             conn.close()
 
 
-def _worker_main(task: _Task, conn: Connection) -> None:
+def _start_worker(name: str, task: _Task) -> tuple[multiprocessing.process.BaseProcess | resident.RemoteWorker,
+                                                  Connection]:
+    """A worker forked by the resident host (litellm already imported, lib/run/resident.py), else by this
+    command's own fork server."""
+    if resident.enabled():
+        try:
+            return resident.start_worker(task)
+        except resident.ResidentUnavailable:
+            pass  # e.g. a runtime directory others can enter: the per-command fork server still works
+    mine, theirs = multiprocessing.Pipe()
+    proc = context().Process(target=worker_main, args=(task, theirs), name=f"run-worker-{name}", daemon=True)
+    proc.start()
+    theirs.close()  # only the worker holds its end: our exit (even kill -9) is its EOF
+    return proc, mine
+
+
+def worker_main(task: _Task, conn: Connection) -> None:
     """A worker process: its own loop and litellm client over one side's jobs."""
     os.environ.clear()
     os.environ.update(task.env)  # the fork server's environment is from when it started
+    os.chdir(task.cwd)
     try:
         asyncio.run(_worker_loop(task, conn))
     except (KeyboardInterrupt, asyncio.CancelledError):
-        raise SystemExit(1) from None  # stopped (Ctrl-C reaches the whole process group, or the parent)
+        raise SystemExit(1) from None  # stopped (by the parent, or Ctrl-C to this command's fork server's workers)
     except BaseException:
         conn.send(("failed", traceback.format_exc(limit=8)))
         raise SystemExit(1) from None

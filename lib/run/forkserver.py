@@ -1,7 +1,9 @@
 """The run workers' fork server: when a run uses one worker process per side, and starting the server early.
 
-Light on purpose (multiprocessing only): the CLI asks for the server before it imports SQLAlchemy, so the
-server's ~2-3 s of importing litellm (lib/run/worker_preload.py) starts as early as it can.
+Light on purpose (multiprocessing and lib/run/resident.py only): the CLI asks for a server before it imports
+SQLAlchemy, so a cold server's ~2-3 s of importing litellm (lib/run/worker_preload.py) starts as early as it
+can. Workers come from the resident host when it can be used (it outlives the command, so only the first run
+pays that import), else from this command's own fork server.
 """
 from __future__ import annotations
 
@@ -48,9 +50,18 @@ def context() -> multiprocessing.context.ForkServerContext:
 
 
 def warm_up() -> None:
-    """Start the workers' fork server now (it imports litellm in the background, ~3 s), so a big run
-    started soon after does not wait for it. Idempotent, returns at once."""
+    """Have a worker host ready soon, so a big run started now does not wait for litellm's import (~2-3 s):
+    the resident host (lib/run/resident.py, started unless one is alive), else this process's fork server.
+    Idempotent, returns at once."""
     if not HAS_FORKSERVER:
         return
+    from lib.run import resident
+
+    if resident.enabled():
+        try:
+            resident.ensure_started()
+            return
+        except resident.ResidentUnavailable:
+            pass
     context()
     forkserver.ensure_running()
