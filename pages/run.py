@@ -88,7 +88,9 @@ def _options() -> RunOptions:
                       repeats=int(d.number_input("repeats", 1, 50, 1, key="run_repeats")),
                       workers=e.selectbox("workers", WORKER_MODES, key="run_workers",
                                           help="per-side: each side in its own process, faster at high "
-                                               "concurrency; auto: per-side for large runs"))
+                                               "concurrency; auto: per-side whenever the resident worker host "
+                                               "can run here (it keeps litellm imported between runs), else "
+                                               "for large runs"))
 
 
 def _quota() -> dict[str, Quota]:

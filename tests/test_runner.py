@@ -225,6 +225,12 @@ def test_workers_auto_choice_and_concurrency_shares() -> None:
     assert choose_workers(RunOptions(concurrency=1, workers="per-side"), small) == "in-process"  # cannot split
     assert choose_workers(RunOptions(concurrency=2, workers="per-side"), small) == "per-side"
     assert choose_workers(RunOptions(concurrency=32, workers="in-process"), big) == "in-process"
+    # With the resident worker host, workers start in ms and this process need not import litellm: any size.
+    assert choose_workers(RunOptions(concurrency=32), small, resident_ready=True) == "per-side"
+    assert choose_workers(RunOptions(concurrency=4), {"baseline": 3, "candidate": 0}, True) == "per-side"
+    assert choose_workers(RunOptions(concurrency=1), small, resident_ready=True) == "in-process"  # cannot split
+    assert choose_workers(RunOptions(concurrency=32, workers="in-process"), small, True) == "in-process"
+    assert choose_workers(RunOptions(concurrency=32), {"baseline": 0, "candidate": 0}, True) == "in-process"
     assert _shares(32, [1000, 1000]) == [16, 16] and _shares(5, [10, 10]) == [3, 2]
     assert _shares(8, [1000, 10]) == [7, 1] and _shares(2, [1, 1000]) == [1, 1]
     with pytest.raises(ReviewInputError, match="workers must be one of"):

@@ -152,7 +152,8 @@ def run_cmd(
     repeats: int = typer.Option(1, "--repeats", min=1, help="Samples per case."),
     system: str = typer.Option("default", "--system", help="System (product) the comparison belongs to."),
     workers: str = typer.Option("auto", "--workers", help=f"{' | '.join(WORKER_MODES)}: per-side runs each "
-                                "side in its own process (faster at high concurrency); auto picks by size."),
+                                "side in its own worker process (faster at high concurrency); auto: workers "
+                                "when the resident worker host can run (`workers status`), else by size."),
     rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute allowed per model (each side); "
                                         "calls are paced to it. Unset: found from 429s and rate-limit headers."),
     tpm: Optional[float] = typer.Option(None, "--tpm", help="Tokens per minute allowed per model (each side)."),

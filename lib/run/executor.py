@@ -41,7 +41,13 @@ from sqlalchemy.engine import Engine
 
 from lib.errors import ReviewInputError
 from lib.run import llm, resident, stoppable
-from lib.run.forkserver import choose_workers, context, should_warm_up, warm_up  # noqa: F401  (re-exported)
+from lib.run.forkserver import (  # noqa: F401  (re-exported)
+    choose_workers,
+    context,
+    resident_ready,
+    should_warm_up,
+    warm_up,
+)
 from lib.run.modes import WORKER_MODES
 from lib.run.quota import Pacer, Quota, quota_for
 from lib.store.columns import utcnow
@@ -229,7 +235,7 @@ def execute(engine: Engine, sides: list[Side], jobs: list[Job], options: RunOpti
     for job in jobs:
         pending[job.side.name] += 1
     url = _shareable_url(engine)
-    workers = choose_workers(options, pending) if url is not None else "in-process"
+    workers = choose_workers(options, pending, resident_ready()) if url is not None else "in-process"
     cpu = time.process_time()
     if workers == "in-process":
         stoppable.run(_Executor(engine, options, progress, options.concurrency).run(jobs))

@@ -20,23 +20,42 @@ AUTO_MIN_CONCURRENCY = 8
 HAS_FORKSERVER = "forkserver" in multiprocessing.get_all_start_methods()  # not on Windows
 
 
-def choose_workers(options: Any, pending: dict[str, int]) -> str:
-    """`in-process` or `per-side` for these pending calls per side (`auto` decides by size). `options`: a
-    `lib.run.executor.RunOptions` (its `workers` and `concurrency`)."""
+def choose_workers(options: Any, pending: dict[str, int], resident_ready: bool = False) -> str:
+    """`in-process` or `per-side` for these pending calls per side (`auto` decides). `options`: a
+    `lib.run.executor.RunOptions` (its `workers` and `concurrency`). `resident_ready`: the resident worker
+    host can serve this run (lib/run/resident.py): then `auto` always uses workers, since a warm host forks
+    them in milliseconds and this process never imports litellm (~2 s), and a cold one imports it no slower
+    than this process would (and stays for the next run)."""
     busy = [n for n in pending.values() if n > 0]
-    if not HAS_FORKSERVER:
-        return "in-process"
-    if len(busy) < 2 or options.concurrency < len(busy) or options.workers == "in-process":
-        return "in-process"  # one side (or one slot) cannot be split across workers
+    if not HAS_FORKSERVER or not busy or options.workers == "in-process" or options.concurrency < len(busy):
+        return "in-process"  # one slot cannot be split across workers
+    if resident_ready:
+        return "per-side"
+    if len(busy) < 2:
+        return "in-process"  # one side: its own fork server would only add its start-up
     if options.workers == "per-side":
         return "per-side"
     big = sum(busy) >= AUTO_MIN_CALLS and options.concurrency >= AUTO_MIN_CONCURRENCY
     return "per-side" if big else "in-process"
 
 
+def resident_ready() -> bool:
+    """Whether the resident worker host can be used here (its directory is private, sockets exist)."""
+    from lib.run import resident
+
+    if not HAS_FORKSERVER or not resident.enabled():
+        return False
+    try:
+        resident.runtime_dir()
+    except resident.ResidentUnavailable:
+        return False
+    return True
+
+
 def should_warm_up(options: Any, calls_per_side: int) -> bool:
     """Whether a run of this size would use workers (when nothing is stored yet)."""
-    return choose_workers(options, {"baseline": calls_per_side, "candidate": calls_per_side}) == "per-side"
+    pending = {"baseline": calls_per_side, "candidate": calls_per_side}
+    return choose_workers(options, pending, resident_ready()) == "per-side"
 
 
 def context() -> multiprocessing.context.ForkServerContext:

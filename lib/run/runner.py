@@ -445,7 +445,7 @@ def run_comparison(engine: Engine, *, dataset: str, baseline: ModelSpec, candida
     if not name or not name.strip():
         raise ReviewInputError("a comparison name is required")
     started = time.monotonic()
-    check_imports = CheckImports()  # begun once the workers call: the checks below then start at once
+    check_imports = CheckImports([baseline.model, candidate.model])  # begun once the workers call
     try:
         with run_lock(engine, name):
             plan = _prepare(engine, dataset, {"baseline": baseline, "candidate": candidate}, name, options, system)
