@@ -90,16 +90,23 @@ def main() -> None:
         _make_dataset(db_url, args.cases)
         config = _promptfoo_config(tmp, server.url, args.cases)
         env = {**os.environ, "DATABASE_URL": db_url, "REVIEW_RUNTIME_DIR": str(tmp / "runtime"),
+               "REVIEW_CACHE_DIR": str(tmp / "cache"),
                "PROMPTFOO_CONFIG_DIR": str(tmp / "promptfoo"), "PROMPTFOO_DISABLE_TELEMETRY": "1",
                "PROMPTFOO_DISABLE_UPDATE": "1", "PROMPTFOO_CACHE_ENABLED": "false"}
         theirs, ours = [], []
         try:
             for i in range(args.runs + 1):  # our first run starts the host: one more round, shown apart
+                server.log.clear()
                 theirs.append(_timed([args.promptfoo, "eval", "-c", str(config), "-j", str(args.concurrency),
                                       "--no-cache", "--no-progress-bar", "--no-table"], env, tmp))
+                if len(server.log) != 2 * args.cases:  # both tools must make every call once
+                    raise SystemExit(f"promptfoo made {len(server.log)} calls, not {2 * args.cases}")
+                server.log.clear()
                 ours.append(_timed([str(ROOT / "review"), "run", "--dataset", "bench", "--baseline",
                                     f"openai/{MODELS[0]}", "--candidate", f"openai/{MODELS[1]}", "--name", f"run-{i}",
                                     "--api-base", server.url, "--concurrency", str(args.concurrency)], env, ROOT))
+                if len(server.log) != 2 * args.cases:
+                    raise SystemExit(f"./review run made {len(server.log)} calls, not {2 * args.cases}")
                 print(f"round {i + 1}: promptfoo {theirs[-1]:.2f}s, ./review run {ours[-1]:.2f}s "
                       f"({'cold: starts the worker host' if i == 0 else 'warm host'}); load {os.getloadavg()[0]:.2f}")
         finally:

@@ -92,6 +92,7 @@ def one_run(db_url: str, server: LLMServer, args: argparse.Namespace, name: str,
     env = {**os.environ, "DATABASE_URL": db_url, "PYTHONPATH": str(TRACE_DIR), "REVIEW_TRACE_FILE": str(trace),
            "REVIEW_TRACE_SKIP": "_import_for_checks" if skip_check_imports else "",
            "REVIEW_RUNTIME_DIR": str(Path(db_url.removeprefix("sqlite:///")).parent / "runtime"),
+           "REVIEW_CACHE_DIR": str(Path(db_url.removeprefix("sqlite:///")).parent / "cache"),
            "REVIEW_RESIDENT": "0" if args.no_resident else "1"}
     started = time.monotonic()
     proc = subprocess.run([str(ROOT / "review"), "run", "--dataset", "bench", "--baseline", "openai/bench-a",

@@ -16,14 +16,15 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def resident_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The tests' own runtime directory for resident worker hosts (lib/run/resident.py), inherited by the
-    CLI and app processes they start; every host in it is stopped at the end."""
+def private_runtime_and_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests' own runtime directory for resident worker hosts (lib/run/resident.py) and cache directory,
+    inherited by the CLI and app processes they start; every host in it is stopped at the end."""
     from lib.run import resident
 
     directory = tmp_path_factory.mktemp("runtime")
     directory.chmod(0o700)
     os.environ["REVIEW_RUNTIME_DIR"] = str(directory)
+    os.environ["REVIEW_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))  # what counts learn stays here
     os.environ["REVIEW_RESIDENT_IDLE_S"] = "300"  # a host the end of a killed session missed goes soon
     yield directory
     resident.stop_all()

@@ -5,6 +5,7 @@ import html
 import json
 import random
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -389,6 +390,41 @@ def test_counting_a_tabled_model_does_not_import_litellm() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"}).stdout.split()
     assert out == ["4", "False"]
+
+
+@pytest.mark.slow
+def test_a_model_the_table_lacks_is_learned_once_then_counted_without_litellm(tmp_path) -> None:
+    """A local model's name: the first count goes through litellm and remembers its encoding (per litellm
+    version); a later process counts it with tiktoken alone, with litellm's own counts."""
+    import subprocess
+    import sys
+
+    import litellm
+
+    from lib.review.checks.lengths import _litellm_version
+
+    texts = ["Hello, world!", "注文番号 1234 の配送状況", "plain words " * 30]
+    code = ("import sys, json, pandas as pd; from lib.review.checks.lengths import token_counts; "
+            f"c = token_counts(pd.Series({texts!r}), 'openai/my-local-model-7b'); "
+            "print(json.dumps([c.counts.tolist(), c.method, 'litellm' in sys.modules]))")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "REVIEW_CACHE_DIR": str(tmp_path / "cache"),
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+
+    def count() -> list:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                              cwd=Path(__file__).resolve().parent.parent,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    expected = [litellm.token_counter(model="openai/my-local-model-7b", text=t) for t in texts]
+    assert count() == [expected, METHOD_LITELLM, True]
+    learned = json.loads((tmp_path / "cache" / "tiktoken_learned.json").read_text())
+    assert learned["litellm"] == _litellm_version() and "openai/my-local-model-7b" in learned["models"]
+    assert count() == [expected, METHOD_LITELLM, False]
+    learned["litellm"] = "0.0.1"  # learned under another litellm: ignored, learned again
+    (tmp_path / "cache" / "tiktoken_learned.json").write_text(json.dumps(learned))
+    assert count() == [expected, METHOD_LITELLM, True]
 
 
 # ---- similarity and diffs ------------------------------------------------------------------------

@@ -6,7 +6,10 @@ whose tokenizer litellm would download from Hugging Face (Llama, Cohere Command-
 ~20 s offline while it retries the hub, so they are counted with tiktoken's cl100k_base instead and the
 result says so (`method`). litellm is imported lazily, with its network price-map fetch disabled, and not
 at all for a model of `tiktoken_models.json` (made by scripts/tiktoken_models.py from the installed litellm):
-its encoding is known, and tiktoken counts exactly as litellm would (~2.3 s of CPU saved per process).
+its encoding is known, and tiktoken counts exactly as litellm would (~2.3 s of CPU saved per process). A model
+the table lacks (a local model's name) is counted through litellm once; the encoding litellm chose, checked on
+probe texts, is then remembered in the user's cache (`tiktoken_learned.json`, per litellm version), so later
+processes count it without litellm too.
 """
 from __future__ import annotations
 
@@ -29,6 +32,10 @@ METHOD_LITELLM = "litellm"
 METHOD_FALLBACK = "tiktoken cl100k_base (fallback: the model's tokenizer needs a Hugging Face download)"
 _BUNDLED_HF_TOKENIZERS = frozenset({"anthropic", "deepseek"})  # shipped inside litellm, no download
 _TIKTOKEN_MODELS = Path(__file__).with_name("tiktoken_models.json")
+# Texts on which an encoding must agree with litellm.token_counter before it is learned for a model (the
+# same kinds scripts/tiktoken_models.py checks: special-token text, CJK, code, emoji).
+_PROBES = ("Hello <|endoftext|> world", "注文番号 1234 の配送状況", "def f(x):\n    return {'a': [1, 2.5e3]}\n",
+           "Ünïcödé — “quotes” 😀")
 TRUNCATED_REASONS = frozenset({"length", "max_tokens"})  # OpenAI style; Anthropic's stop reason
 
 
@@ -67,19 +74,56 @@ def token_counts(texts: pd.Series, model: str) -> TokenCounts:
 
 
 @cache
+def _litellm_version() -> str | None:
+    try:
+        return version("litellm")
+    except PackageNotFoundError:
+        return None
+
+
+@cache
 def _tiktoken_table() -> dict[str, str]:
     """model -> tiktoken encoding litellm counts it with; empty unless made from the installed litellm."""
     table = json.loads(_TIKTOKEN_MODELS.read_text(encoding="utf-8"))
-    try:
-        installed = version("litellm")
-    except PackageNotFoundError:
-        return {}
-    return table["models"] if table["litellm"] == installed else {}
+    return table["models"] if table["litellm"] == _litellm_version() else {}
 
 
 def tiktoken_encoding_name(model: str) -> str | None:
-    """The tiktoken encoding litellm's token_counter uses for `model`, when known without importing litellm."""
-    return _tiktoken_table().get(model)
+    """The tiktoken encoding litellm's token_counter uses for `model`, when known without importing litellm:
+    from the table, or learned by an earlier count of a model it lacks (a local model's name, say)."""
+    return _tiktoken_table().get(model) or _learned().get(model)
+
+
+# ---- encodings learned from litellm, for models the table lacks ------------------------------------
+def learned_file() -> Path:
+    """REVIEW_CACHE_DIR, else the user's cache directory for the app."""
+    import platformdirs
+
+    configured = os.environ.get("REVIEW_CACHE_DIR")
+    return Path(configured or platformdirs.user_cache_dir("upgrade-review")) / "tiktoken_learned.json"
+
+
+def _learned() -> dict[str, str]:
+    try:
+        data = json.loads(learned_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    models = data.get("models") if isinstance(data, dict) and data.get("litellm") == _litellm_version() else None
+    return {str(k): str(v) for k, v in models.items()} if isinstance(models, dict) else {}
+
+
+def _learn(model: str, encoding: str) -> None:
+    """Remember litellm's choice for `model`, so the next process counts it without importing litellm
+    (~2 s). Written whole and renamed into place: concurrent writers lose an entry at worst, never the file."""
+    path = learned_file()
+    models = {**_learned(), model: encoding}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps({"litellm": _litellm_version(), "models": models}, sort_keys=True))
+        os.replace(partial, path)
+    except OSError:
+        pass  # a read-only home: counting still works, only not faster next time
 
 
 def _litellm_counts(model: str, unique: list[str]) -> tuple[dict[str, int], str]:
@@ -111,12 +155,14 @@ def _tiktoken_counts(litellm: Any, model: str, texts: list[str]) -> dict[str, in
     try:  # the encoding token_counter uses on its openai_tokenizer path (from its bundled files: offline)
         from litellm.litellm_core_utils.token_counter import openai_tokenizer_encoding
 
-        encode = openai_tokenizer_encoding(model).encode_ordinary  # tiktoken's; native encodings have none
+        encoding = openai_tokenizer_encoding(model)
+        encode = encoding.encode_ordinary  # tiktoken's; native encodings have none
     except (ImportError, AttributeError, KeyError, ValueError):  # ask litellm text by text
         return {t: litellm.token_counter(model=model, text=t) for t in texts}
-    probe = texts[:3]
+    probe = [*texts[:3], *_PROBES]
     if [len(encode(t)) for t in probe] != [litellm.token_counter(model=model, text=t) for t in probe]:
         return {t: litellm.token_counter(model=model, text=t) for t in texts}
+    _learn(model, encoding.name)
     return _lengths(encode, texts)
 
 
