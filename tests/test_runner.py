@@ -475,6 +475,27 @@ def test_cli_unknown_dataset_exits_2_with_one_line(db_url: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("resident", ["1", "0"])
+def test_cli_refuses_a_model_whose_key_is_missing_before_any_call(engine, db_url: str, llm_server: LLMServer,
+                                                                 resident: str, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """Answered by the resident worker host (litellm is imported there), or without it by the command."""
+    from lib.catalog.keys import key_status
+
+    make_dataset(engine, n=3)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("REVIEW_RESIDENT", resident)
+    assert key_status("openai/gpt-4o-mini").message == "key missing: set OPENAI_API_KEY"
+    proc = _cli(db_url, "run", "--dataset", "golden", "--baseline", "openai/base", "--baseline-api-base",
+                llm_server.url, "--candidate", "openai/gpt-4o-mini", "--name", "nokey")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.strip().splitlines()[-1] == ("error: openai/gpt-4o-mini: key missing: set OPENAI_API_KEY (in the "
+                                            "environment or .streamlit/secrets.toml); nothing was called")
+    assert llm_server.calls() == 0 and list_comparisons(engine) == []
+
+
+@pytest.mark.slow
 def test_cli_exits_1_when_errors_remain(engine, db_url: str, llm_server: LLMServer) -> None:
     prompts = make_dataset(engine, n=2)
     llm_server.add_fault("400", contains=prompts[0], model="cand")

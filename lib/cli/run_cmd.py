@@ -183,6 +183,9 @@ def run_cmd(
         progress(line)
     if dry_run:
         return
+    from lib.catalog.keys import require_keys
+
+    require_keys([(spec.model, spec.api_base) for spec in specs.values()])  # else every call fails, exit 1
     result = run_comparison(store, dataset=dataset, baseline=specs["baseline"], candidate=specs["candidate"],
                             name=name, options=options, system=system, progress=_ProgressPrinter())
     _summary(result)

@@ -350,9 +350,9 @@ def run_judge(engine: Engine, comparison: str, settings: JudgeSettings, options:
     options = options or JudgeOptions()
     settings.validate()
     options.validate()
-    from lib.catalog.keys import require_key  # imports litellm, which the judge's calls need anyway
+    from lib.catalog.keys import require_keys
 
-    require_key(settings.model, options.api_base)  # else every call fails, is stored, and the run "resumes"
+    require_keys([(settings.model, options.api_base)])  # else every call fails, is stored, and the run "resumes"
     started = time.monotonic()
     plan = _prepare(engine, comparison, settings, options)
     executor = _Executor(engine, plan, settings, options, progress)

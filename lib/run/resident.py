@@ -228,6 +228,20 @@ def start_worker(task: Any, place: Place | None = None) -> tuple[RemoteWorker, C
     return RemoteWorker(pid), conn
 
 
+def key_statuses(pairs: list[tuple[str, str | None]]) -> list[Any]:
+    """`lib.catalog.keys.key_status` of each (model, api_base), answered by the host, which has litellm
+    imported (this process need not import it: ~2 s), for this process's environment and directory."""
+    with connect() as conn:
+        try:
+            conn.send(("key_status", pairs, dict(os.environ), os.getcwd()))
+            kind, value = conn.recv()
+        except (EOFError, OSError) as exc:
+            raise ResidentUnavailable(f"the worker host did not answer: {exc or 'closed'}") from None
+    if kind != "ok":
+        raise ResidentUnavailable(f"the worker host could not tell: {value}")
+    return list(value)
+
+
 def ask(request: str, place: Place | None = None) -> Any:
     """`ping` -> the host's pid; `exit` -> the host stops (its running workers finish on their own).
     None if no host is alive."""
@@ -363,7 +377,9 @@ def _serve_request(conn: Connection, request: tuple[Any, ...]) -> int:
         conn.send(("pid", os.getpid()))
         worker_main(request[1], conn)
         return 0
-    if kind == "ping":
+    if kind == "key_status":
+        conn.send(_key_statuses(*request[1:]))
+    elif kind == "ping":
         conn.send(os.getppid())
     elif kind == "exit":
         conn.send(os.getppid())
@@ -373,6 +389,18 @@ def _serve_request(conn: Connection, request: tuple[Any, ...]) -> int:
 
 def idle_seconds() -> float:
     return float(os.environ.get("REVIEW_RESIDENT_IDLE_S", IDLE_S))
+
+
+def _key_statuses(pairs: list[tuple[str, str | None]], env: dict[str, str], cwd: str) -> tuple[str, Any]:
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)  # the app's secrets file is read relative to it
+    try:
+        from lib.catalog.keys import key_status
+
+        return "ok", [key_status(model, api_base) for model, api_base in pairs]
+    except Exception as exc:  # noqa: BLE001  - the caller then asks litellm itself
+        return "failed", repr(exc)
 
 
 def main(argv: list[str]) -> None:
