@@ -404,7 +404,7 @@ def _key_statuses(pairs: list[tuple[str, str | None]], env: dict[str, str], cwd:
 
 
 def main(argv: list[str]) -> None:
-    """`python -m lib.run.resident SOCKET`: what ensure_started runs, detached."""
+    """The host process that ensure_started runs, detached (this module as __main__, its socket path)."""
     path = Path(argv[0])
     serve(Place(path.parent, path.stem.removeprefix("workers-")), idle_seconds())
 
