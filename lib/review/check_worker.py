@@ -192,7 +192,7 @@ def _warm_up(models: Sequence[str]) -> None:
 def _serve(conn: Connection) -> None:
     """Check each chunk of outputs as it comes, sending its frame back."""
     from lib.data.table_stream import gc_paused, release_freed_memory
-    from lib.review.checked import written_chunk, written_outputs
+    from lib.review.checked import written_chunk
     from lib.review.checks.matching import shared_normalize
     from lib.review.compute import check_outputs
 
@@ -202,7 +202,7 @@ def _serve(conn: Connection) -> None:
             if job is None:
                 return
             side, index, values, settings, prompt = job
-            chunk = written_chunk(written_outputs(values), -1, settings.input_token_limit is not None)
+            chunk = written_chunk(values, -1, settings.input_token_limit is not None)
             del values
             parsed: dict[Any, object] = {}
             try:

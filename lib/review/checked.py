@@ -86,18 +86,21 @@ def written_outputs(values: Mapping[str, Sequence | np.ndarray]) -> pd.DataFrame
 
 
 def _next_outputs(conn: Connection, run_id: int, after: int, with_inputs: bool,
-                  written: pd.DataFrame | None) -> pd.DataFrame:
+                  written: Written | None) -> pd.DataFrame:
     if written is None:
         return _read_outputs(conn, run_id, after, with_inputs)
     return written_chunk(written, after, with_inputs)
 
 
-def written_chunk(written: pd.DataFrame, after: int, with_inputs: bool) -> pd.DataFrame:
-    """The next CHUNK of `written_outputs` above output id `after`, as `_read_outputs` would read it."""
-    ids = written["output_id"].to_numpy(dtype=np.int64)
-    start = int(np.searchsorted(ids, after, side="right"))
-    chunk = written.iloc[start:start + CHUNK].reset_index(drop=True)
-    return chunk if with_inputs else chunk.drop(columns="input_text", errors="ignore")
+# A run's outputs as just written: `written_outputs`' values (arrays in output id order), kept as arrays so a
+# frame is made a CHUNK at a time (a frame of all of them would copy every column at once).
+Written = Mapping[str, np.ndarray]
+
+
+def written_chunk(written: Written, after: int, with_inputs: bool) -> pd.DataFrame:
+    """The next CHUNK of a run's written outputs above output id `after`, as `_read_outputs` would read them."""
+    start = int(np.searchsorted(np.asarray(written["output_id"], dtype=np.int64), after, side="right"))
+    return written_outputs({k: v[start:start + CHUNK] for k, v in written.items() if with_inputs or k != "input_text"})
 
 
 # How a chunk of a run's outputs gets its `check_outputs` frame: (run id, outputs, settings, parse_lenient values
@@ -127,11 +130,10 @@ def _live_keys(conn: Connection, run_id: int) -> frozenset[str]:
 
 
 def _run_results(engine: Engine, run_id: int, settings: ReviewSettings, key: str, budget: int,
-                 written: pd.DataFrame | None = None, checker: Checker = check_here) -> _RunResults:
+                 written: Written | None = None, checker: Checker = check_here) -> _RunResults:
     """Stored results of the run, plus those of outputs not stored yet: checked now, CHUNK outputs at a
     time, each chunk stored as it is done (a later chunk that finds the run changed is not stored).
-    `written`: the run's outputs as just written (`written_outputs`), checked without reading them back,
-    by `checker`."""
+    `written`: the run's outputs as just written, checked without reading them back, by `checker`."""
     scope = Scope(run_id, None, key)
     with engine.connect() as conn, conn.begin():  # one snapshot: stored state and outputs agree
         prompt = run_prompt(conn, run_id)
@@ -292,7 +294,7 @@ class CheckCounts:
 
 
 def checked_with_counts(engine: Engine, comparison: str, settings: ReviewSettings | None = None,
-                        written: Mapping[int, pd.DataFrame] | None = None, checker: Checker = check_here
+                        written: Mapping[int, Written] | None = None, checker: Checker = check_here
                         ) -> tuple[pd.DataFrame, CheckCounts]:
     settings = settings if settings is not None else stored_settings(engine, comparison)
     b_run, c_run = comparison_runs(engine, comparison)
@@ -315,11 +317,11 @@ def checked_frame(engine: Engine, comparison: str, settings: ReviewSettings | No
 
 
 def ensure_checked(engine: Engine, comparison: str, settings: ReviewSettings | None = None,
-                   written: Mapping[int, pd.DataFrame] | None = None, checker: Checker = check_here
+                   written: Mapping[int, Written] | None = None, checker: Checker = check_here
                    ) -> CheckCounts | None:
     """Check and store what a report of this comparison will need. For the end of a run or a load:
     returns None instead of raising when the data cannot be checked (the report will say why).
-    `written`: run id -> its outputs as just written (`written_outputs`), not read back, checked by `checker`."""
+    `written`: run id -> its outputs as just written (`Written`), not read back, checked by `checker`."""
     try:
         return checked_with_counts(engine, comparison, settings, written, checker)[1]
     except ReviewInputError:

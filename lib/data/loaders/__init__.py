@@ -156,14 +156,12 @@ def _check_now(engine: Engine, name: str, mapping: LoadMapping | None,
     # Check and store every output now, so the first report of this comparison reads stored columns;
     # `written` (store_recorded's): the outputs as just stored, checked without reading them back (by
     # `checker`: a helper process's results, lib.review.check_worker).
-    from lib.review.checked import check_here, ensure_checked, written_outputs  # heavy: only for a load
+    from lib.review.checked import check_here, ensure_checked  # heavy (pyarrow, jsonschema): only for a load
     from lib.review.settings import save_settings
 
     if mapping is not None and mapping.review is not None:
         save_settings(engine, name, mapping.review)
-    written = written or {}
-    frames = {run: written_outputs(written.pop(run)) for run in list(written)}  # the arrays: dropped as made
-    ensure_checked(engine, name, written=frames, checker=checker or check_here)
+    ensure_checked(engine, name, written=written, checker=checker or check_here)
 
 
 def _start_worker(size: int, mapping: LoadMapping | None) -> CheckWorker | None:
