@@ -129,8 +129,10 @@ class CheckWorker:
             if got is None or self._sent[side] != (settings, prompt) or not _aligned(got[0], raw):
                 return check_here(run_id, raw, settings, parsed, prompt)
             frame, chunk_parsed = got
-            frame["output_id"] = raw["output_id"].astype("int64").to_numpy()  # the stored ids, not placeholders
+            # The stored ids (not placeholders), and the columns the helper leaves out, as check_outputs sets them.
+            frame["output_id"] = raw["output_id"].astype("int64").to_numpy()
             frame["case_id"] = raw["case_id"].astype("int64").to_numpy()
+            frame["case_key"], frame["category"] = raw["case_key"].astype(str), raw["category"]
             parsed.update(chunk_parsed)
             self.chunks_used += 1
             return frame
@@ -206,7 +208,9 @@ def _serve(conn: Connection) -> None:
             del values
             parsed: dict[Any, object] = {}
             try:
-                result = check_outputs(chunk, settings, parsed, prompt), parsed
+                frame = check_outputs(chunk, settings, parsed, prompt)
+                frame["case_key"] = frame["category"] = None  # the load has them: not sent back (its memory)
+                result = frame, parsed
             except Exception:  # noqa: BLE001 - the load checks this chunk itself and meets the error there
                 result = None
             conn.send((side, index, result))
