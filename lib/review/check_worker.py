@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from lib.review.tokens import RunPrompt
 
 ROOT = Path(__file__).resolve().parents[2]
-POLL_S = 0.5  # how often a wait for the helper looks whether it is still alive
-EXIT_S = 5.0  # how long closing waits for the helper to exit before killing it
 
 
 class CheckWorker:
@@ -147,16 +145,10 @@ class CheckWorker:
                 self._arrived.wait()
             return self._results.pop((side, index), None)
 
-    def close(self, *, abort: bool = False) -> None:
-        """Reap the helper: it exits by itself after its last result; killed at once when `abort` (the load
-        failed), when it was given nothing to do, or when it is not done within EXIT_S."""
-        if abort or not self._threads:
-            self._process.kill()
-        try:
-            self._process.wait(EXIT_S)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+    def close(self) -> None:
+        """Stop and reap the helper: what it has not sent by now is not needed (the load is done, or failed)."""
+        self._process.kill()
+        self._process.wait()
         for thread in self._threads:  # both end with the helper: a send fails, the receive meets the end
             thread.join()
         self._conn.close()

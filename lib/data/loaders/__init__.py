@@ -237,12 +237,9 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
             del rec  # the parsed file: the checks take the outputs as stored (`stored.written`)
             _check_now(engine, name, mapping, stored.written,
                        worker.checker(stored.run_ids) if worker is not None else None)
-    except BaseException:
+    finally:
         if worker is not None:
-            worker.close(abort=True)
-        raise
-    if worker is not None:
-        worker.close()
+            worker.close()
     return result
 
 
