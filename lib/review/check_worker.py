@@ -123,8 +123,9 @@ class CheckWorker:
         def check(run_id: int, raw: pd.DataFrame, settings: ReviewSettings, parsed: dict,
                   prompt: RunPrompt | None) -> pd.DataFrame:
             side = side_of.get(run_id)
-            got = self._take(side) if side in self._sent else None
-            if got is None or self._sent[side] != (settings, prompt) or not _aligned(got[0], raw):
+            sent = self._sent.get(side) if side is not None else None
+            got = self._take(side) if side is not None and sent is not None else None
+            if got is None or sent != (settings, prompt) or not _aligned(got[0], raw):
                 return check_here(run_id, raw, settings, parsed, prompt)
             frame, chunk_parsed = got
             # The stored ids (not placeholders), and the columns the helper leaves out, as check_outputs sets them.

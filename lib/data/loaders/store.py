@@ -318,8 +318,8 @@ def _output_columns(outputs: pd.DataFrame) -> dict[str, list]:
     }
 
 
-def _output_rows(outputs: pd.DataFrame, every: dict[str, list], case_ids: dict[int, int], run_ids: dict[str, int],
-                 dialect: Dialect) -> tuple[str, list[tuple]]:
+def _output_rows(outputs: pd.DataFrame, every: dict[str, list], case_ids: dict[int, int | None],
+                 run_ids: dict[str, int], dialect: Dialect) -> tuple[str, list[tuple]]:
     """The INSERT and its rows (tuples for the driver's executemany) from `_output_columns`' values;
     timestamps converted by the columns' own types, as SQLAlchemy would."""
     columns = {"run_id": _values(outputs["side"].map(run_ids)), "case_id": _values(outputs["position"].map(case_ids)),
