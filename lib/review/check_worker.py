@@ -56,8 +56,8 @@ class CheckWorker:
     def start(cls, models: Sequence[str | None]) -> CheckWorker | None:
         """The helper, warming up for these models' tokenizers; None where it cannot start (then every
         output is checked in-process, as without it)."""
-        if os.name != "posix" or not sys.executable:
-            return None
+        if os.name != "posix" or not sys.executable or (os.cpu_count() or 1) < 2:
+            return None  # (one core: nothing to gain)
         ours, theirs = socket.socketpair()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
                                                           if p)}
@@ -216,6 +216,7 @@ def main(argv: Sequence[str]) -> None:
     conn = Connection(int(argv[0]))
     try:
         _warm_up(argv[1:])
+        gc.freeze()  # what the imports made lives on: the collections after each chunk look at the chunk's only
         _serve(conn)
     except (OSError, EOFError):  # the load closed the connection (it failed, or is done): nothing to do
         pass
