@@ -139,15 +139,25 @@ SAMPLE_S = 0.02
 
 
 def _tree(pid: int) -> list[int]:
+    """The process and its descendants, leaving out a child between its fork and its exec: it still maps its
+    parent's pages (shared, copy-on-write), and would count them twice."""
     found, stack = [], [pid]
     while stack:
         found.append(current := stack.pop())
+        parent = _cmdline(current)
         for task in Path(f"/proc/{current}/task").glob("*"):
             try:
-                stack += [int(c) for c in (task / "children").read_text().split()]
+                stack += [c for c in map(int, (task / "children").read_text().split()) if _cmdline(c) != parent]
             except OSError:
                 pass
     return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _status_mb(pid: int) -> tuple[float, float]:
