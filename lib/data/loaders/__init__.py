@@ -235,6 +235,7 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
         with shared_normalize():
             stored, result = _store(engine, rec, filename, name, fmt, mapping, system, worker)
             del rec  # the parsed file: the checks take the outputs as stored (`stored.written`)
+            release_freed_memory()  # the rows inserted: while the helper still checks, both are resident
             _check_now(engine, name, mapping, stored.written,
                        worker.checker(stored.run_ids) if worker is not None else None)
     finally:

@@ -5,8 +5,9 @@ Every loader reduces its file to one "long" frame (one row per output: key, side
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from lib.store.entities import SOURCE_RECORDED, STATUS_RECORDED, Case, Compariso
 CASE_COLUMNS = ("input", "expected", "match", "pattern", "category", "metadata")
 OUTPUT_COLUMNS = ("text", "error", "latency_s", "cost_usd", "prompt_tokens", "completion_tokens", "logged_at")
 MAX_UNPAIRED_IDS = 10
+INSERT_BATCH = 20_000  # output rows per executemany: the tuples of 100k outputs are never all held at once
 
 
 @dataclass
@@ -204,9 +206,11 @@ def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt
         run_ids = {side: _recorded_run(session, model, ds.id, rec.outputs, side)
                    for side, model in zip(SIDES, (rec.baseline, rec.candidate))}
         conn = session.connection()
-        sql, rows = _output_rows(rec.outputs, values.columns, case_ids, run_ids, conn.dialect)
-        conn.exec_driver_sql(sql, rows)
-        del rows
+        sql, made = _output_rows(rec.outputs, values.columns, case_ids, run_ids, conn.dialect)
+        rows = iter(made)
+        while batch := list(islice(rows, INSERT_BATCH)):  # in order: the ids follow the rows
+            conn.exec_driver_sql(sql, batch)
+        del made, rows, batch
         # The rows' ids, in the order they were inserted (the runs are this transaction's own).
         ids = [i for (i,) in conn.exec_driver_sql("SELECT id FROM output WHERE run_id IN (?, ?) ORDER BY id",
                                                   tuple(run_ids.values())).fetchall()]
@@ -319,9 +323,9 @@ def _output_columns(outputs: pd.DataFrame) -> dict[str, list]:
 
 
 def _output_rows(outputs: pd.DataFrame, every: dict[str, list], case_ids: dict[int, int | None],
-                 run_ids: dict[str, int], dialect: Dialect) -> tuple[str, list[tuple]]:
-    """The INSERT and its rows (tuples for the driver's executemany) from `_output_columns`' values;
-    timestamps converted by the columns' own types, as SQLAlchemy would."""
+                 run_ids: dict[str, int], dialect: Dialect) -> tuple[str, Iterator[tuple]]:
+    """The INSERT and its rows (tuples for the driver's executemany, made as they are inserted) from
+    `_output_columns`' values; timestamps converted by the columns' own types, as SQLAlchemy would."""
     columns = {"run_id": _values(outputs["side"].map(run_ids)), "case_id": _values(outputs["position"].map(case_ids)),
                **every}
     # Columns null in every row are left out: fewer bound parameters per row (the insert's cost).
@@ -333,4 +337,4 @@ def _output_rows(outputs: pd.DataFrame, every: dict[str, list], case_ids: dict[i
     names = [*constant, *columns]
     sql = f"INSERT INTO output ({', '.join(names)}) VALUES ({', '.join(['?'] * len(names))})"
     head = tuple(constant.values())
-    return sql, [head + row for row in zip(*columns.values())]
+    return sql, (head + row for row in zip(*columns.values()))
