@@ -10,7 +10,7 @@ outputs are stored: it returns the helper's frame with the stored ids put in. Wh
 sent (settings, prompt, rows of the chunk) or the helper is gone or failed, the chunk is checked here
 instead. Either way what is stored is `check_outputs` of the same values in the same chunks.
 
-A subprocess (`python -m lib.review.check_worker FD MODEL...`), not multiprocessing's spawn: spawn re-runs
+A subprocess running this module (`main`: a socket's fd, the models), not multiprocessing's spawn: spawn re-runs
 the caller's main module (a script's, Streamlit's) in the child, and a load is a library call; not fork:
 the load runs threads (the insert thread, pyarrow's and tiktoken's pools). Messages are pickles over a
 socket pair (multiprocessing.connection's framing).
