@@ -95,6 +95,7 @@ def _counts(engine: Any) -> tuple[int, ...]:
 
 MAPPINGS = {
     "default settings": LoadMapping(**MODELS),
+    "models not named (litellm counts)": LoadMapping(),
     "schema, token limit, refusal pattern, rule": LoadMapping(
         **MODELS, match="contains", review=ReviewSettings(schema=SCHEMA, input_token_limit=12,
                                                           refusal_patterns=(r"rate limited",))),

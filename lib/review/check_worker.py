@@ -65,7 +65,7 @@ class CheckWorker:
                "ARROW_DEFAULT_MEMORY_POOL": "system"}
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "lib.review.check_worker", str(theirs.fileno()), *(m for m in models if m)],
+                [sys.executable, "-m", "lib.review.check_worker", str(theirs.fileno()), *(m or "" for m in models)],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
         except OSError:
@@ -169,20 +169,30 @@ def _aligned(frame: pd.DataFrame, raw: pd.DataFrame) -> bool:
 # ---------------------------------------------------------------- the helper process
 
 def _warm_up(models: Sequence[str]) -> None:
-    """Import and prime everything the checks use (regexes, schemas, tokenizers) on a few outputs."""
+    """Import and prime everything the checks use (regexes, schemas, tokenizers) on one output. A model not
+    named ("") or not counted with tiktoken alone needs litellm: imported now, as the load would have
+    (lib.data.loaders._start_importing_litellm)."""
     import numpy as np
 
     from lib.review.checked import written_outputs
+    from lib.review.checks.lengths import tiktoken_encoding_name
     from lib.review.compute import check_outputs
     from lib.review.settings import ReviewSettings
     from lib.review.tokens import RunPrompt
 
+    if not models or not all(m and tiktoken_encoding_name(m) for m in models):
+        from lib.run.llm import litellm_module
+
+        try:
+            litellm_module()
+        except Exception:  # noqa: BLE001 - the checks' own import raises it again, and the load checks that chunk
+            pass
     row = {"output_id": 0, "case_id": 0, "repeat": 0, "text": "Sure: {\"a\": 1}", "finish_reason": None,
            "latency_s": None, "completion_tokens": None, "cost_usd": None, "error": None, "case_key": "k",
            "position": 0, "expected": "1", "match": None, "pattern": None, "json_schema": None, "category": None,
            "metadata_json": None, "input_text": "q"}
     frame = written_outputs({k: np.array([v], dtype=object) for k, v in row.items()})
-    for model in models or ("",):
+    for model in [m for m in models if m] or [""]:
         check_outputs(frame, ReviewSettings(), {}, RunPrompt(model) if model else None)
 
 
