@@ -1,6 +1,6 @@
 """A big load's checks in a helper process (lib.review.check_worker): what it stores is exactly what the load
 stores checking in-process, a bad file still stores nothing, and a helper that dies leaves the checks to the
-load. Chunks are made small (checked.CHUNK) so a few thousand rows cross several chunk boundaries per side."""
+load. Chunks are made small (checked.WRITTEN_CHUNK) so a few thousand rows cross several chunk boundaries per side."""
 from __future__ import annotations
 
 import csv
@@ -72,7 +72,7 @@ def _load(engine: Any, data: bytes, mapping: LoadMapping, helper: bool, monkeypa
         return check_outputs(*args, **kwargs)
 
     monkeypatch.setattr(checked, "check_outputs", counted)
-    monkeypatch.setattr(checked, "CHUNK", 700)
+    monkeypatch.setattr(checked, "WRITTEN_CHUNK", 700)
     monkeypatch.setattr(loaders, "HELPER_MIN_BYTES", 0 if helper else 1 << 60)
     load_recorded(engine, data, "wide.csv", "cmp", mapping=mapping)
     monkeypatch.undo()

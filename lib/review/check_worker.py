@@ -81,14 +81,15 @@ class CheckWorker:
         prompts, in the chunks `lib.review.checked` will ask for. Sent a chunk at a time from a thread (the
         helper may still be warming up, the load goes on writing); results are received on another as they
         come (the helper never waits for the load to read one)."""
-        from lib.review.checked import CHUNK
+        from lib.review.checked import WRITTEN_CHUNK
 
         with_inputs = settings.input_token_limit is not None
         jobs = []
         for side, values in checks.items():
             self._sent[side], self._next[side] = (settings, prompts[side]), 0
-            for index, start in enumerate(range(0, len(values["output_id"]), CHUNK)):
-                chunk = {k: v[start:start + CHUNK] for k, v in values.items() if with_inputs or k != "input_text"}
+            for index, start in enumerate(range(0, len(values["output_id"]), WRITTEN_CHUNK)):
+                end = start + WRITTEN_CHUNK
+                chunk = {k: v[start:end] for k, v in values.items() if with_inputs or k != "input_text"}
                 jobs.append((side, index, chunk, settings, prompts[side]))
         self._threads = [threading.Thread(target=self._send, args=(jobs,), name="check-worker-send", daemon=True),
                          threading.Thread(target=self._receive, name="check-worker-receive", daemon=True)]

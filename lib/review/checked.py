@@ -41,6 +41,9 @@ _CASE_FIELDS = ("case_key", "position", "expected", "match", "pattern", "json_sc
 _RUN_SQL = ("SELECT o.id AS output_id, o.case_id, o.repeat, {outputs}, {cases} "
             'FROM output o JOIN "case" c ON c.id = o.case_id WHERE o.run_id = ? AND o.id > ? ORDER BY o.id LIMIT ?')
 CHUNK = 50_000  # outputs read and checked per step, pairs computed per step: memory stays bounded
+# Outputs checked per step from a load's written values: smaller, as the load (and its check helper) also holds
+# the parsed file's outputs while checking
+WRITTEN_CHUNK = 25_000
 TEXT_BUDGET = 250_000  # texts kept from the check step for the pair step; beyond, they are read again
 _NULLABLE = {pa.bool_(): pd.BooleanDtype(), pa.int64(): pd.Int64Dtype(), pa.float64(): pd.Float64Dtype()}
 
@@ -93,14 +96,16 @@ def _next_outputs(conn: Connection, run_id: int, after: int, with_inputs: bool,
 
 
 # A run's outputs as just written: `written_outputs`' values (arrays in output id order), kept as arrays so a
-# frame is made a CHUNK at a time (a frame of all of them would copy every column at once).
+# frame is made a WRITTEN_CHUNK at a time (a frame of all of them would copy every column at once).
 Written = Mapping[str, np.ndarray]
 
 
 def written_chunk(written: Written, after: int, with_inputs: bool) -> pd.DataFrame:
-    """The next CHUNK of a run's written outputs above output id `after`, as `_read_outputs` would read them."""
+    """The next WRITTEN_CHUNK of a run's written outputs above output id `after`, as `_read_outputs` would read
+    them."""
     start = int(np.searchsorted(np.asarray(written["output_id"], dtype=np.int64), after, side="right"))
-    return written_outputs({k: v[start:start + CHUNK] for k, v in written.items() if with_inputs or k != "input_text"})
+    end = start + WRITTEN_CHUNK
+    return written_outputs({k: v[start:end] for k, v in written.items() if with_inputs or k != "input_text"})
 
 
 # How a chunk of a run's outputs gets its `check_outputs` frame: (run id, outputs, settings, parse_lenient values
