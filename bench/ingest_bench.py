@@ -119,20 +119,23 @@ class TreeMemory(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.done = pid, threading.Event()
         self.peaks: dict[int, float] = {}  # pid -> peak RSS MB
+        self.helpers: set[int] = set()
         self.together = 0.0
 
     def run(self) -> None:
         while not self.done.wait(SAMPLE_S):
             total = 0.0
             for pid in _tree(self.pid):
+                if b"lib.review.check_worker" in _cmdline(pid):
+                    self.helpers.add(pid)
                 rss, hwm = _status_mb(pid)
                 total += rss
                 self.peaks[pid] = max(self.peaks.get(pid, 0.0), hwm)
             self.together = max(self.together, total)
 
     def helpers_mb(self) -> float:
-        """The largest peak among the process's descendants (its check helper); 0 without one."""
-        return max((mb for pid, mb in self.peaks.items() if pid != self.pid), default=0.0)
+        """The peak of the process's check helper (lib.review.check_worker); 0 without one."""
+        return max((mb for pid, mb in self.peaks.items() if pid in self.helpers), default=0.0)
 
 
 SAMPLE_S = 0.02
