@@ -7,6 +7,7 @@ short factual answers, ~700-character explanations, code, and JSON for the cases
 """
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import sys
@@ -102,4 +103,6 @@ def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n_pairs", nargs="?", type=int, default=100_000, help="synthetic pairs (default 100000)")
+    main(parser.parse_args().n_pairs)

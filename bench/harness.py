@@ -70,7 +70,8 @@ def peak_mb() -> float:
 
 def run_phase(module: str, args: list[str]) -> dict:
     """Run `python -m module args` (a phase that prints its figures as JSON on its last line) and return them."""
-    out = subprocess.run([sys.executable, "-m", module, *args], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", module, *args], check=True, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent)  # `bench` importable from any directory
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -6,7 +6,9 @@
 - a 200 MB golden dataset (JSONL, long inputs): `./review dataset import`, read in chunks.
 
 Each figure is the median wall time of `--repeats` runs on a fresh store, with the CPU time (user +
-system) and the peak RSS of that process (os.wait4: the child's own, not this script's). The machine
+system, of the CLI process and its check helper: os.wait4) and peak RSS: the CLI process's, its check
+helper's (a `load` of a big file checks its outputs in a helper process) and the most both held at once,
+sampled from /proc every 20 ms. The machine
 may be shared: the load average is printed beside each figure, and CPU time is the steadier number.
 
     .venv/bin/python -m bench.ingest_bench                       # all three, median of 3
@@ -22,13 +24,17 @@ import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.synth import CATEGORIES, WORDS, _answer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` as well as `-m bench.x`
+
+from bench.synth import CATEGORIES, WORDS, _answer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,8 +110,83 @@ def _load() -> str:
     return "load " + "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def run_once(figure: Figure, path: Path, workdir: Path) -> tuple[float, float, float, str]:
-    """(wall s, CPU s, peak RSS MB, last output line) of one CLI run on a fresh store."""
+class TreeMemory(threading.Thread):
+    """Samples a process and its descendants (/proc) every SAMPLE_S while it runs: each one's peak RSS (VmHWM)
+    and the most they held at once (the sum of their RSS at a sample). A `load` checks its outputs in a
+    helper process (lib.review.check_worker), whose memory counts too; os.wait4 gives only the larger one."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.done = pid, threading.Event()
+        self.peaks: dict[int, float] = {}  # pid -> peak RSS MB
+        self.helpers: set[int] = set()
+        self.together = 0.0
+
+    def run(self) -> None:
+        while not self.done.wait(SAMPLE_S):
+            total = 0.0
+            for pid in _tree(self.pid):
+                if b"lib.review.check_worker" in _cmdline(pid):
+                    self.helpers.add(pid)
+                rss, hwm = _status_mb(pid)
+                total += rss
+                self.peaks[pid] = max(self.peaks.get(pid, 0.0), hwm)
+            self.together = max(self.together, total)
+
+    def helpers_mb(self) -> float:
+        """The peak of the process's check helper (lib.review.check_worker); 0 without one."""
+        return max((mb for pid, mb in self.peaks.items() if pid in self.helpers), default=0.0)
+
+
+SAMPLE_S = 0.02
+
+
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants, leaving out a child between its fork and its exec: it still maps its
+    parent's pages (shared, copy-on-write), and would count them twice."""
+    found, stack = [], [pid]
+    while stack:
+        found.append(current := stack.pop())
+        parent = _cmdline(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                stack += [c for c in map(int, (task / "children").read_text().split()) if _cmdline(c) != parent]
+            except OSError:
+                pass
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _status_mb(pid: int) -> tuple[float, float]:
+    """(RSS, peak RSS) of a process in MB; zeros once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0, 0.0
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmRSS" not in fields:
+        return 0.0, 0.0
+    return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
+
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float  # user + system of the CLI process and the children it waited for (its check helper)
+    peak_mb: float  # the CLI process's own peak RSS (sampled VmHWM)
+    helper_mb: float  # its check helper's peak RSS (0 without one)
+    together_mb: float  # the most both held at once (sampled)
+    last_line: str
+
+
+def run_once(figure: Figure, path: Path, workdir: Path) -> Run:
+    """One CLI run on a fresh store."""
     db = workdir / "store.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -113,14 +194,20 @@ def run_once(figure: Figure, path: Path, workdir: Path) -> tuple[float, float, f
     args = [str(ROOT / "review"), *(a.replace("{path}", str(path)) for a in figure.command)]
     start = time.perf_counter()
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    memory = TreeMemory(proc.pid)  # `review` execs the interpreter: the same pid
+    memory.start()
     assert proc.stdout is not None
     output = proc.stdout.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    memory.done.set()
+    memory.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} exited {proc.returncode}:\n{output}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output.strip().splitlines()[-1]
+    own = memory.peaks.get(proc.pid, usage.ru_maxrss / 1024)
+    return Run(wall, usage.ru_utime + usage.ru_stime, own, memory.helpers_mb(), memory.together,
+               output.strip().splitlines()[-1])
 
 
 def measure(name: str, repeats: int, workdir: Path) -> None:
@@ -132,14 +219,17 @@ def measure(name: str, repeats: int, workdir: Path) -> None:
     runs = []
     for _ in range(repeats):
         before = _load()
-        runs.append((*run_once(figure, path, workdir), before, _load()))
-    wall = statistics.median(r[0] for r in runs)
-    cpu = statistics.median(r[1] for r in runs)
-    peak = max(r[2] for r in runs)
+        runs.append((run_once(figure, path, workdir), before, _load()))
+    wall = statistics.median(r.wall for r, _, _ in runs)
+    cpu = statistics.median(r.cpu for r, _, _ in runs)
+    peak, helper, together = (max(getattr(r, k) for r, _, _ in runs) for k in ("peak_mb", "helper_mb", "together_mb"))
+    with_helper = f" + check helper {helper:.0f} MB, together at most {together:.0f} MB" if helper else ""
     print(f"{figure.label} ({size:.0f} MB): {wall:.2f} s wall (median of {repeats}), {cpu:.2f} s CPU, "
-          f"peak RSS {peak:.0f} MB; goal {figure.goal}", flush=True)
-    for wall_s, cpu_s, rss, last, before, after in runs:
-        print(f"    {wall_s:.2f} s wall, {cpu_s:.2f} s CPU, {rss:.0f} MB ({before} -> {after}): {last}", flush=True)
+          f"peak RSS {peak:.0f} MB{with_helper}; goal {figure.goal}", flush=True)
+    for r, before, after in runs:
+        helper_run = f" + {r.helper_mb:.0f} MB = {r.together_mb:.0f} MB at once" if r.helper_mb else ""
+        print(f"    {r.wall:.2f} s wall, {r.cpu:.2f} s CPU, {r.peak_mb:.0f} MB{helper_run} ({before} -> {after}): "
+              f"{r.last_line}", flush=True)
 
 
 def main() -> None:

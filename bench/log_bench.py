@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-from bench.harness import generated_log, peak_mb, run_phase
-from bench.shadow_bench import generate
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` as well as `-m bench.x`
+
+from bench.harness import generated_log, peak_mb, run_phase  # noqa: E402
+from bench.shadow_bench import generate  # noqa: E402
 
 
 def phase_import(db: str, log: Path) -> dict:

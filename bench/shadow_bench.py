@@ -17,12 +17,15 @@ import csv
 import gzip
 import json
 import random
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.harness import generated_log, peak_mb, run_phase
-from bench.synth import CATEGORIES, WORDS
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` as well as `-m bench.x`
+
+from bench.harness import generated_log, peak_mb, run_phase  # noqa: E402
+from bench.synth import CATEGORIES, WORDS  # noqa: E402
 
 MODELS = ("gpt-4o-2024-08-06", "gpt-4.1-2025-04-14")
 COLUMNS = ("request_id", "timestamp", "model", "role", "input", "output", "latency_ms", "prompt_tokens",

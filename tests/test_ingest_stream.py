@@ -269,9 +269,9 @@ def test_recorded_outputs_are_stored_as_the_core_insert_stored_them(engine, monk
     other = get_engine(str(engine.url).replace(".db", "-old.db"))
     captured: list = []
 
-    def old_store(outputs: Any, case_ids: dict, run_ids: dict, dialect: Any) -> tuple[str, list, dict]:
+    def old_store(outputs: Any, columns: dict, case_ids: dict, run_ids: dict, dialect: Any) -> tuple[str, list]:
         captured.append(_core_insert_rows(outputs, case_ids, run_ids))
-        return "SELECT 1", [], {}  # inserted below, after the load, as the Core insert did
+        return "SELECT 1", []  # inserted below, after the load, as the Core insert did
 
     monkeypatch.setattr(store, "_output_rows", old_store)
     load_recorded(other, data, fixture, "new", mapping=mapping)
@@ -337,9 +337,9 @@ def test_a_load_checks_its_outputs_as_they_read_back_from_the_store(engine, monk
     seen: dict = {}
     ensure = checked.ensure_checked
 
-    def watched(engine: Any, name: str, settings: Any = None, written: Any = None) -> Any:
+    def watched(engine: Any, name: str, settings: Any = None, written: Any = None, checker: Any = None) -> Any:
         seen.update(written or {})
-        return ensure(engine, name, settings, written)
+        return ensure(engine, name, settings, written, checker or checked.check_here)
 
     monkeypatch.setattr(checked, "ensure_checked", watched)
     mapping = LoadMapping(review=ReviewSettings(input_token_limit=50))  # inputs too
@@ -348,8 +348,9 @@ def test_a_load_checks_its_outputs_as_they_read_back_from_the_store(engine, monk
     load_recorded(engine, (FIXTURES / fixture).read_bytes(), fixture, "w", mapping=mapping)
     assert len(seen) == 2
     with engine.connect() as conn:
-        for run, frame in seen.items():
-            pd.testing.assert_frame_equal(frame, checked._read_outputs(conn, run, -1, with_inputs=True))
+        for run, values in seen.items():
+            pd.testing.assert_frame_equal(checked.written_outputs(values),
+                                          checked._read_outputs(conn, run, -1, with_inputs=True))
     stored = checked.checked_frame(engine, "w")
     with engine.begin() as conn:  # forget the stored checks: computed again from the store's rows
         conn.execute(text("DELETE FROM checksegment"))

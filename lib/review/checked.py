@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import ChainMap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +28,7 @@ from lib.review.comparisons import comparison_runs
 from lib.review.compute import NO_CATEGORY, check_outputs, pair_values, pairs_key, settings_key
 from lib.review.labels import apply_labels, labels_for_runs
 from lib.review.settings import ReviewSettings, _settings_from_json, stored_settings
-from lib.review.tokens import run_prompt
+from lib.review.tokens import RunPrompt, run_prompt
 from lib.store import check_store
 from lib.store.check_store import Scope, Stored
 
@@ -41,6 +41,9 @@ _CASE_FIELDS = ("case_key", "position", "expected", "match", "pattern", "json_sc
 _RUN_SQL = ("SELECT o.id AS output_id, o.case_id, o.repeat, {outputs}, {cases} "
             'FROM output o JOIN "case" c ON c.id = o.case_id WHERE o.run_id = ? AND o.id > ? ORDER BY o.id LIMIT ?')
 CHUNK = 50_000  # outputs read and checked per step, pairs computed per step: memory stays bounded
+# Outputs checked per step from a load's written values: smaller, as the load (and its check helper) also holds
+# the parsed file's outputs while checking
+WRITTEN_CHUNK = 25_000
 TEXT_BUDGET = 250_000  # texts kept from the check step for the pair step; beyond, they are read again
 _NULLABLE = {pa.bool_(): pd.BooleanDtype(), pa.int64(): pd.Int64Dtype(), pa.float64(): pd.Float64Dtype()}
 
@@ -77,20 +80,43 @@ def written_outputs(values: Mapping[str, Sequence | np.ndarray]) -> pd.DataFrame
     """A run's outputs as `_read_outputs` reads them back (same columns, Python values in object columns),
     from the values its writer just stored: `output_id`, `case_id`, `repeat`, _OUTPUT_FIELDS and
     _CASE_FIELDS (plus `input_text`), each a list in output id order, as SQLite returns them (REAL columns
-    as floats). A load checks its outputs from these in the same pass instead of reading them again."""
+    as floats). A load checks its outputs from these in the same pass instead of reading them again.
+    Without `input_text` (outputs checked without an input token limit), the frame has none."""
+    inputs = ("input_text",) if "input_text" in values else ()
     names = {"output_id": "output_id", "case_id": "case_id", "repeat": "repeat",
-             **{f: f"b_{f}" for f in _OUTPUT_FIELDS}, **{f: f for f in (*_CASE_FIELDS, "input_text")}}
+             **{f: f"b_{f}" for f in _OUTPUT_FIELDS}, **{f: f for f in (*_CASE_FIELDS, *inputs)}}
     return pd.DataFrame({name: np.asarray(values[k], dtype=object) for k, name in names.items()})  # _RUN_SQL order
 
 
 def _next_outputs(conn: Connection, run_id: int, after: int, with_inputs: bool,
-                  written: pd.DataFrame | None) -> pd.DataFrame:
+                  written: Written | None) -> pd.DataFrame:
     if written is None:
         return _read_outputs(conn, run_id, after, with_inputs)
-    ids = written["output_id"].to_numpy(dtype=np.int64)
-    start = int(np.searchsorted(ids, after, side="right"))
-    chunk = written.iloc[start:start + CHUNK].reset_index(drop=True)
-    return chunk if with_inputs else chunk.drop(columns="input_text", errors="ignore")
+    return written_chunk(written, after, with_inputs)
+
+
+# A run's outputs as just written: `written_outputs`' values (arrays in output id order), kept as arrays so a
+# frame is made a WRITTEN_CHUNK at a time (a frame of all of them would copy every column at once).
+Written = Mapping[str, np.ndarray]
+
+
+def written_chunk(written: Written, after: int, with_inputs: bool) -> pd.DataFrame:
+    """The next WRITTEN_CHUNK of a run's written outputs above output id `after`, as `_read_outputs` would read
+    them."""
+    start = int(np.searchsorted(np.asarray(written["output_id"], dtype=np.int64), after, side="right"))
+    end = start + WRITTEN_CHUNK
+    return written_outputs({k: v[start:end] for k, v in written.items() if with_inputs or k != "input_text"})
+
+
+# How a chunk of a run's outputs gets its `check_outputs` frame: (run id, outputs, settings, parse_lenient values
+# out, prompt) -> frame. Here by default; a big load's helper process hands back what it computed meanwhile
+# (lib.review.check_worker).
+Checker = Callable[[int, pd.DataFrame, ReviewSettings, dict, RunPrompt | None], pd.DataFrame]
+
+
+def check_here(run_id: int, raw: pd.DataFrame, settings: ReviewSettings, parsed: dict,
+               prompt: RunPrompt | None) -> pd.DataFrame:
+    return check_outputs(raw, settings, parsed, prompt)
 
 
 def _to_arrow(frame: pd.DataFrame) -> pa.Table:
@@ -109,10 +135,10 @@ def _live_keys(conn: Connection, run_id: int) -> frozenset[str]:
 
 
 def _run_results(engine: Engine, run_id: int, settings: ReviewSettings, key: str, budget: int,
-                 written: pd.DataFrame | None = None) -> _RunResults:
+                 written: Written | None = None, checker: Checker = check_here) -> _RunResults:
     """Stored results of the run, plus those of outputs not stored yet: checked now, CHUNK outputs at a
     time, each chunk stored as it is done (a later chunk that finds the run changed is not stored).
-    `written`: the run's outputs as just written (`written_outputs`), checked without reading them back."""
+    `written`: the run's outputs as just written, checked without reading them back, by `checker`."""
     scope = Scope(run_id, None, key)
     with engine.connect() as conn, conn.begin():  # one snapshot: stored state and outputs agree
         prompt = run_prompt(conn, run_id)
@@ -129,14 +155,15 @@ def _run_results(engine: Engine, run_id: int, settings: ReviewSettings, key: str
     n_checked, n_todo = 0, n_all if restart else n_new
     state: Stored | None = stored
     while n_checked < n_todo:
+        from_written = written is not None and not restart
         with engine.connect() as conn, conn.begin():
             raw = _next_outputs(conn, run_id, after, settings.input_token_limit is not None,
-                                None if restart else written)
+                                written if from_written else None)
             epochs = (check_store.epoch(conn, run_id), 0)
         if raw.empty:
             break
         chunk_parsed: dict = {}
-        new = check_outputs(raw, settings, chunk_parsed, prompt)
+        new = (checker if from_written else check_here)(run_id, raw, settings, chunk_parsed, prompt)
         parts.append(new)
         tables.append(_to_arrow(new))
         ids = raw["output_id"].to_numpy()
@@ -272,13 +299,15 @@ class CheckCounts:
 
 
 def checked_with_counts(engine: Engine, comparison: str, settings: ReviewSettings | None = None,
-                        written: Mapping[int, pd.DataFrame] | None = None) -> tuple[pd.DataFrame, CheckCounts]:
+                        written: Mapping[int, Written] | None = None, checker: Checker = check_here
+                        ) -> tuple[pd.DataFrame, CheckCounts]:
     settings = settings if settings is not None else stored_settings(engine, comparison)
     b_run, c_run = comparison_runs(engine, comparison)
     key = settings_key(settings)
     written = written or {}
-    b = _run_results(engine, b_run, settings, key, TEXT_BUDGET // 2, written.get(b_run))
-    c = b if c_run == b_run else _run_results(engine, c_run, settings, key, TEXT_BUDGET // 2, written.get(c_run))
+    b = _run_results(engine, b_run, settings, key, TEXT_BUDGET // 2, written.get(b_run), checker)
+    c = b if c_run == b_run else _run_results(engine, c_run, settings, key, TEXT_BUDGET // 2, written.get(c_run),
+                                              checker)
     frame = _pair_frame(b.frame, c.frame)
     n_pairs = _attach_pair_values(engine, frame, b_run, c_run, {**b.texts, **c.texts}, {**b.parsed, **c.parsed},
                                   settings)
@@ -293,12 +322,13 @@ def checked_frame(engine: Engine, comparison: str, settings: ReviewSettings | No
 
 
 def ensure_checked(engine: Engine, comparison: str, settings: ReviewSettings | None = None,
-                   written: Mapping[int, pd.DataFrame] | None = None) -> CheckCounts | None:
+                   written: Mapping[int, Written] | None = None, checker: Checker = check_here
+                   ) -> CheckCounts | None:
     """Check and store what a report of this comparison will need. For the end of a run or a load:
     returns None instead of raising when the data cannot be checked (the report will say why).
-    `written`: run id -> its outputs as just written (`written_outputs`), not read back."""
+    `written`: run id -> its outputs as just written (`Written`), not read back, checked by `checker`."""
     try:
-        return checked_with_counts(engine, comparison, settings, written)[1]
+        return checked_with_counts(engine, comparison, settings, written, checker)[1]
     except ReviewInputError:
         return None
 

@@ -19,15 +19,30 @@ from sqlalchemy.engine import Engine
 
 from lib.data.formats import FORMATS
 from lib.data.loaders import long, promptfoo, wide
-from lib.data.loaders.store import Recorded, comparison_exists, store_recorded
-from lib.data.table_stream import gc_paused
+from lib.data.loaders.store import (
+    SIDES,
+    OutputValues,
+    Recorded,
+    StoredRecorded,
+    comparison_exists,
+    output_values,
+    recorded_config_row,
+    store_recorded,
+)
+from lib.data.table_stream import gc_paused, release_freed_memory
 from lib.data.tables import Table, decode_text, file_kind, open_input, read_rows
 from lib.errors import RecordedLoadError
 from lib.release import shadow
 
 if TYPE_CHECKING:
+    from lib.review.check_worker import CheckWorker
+    from lib.review.checked import Checker
     from lib.review.settings import ReviewSettings
 
+# A file this big has its outputs checked by a helper process while they are written (lib.review.check_worker):
+# ~35k pairs of short outputs. The helper is ready ~1.2 s after the load starts and costs ~0.7-1 s of CPU; below
+# ~22k pairs the load is done parsing and writing before it is ready, and checking in-process is faster.
+HELPER_MIN_BYTES = 16_000_000
 
 
 @dataclass
@@ -138,17 +153,39 @@ def _no_input_limit(filename: str, mapping: LoadMapping | None) -> None:
 
 
 def _check_now(engine: Engine, name: str, mapping: LoadMapping | None,
-               written: dict[int, dict[str, Any]] | None = None) -> None:
+               written: dict[int, dict[str, Any]] | None = None, checker: Checker | None = None) -> None:
     # Check and store every output now, so the first report of this comparison reads stored columns;
-    # `written` (store_recorded's): the outputs as just stored, checked without reading them back.
-    from lib.review.checked import ensure_checked, written_outputs  # heavy (pyarrow, jsonschema): only for a load
+    # `written` (store_recorded's): the outputs as just stored, checked without reading them back (by
+    # `checker`: a helper process's results, lib.review.check_worker).
+    from lib.review.checked import check_here, ensure_checked  # heavy (pyarrow, jsonschema): only for a load
     from lib.review.settings import save_settings
 
     if mapping is not None and mapping.review is not None:
         save_settings(engine, name, mapping.review)
-    frames = {run: written_outputs(values) for run, values in (written or {}).items()}
-    written = None  # the lists: dropped as the frames are made
-    ensure_checked(engine, name, written=frames)
+    ensure_checked(engine, name, written=written, checker=checker or check_here)
+
+
+def _start_worker(size: int, mapping: LoadMapping | None) -> CheckWorker | None:
+    """A helper process for the checks of a file of `size` bytes: from HELPER_MIN_BYTES (below, its start and
+    imports cost more than it saves)."""
+    if size < HELPER_MIN_BYTES:
+        return None
+    from lib.review.check_worker import CheckWorker
+
+    return CheckWorker.start((mapping.baseline, mapping.candidate) if mapping is not None else ())
+
+
+def _submit_checks(worker: CheckWorker, rec: Recorded, values: OutputValues, mapping: LoadMapping | None) -> None:
+    """Hand the helper both sides' outputs, under the settings and prompts the load will store them with."""
+    from lib.review.settings import ReviewSettings
+    from lib.review.tokens import RunPrompt
+
+    settings = mapping.review if mapping is not None and mapping.review is not None else ReviewSettings()
+    prompts = {}
+    for side, model in zip(SIDES, (rec.baseline, rec.candidate)):
+        row = recorded_config_row(model)
+        prompts[side] = RunPrompt(row["model"], row["system_prompt"], row["prompt_template"])
+    worker.submit({side: values.checks[side] for side in SIDES if side in values.checks}, settings, prompts)
 
 
 def _import_litellm_quietly() -> None:
@@ -183,32 +220,51 @@ def load_recorded(engine: Engine, data: bytes, filename: str, name: str, fmt: st
                   mapping: LoadMapping | None = None, system: str = "default") -> LoadResult:
     """Load a recorded comparison named `name` from a wide, long or promptfoo file."""
     name = _check_name(engine, name, filename)
-    _start_importing_litellm(mapping)
-    if fmt == shadow.FORMAT or (fmt is None and filename.lower().endswith(".gz")):
+    shadow_log = fmt == shadow.FORMAT or (fmt is None and filename.lower().endswith(".gz"))
+    worker = None if shadow_log else _start_worker(len(data), mapping)
+    if worker is None:
+        _start_importing_litellm(mapping)  # else the helper counts the tokens (and imports what it needs)
+    if shadow_log:
         return _load_shadow(engine, io.BytesIO(data), filename, name, mapping, system)
-    fmt, rec = _parse(data, filename, fmt, mapping or LoadMapping())
-    del data  # the file's bytes: not held through the writes and checks (load_recorded_file keeps no copy)
+    try:
+        fmt, rec = _parse(data, filename, fmt, mapping or LoadMapping())
+        del data  # the file's bytes: not held through the writes and checks (load_recorded_file keeps no copy)
+        release_freed_memory()  # the parse's rows and frames, freed: not kept resident through the rest
+        from lib.review.checks.matching import shared_normalize
+
+        # The rule advice and the checks normalise the same outputs for the default rule: once.
+        with shared_normalize():
+            stored, result = _store(engine, rec, filename, name, fmt, mapping, system, worker)
+            del rec  # the parsed file: the checks take the outputs as stored (`stored.written`)
+            release_freed_memory()  # the rows inserted: while the helper still checks, both are resident
+            _check_now(engine, name, mapping, stored.written,
+                       worker.checker(stored.run_ids) if worker is not None else None)
+    finally:
+        if worker is not None:
+            worker.close()
+    return result
+
+
+def _store(engine: Engine, rec: Recorded, filename: str, name: str, fmt: str, mapping: LoadMapping | None,
+           system: str, worker: CheckWorker | None) -> tuple[StoredRecorded, LoadResult]:
+    """Store a parsed file with the default rule's advice; a `worker` is handed the outputs to check meanwhile."""
     if not rec.has_input:
         _no_input_limit(filename, mapping)
-    from lib.review.checks.matching import shared_normalize
+    values = output_values(rec)
+    if worker is not None and values.checks:
+        _submit_checks(worker, rec, values, mapping)
+    if mapping is None or mapping.match is None:
+        from lib.data.loaders.rule_advice import default_rule_notes  # imports the matching checks
 
-    # The rule advice and the checks normalise the same outputs for the default rule: once.
-    with shared_normalize():
-        if mapping is None or mapping.match is None:
-            from lib.data.loaders.rule_advice import default_rule_notes  # imports the matching checks
-
-            notes, warnings = default_rule_notes(rec)
-            rec.notes.extend(notes)
-            rec.warnings.extend(warnings)
-        written = store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
-                                 report=_report(rec, fmt, filename))
-        result = LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
-                            candidate=rec.candidate, baseline_only=rec.baseline_only,
-                            candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
-                            warnings=rec.warnings, notes=rec.notes)
-        del rec  # the parsed file: the checks take the outputs as stored (`written`)
-        _check_now(engine, name, mapping, written)
-    return result
+        notes, warnings = default_rule_notes(rec)
+        rec.notes.extend(notes)
+        rec.warnings.extend(warnings)
+    stored = store_recorded(engine, rec, name=name, source=filename, fmt=fmt, system=system,
+                            report=_report(rec, fmt, filename), values=values)
+    return stored, LoadResult(comparison=name, fmt=fmt, n_pairs=rec.n_pairs, baseline=rec.baseline,
+                              candidate=rec.candidate, baseline_only=rec.baseline_only,
+                              candidate_only=rec.candidate_only, first_unpaired_ids=rec.first_unpaired_ids,
+                              warnings=rec.warnings, notes=rec.notes)
 
 
 def _load_shadow(engine: Engine, raw: Any, filename: str, name: str, mapping: LoadMapping | None, system: str,

@@ -5,8 +5,9 @@ Every loader reduces its file to one "long" frame (one row per output: key, side
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from lib.store.entities import SOURCE_RECORDED, STATUS_RECORDED, Case, Compariso
 CASE_COLUMNS = ("input", "expected", "match", "pattern", "category", "metadata")
 OUTPUT_COLUMNS = ("text", "error", "latency_s", "cost_usd", "prompt_tokens", "completion_tokens", "logged_at")
 MAX_UNPAIRED_IDS = 10
+INSERT_BATCH = 20_000  # output rows per executemany: the tuples of 100k outputs are never all held at once
 
 
 @dataclass
@@ -170,10 +172,33 @@ def comparison_exists(engine: Engine, name: str) -> bool:
         return session.exec(select(Comparison.id).where(Comparison.name == name)).first() is not None
 
 
+@dataclass
+class OutputValues:
+    """A comparison's outputs as they are inserted, and what their checks read, known before the write."""
+
+    columns: dict[str, list]  # output column -> values in `Recorded.outputs` order (no run or case ids)
+    # side -> the values its checks read (lib.review.checked's `written_outputs`) as SQLite returns them,
+    # output and case ids still placeholders (row numbers, case positions) until `store_recorded` sets them;
+    # empty when a value is of a kind the store would convert (the checks then read the outputs back)
+    checks: dict[str, dict[str, np.ndarray]]
+
+
+@dataclass
+class StoredRecorded:
+    run_ids: dict[str, int]  # side -> its recorded run
+    written: dict[int, dict[str, np.ndarray]]  # run id -> its `OutputValues.checks`, stored ids set ({}: none)
+
+
+def output_values(rec: Recorded) -> OutputValues:
+    columns = _output_columns(rec.outputs)
+    return OutputValues(columns, _check_values(rec, columns))
+
+
 def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt: str, system: str,
-                   report: dict[str, Any]) -> dict[int, dict[str, np.ndarray]]:
+                   report: dict[str, Any], values: OutputValues | None = None) -> StoredRecorded:
     """Dataset, model configs, two recorded runs, outputs and the comparison, in one transaction.
-    Returns each run's outputs as stored (`_written`), for the checks of the same load."""
+    Returns each run's outputs as stored, for the checks of the same load (`values`: `output_values(rec)`)."""
+    values = values or output_values(rec)
     with session_scope(engine) as session:
         # Its own dataset name, so a recorded file never becomes a new version of a golden dataset.
         ds, _ = save_cases(session, recorded_dataset_name(name), source, rec.cases)
@@ -181,9 +206,11 @@ def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt
         run_ids = {side: _recorded_run(session, model, ds.id, rec.outputs, side)
                    for side, model in zip(SIDES, (rec.baseline, rec.candidate))}
         conn = session.connection()
-        sql, rows, columns = _output_rows(rec.outputs, case_ids, run_ids, conn.dialect)
-        conn.exec_driver_sql(sql, rows)
-        del rows
+        sql, made = _output_rows(rec.outputs, values.columns, case_ids, run_ids, conn.dialect)
+        rows = iter(made)
+        while batch := list(islice(rows, INSERT_BATCH)):  # in order: the ids follow the rows
+            conn.exec_driver_sql(sql, batch)
+        del made, rows, batch
         # The rows' ids, in the order they were inserted (the runs are this transaction's own).
         ids = [i for (i,) in conn.exec_driver_sql("SELECT id FROM output WHERE run_id IN (?, ?) ORDER BY id",
                                                   tuple(run_ids.values())).fetchall()]
@@ -192,51 +219,66 @@ def store_recorded(engine: Engine, rec: Recorded, *, name: str, source: str, fmt
                                notes_json=to_json(report), created_at=utcnow()))
         record_event(session, "comparison_loaded", {"comparison": name, "fmt": fmt, "source": source,
                                                     "n_outputs": len(rec.outputs), "dataset_id": ds.id})
-    return _written(rec, columns, ids, case_ids)
+    return StoredRecorded(run_ids, _with_ids(rec, values.checks, ids, case_ids, run_ids))
 
 
 _REAL = ("latency_s", "cost_usd")  # FLOAT columns: SQLite keeps an integer given to them as a REAL
 
 
-def _written(rec: Recorded, columns: dict[str, list], ids: list[int], case_ids: dict[int, int | None]
-             ) -> dict[int, dict[str, np.ndarray]]:
-    """run id -> the values of its outputs and their cases as SQLite returns them (lib.review.checked's
-    `written_outputs`); empty when a value is of a kind the store would convert (then they are read back)."""
-    n = len(ids)
-    text_kinds = [columns[c] for c in ("text", "error") if c in columns]
-    if n != len(rec.outputs) or any(v is not None and type(v) is not str for col in text_kinds for v in col):
+def _object_column(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)  # element by element: never a 2-D array of lists
+    out[:] = values
+    return out
+
+
+def _check_values(rec: Recorded, columns: dict[str, list]) -> dict[str, dict[str, np.ndarray]]:
+    """side -> the values of its outputs and their cases as SQLite will return them (lib.review.checked's
+    `written_outputs`), ids placeholders; empty when a value is of a kind the store would convert."""
+    n = len(rec.outputs)
+    if any(v is not None and type(v) is not str for c in ("text", "error") for v in columns[c]):
         return {}
-
-    def column(values: list) -> np.ndarray:
-        out = np.empty(len(values), dtype=object)  # element by element: never a 2-D array of lists
-        out[:] = values
-        return out
-
-    nulls = column([None] * n)
+    nulls = _object_column([None] * n)
     positions = rec.outputs["position"].to_numpy(dtype=np.int64)
     cases = list(zip(*(c.values(0, i) for i, c in enumerate(rec.cases))))  # CASE_FIELDS order, per field
     values: dict[str, np.ndarray] = {
-        "output_id": column(ids), "case_id": column([case_ids[p] for p in positions.tolist()]),
-        "repeat": column(columns["repeat"]), "finish_reason": nulls,
-        **{c: column(columns[c]) if c in columns else nulls for c in ("text", "completion_tokens", "error")},
-        **{c: column([None if v is None else float(v) for v in columns[c]]) if c in columns else nulls
-           for c in _REAL},
-        **{f: column(list(cases[CASE_FIELDS.index(f)]))[positions] for f in
+        "output_id": _object_column(list(range(n))), "case_id": _object_column(positions.tolist()),
+        "repeat": _object_column(columns["repeat"]), "finish_reason": nulls,
+        **{c: _object_column(columns[c]) for c in ("text", "completion_tokens", "error")},
+        **{c: _object_column([None if v is None else float(v) for v in columns[c]]) for c in _REAL},
+        **{f: _object_column(list(cases[CASE_FIELDS.index(f)]))[positions] for f in
            ("case_key", "position", "expected", "match", "pattern", "json_schema", "category", "metadata_json",
             "input_text")},
     }
-    run_of = np.asarray(columns["run_id"], dtype=np.int64)
-    return {int(run): {k: v[run_of == run] for k, v in values.items()} for run in dict.fromkeys(columns["run_id"])}
+    sides = rec.outputs["side"].to_numpy()
+    return {side: {k: v[sides == side] for k, v in values.items()} for side in dict.fromkeys(sides)}
+
+
+def _with_ids(rec: Recorded, checks: dict[str, dict[str, np.ndarray]], ids: list[int],
+              case_ids: dict[int, int | None], run_ids: dict[str, int]) -> dict[int, dict[str, np.ndarray]]:
+    """run id -> `checks` of its side with the ids the store gave (in insertion order: `rec.outputs` order)."""
+    if not checks or len(ids) != len(rec.outputs):
+        return {}
+    sides, stored = rec.outputs["side"].to_numpy(), np.asarray(ids, dtype=object)
+    written = {}
+    for side, values in checks.items():
+        values = {**values, "output_id": stored[sides == side],
+                  "case_id": _object_column([case_ids[p] for p in values["position"].tolist()])}
+        written[run_ids[side]] = values
+    return written
+
+
+def recorded_config_row(model: str) -> dict[str, Any]:
+    """A recorded side knows only its model value: the same row (and hash) as a live run of that model
+    with every parameter left at the provider's default."""
+    return config_row(ModelSpec(model))
 
 
 def _model_config(session: Session, model: str) -> int:
-    """A recorded side knows only its model value: the same row (and hash) as a live run of that model
-    with every parameter left at the provider's default."""
-    spec = ModelSpec(model)
-    found = session.exec(select(ModelConfig.id).where(ModelConfig.config_hash == spec.config_hash())).first()
+    row = recorded_config_row(model)
+    found = session.exec(select(ModelConfig.id).where(ModelConfig.config_hash == row["config_hash"])).first()
     if found is not None:
         return found
-    cfg = ModelConfig(**config_row(spec), created_at=utcnow())
+    cfg = ModelConfig(**row, created_at=utcnow())
     session.add(cfg)
     session.flush()
     return cfg.id
@@ -264,14 +306,12 @@ def _bind(column: Column, dialect: Dialect) -> Callable[[Any], Any]:
     return column.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
 
 
-def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[str, int], dialect: Dialect
-                 ) -> tuple[str, list[tuple], dict[str, list]]:
-    """The INSERT, its rows (tuples for the driver's executemany), built column-wise (this runs on 100k-row
-    logs), and every column's values; timestamps converted by the columns' own types, as SQLAlchemy would."""
+def _output_columns(outputs: pd.DataFrame) -> dict[str, list]:
+    """Every output column's values as plain Python values (run and case ids aside), built column-wise (this
+    runs on 100k-row logs); timestamps as datetimes."""
     error = outputs["error"].map(scrubber(), na_action="ignore")  # a logged provider error may echo a key
     logged_at = pd.to_datetime(outputs["logged_at"], utc=True)
-    columns = {
-        "run_id": _values(outputs["side"].map(run_ids)), "case_id": _values(outputs["position"].map(case_ids)),
+    return {
         "repeat": _values(outputs["repeat"]), "text": _values(outputs["text"]), "error": _values(error),
         "error_kind": _values(error.where(error.isna(), "other")),
         "latency_s": _values(pd.to_numeric(outputs["latency_s"])),
@@ -280,7 +320,14 @@ def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[
         "completion_tokens": _values(pd.to_numeric(outputs["completion_tokens"]).astype("Int64")),
         "logged_at": np.where(logged_at.notna(), logged_at.array.to_pydatetime(), None).tolist(),
     }
-    every = columns
+
+
+def _output_rows(outputs: pd.DataFrame, every: dict[str, list], case_ids: dict[int, int | None],
+                 run_ids: dict[str, int], dialect: Dialect) -> tuple[str, Iterator[tuple]]:
+    """The INSERT and its rows (tuples for the driver's executemany, made as they are inserted) from
+    `_output_columns`' values; timestamps converted by the columns' own types, as SQLAlchemy would."""
+    columns = {"run_id": _values(outputs["side"].map(run_ids)), "case_id": _values(outputs["position"].map(case_ids)),
+               **every}
     # Columns null in every row are left out: fewer bound parameters per row (the insert's cost).
     columns = {name: values for name, values in columns.items() if any(v is not None for v in values)}
     if "logged_at" in columns:
@@ -290,4 +337,4 @@ def _output_rows(outputs: pd.DataFrame, case_ids: dict[int, int], run_ids: dict[
     names = [*constant, *columns]
     sql = f"INSERT INTO output ({', '.join(names)}) VALUES ({', '.join(['?'] * len(names))})"
     head = tuple(constant.values())
-    return sql, [head + row for row in zip(*columns.values())], every
+    return sql, (head + row for row in zip(*columns.values()))
