@@ -6,7 +6,7 @@ pages verify a signature and recompute the evidence (cached per store version). 
 one warm-up walk (a warm server), it prints the median of R runs of:
 - new tab -> usable Overview: a new tab opens `/?comparison=NAME`; done when the Overview's title is
   shown and the script has finished (no running script, no spinner); the time to the title alone, and to
-  the forest plot drawn (Vega-Lite: its library loads in each new tab), too;
+  the forest plot drawn (the plotting library loads in each new tab), too;
 - each page switch through the sidebar's links, in the sidebar's order: done when the page's title is
   shown and its script has finished; on Distributions' first visit, the time to its first chart drawn too
   (plotly.js loads in the tab then);
@@ -140,7 +140,7 @@ def new_tab(context, url: str, name: str):  # type: ignore[no-untyped-def]
     title = time.perf_counter() - start
     settled(pg, "Overview")
     usable = time.perf_counter() - start
-    pg.locator("[data-testid=stVegaLiteChart] svg").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+    pg.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=TIMEOUT_MS)
     plotted = time.perf_counter() - start
     metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
     cdp.detach()

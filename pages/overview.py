@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
@@ -103,49 +104,34 @@ def _render_decision(name: str) -> None:
 
 
 # ---- the forest plot: the picture of the gate -----------------------------------------------------
-# Drawn with Vega-Lite (st.vega_lite_chart), not plotly: a new tab then never evaluates plotly.js's 4.7 MB
-# chunk for the Overview (~0.7 s of the browser's main thread, bench/pages_bench.py; Vega's is ~0.8 MB).
 RESULT_COLOURS = {"fail": "#c62828", "inconclusive": "#ef8f00", "pass": "#2e7d32", None: "#607d8b"}
 RESULT_NAMES = {"fail": "criterion fails", "inconclusive": "criterion inconclusive", "pass": "criterion passes",
                 None: "no criterion"}
-MARGIN_NAME, MARGIN_COLOUR = "policy margin", "#000"
-ROW_PX = 34
 
 
-def _forest(rows: list[headline.ForestRow], unit: str, title: str) -> dict[str, Any]:
-    """A Vega-Lite forest plot: each row's delta and 95% CI coloured by its criterion's result, the policy's
-    margins as vertical ticks on their rows, a dotted line at 0; the legend names only what is drawn."""
-    results = [r for r in RESULT_COLOURS if any(row.result == r for row in rows)]
-    points = [{"name": r.name, "delta": r.delta, "low": r.low, "high": r.high, "result": RESULT_NAMES[r.result]}
-              for r in rows]
-    margins = [{"name": r.name, "margin": m, "result": MARGIN_NAME} for r in rows for m in r.margins]
-    legend = [RESULT_NAMES[r] for r in results] + ([MARGIN_NAME] if margins else [])
-    colours = [RESULT_COLOURS[r] for r in results] + ([MARGIN_COLOUR] if margins else [])
-    colour = {"field": "result", "type": "nominal", "title": None, "scale": {"domain": legend, "range": colours},
-              "legend": {"orient": "bottom", "direction": "horizontal"}}
-    y = {"field": "name", "type": "nominal", "sort": [r.name for r in rows], "title": None,
-         "axis": {"labelLimit": 320, "labelOverlap": False}}
-    x_title = f"candidate − baseline ({unit})"
-    value = {"type": "quantitative", "title": x_title}
-    layers: list[dict[str, Any]] = [
-        {"data": {"values": [{"zero": 0}]}, "mark": {"type": "rule", "strokeDash": [2, 3], "color": "#9e9e9e"},
-         "encoding": {"x": {"field": "zero", **value}}},
-        {"data": {"values": points}, "mark": {"type": "rule", "strokeWidth": 2},
-         "encoding": {"y": y, "x": {"field": "low", **value}, "x2": {"field": "high"}, "color": colour}},
-        {"data": {"values": points}, "mark": {"type": "point", "filled": True, "size": 90, "opacity": 1},
-         "encoding": {"y": y, "x": {"field": "delta", **value}, "color": colour,
-                      "tooltip": [{"field": "name", "title": "metric"},
-                                  {"field": "delta", "title": f"Δ ({unit})", "format": ".2f"},
-                                  {"field": "low", "title": "95% CI low", "format": ".2f"},
-                                  {"field": "high", "title": "95% CI high", "format": ".2f"}]}}]
+def _forest(rows: list[headline.ForestRow], unit: str, title: str) -> go.Figure:
+    fig = go.Figure()
+    for result in RESULT_COLOURS:  # one trace per result: the legend names only those present
+        chosen = [r for r in rows if r.result == result]
+        if not chosen:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[r.delta for r in chosen], y=[r.name for r in chosen], mode="markers", name=RESULT_NAMES[result],
+            marker={"color": RESULT_COLOURS[result], "size": 10},
+            error_x={"type": "data", "symmetric": False, "array": [r.high - r.delta for r in chosen],
+                     "arrayminus": [r.delta - r.low for r in chosen], "color": RESULT_COLOURS[result]},
+            hovertemplate="%{y}: %{x:.2f} " + unit + "<extra></extra>"))
+    margins = [(m, r.name) for r in rows for m in r.margins]
     if margins:
-        layers.append({"data": {"values": margins}, "mark": {"type": "tick", "thickness": 3, "size": 22},
-                       "encoding": {"y": y, "x": {"field": "margin", **value}, "color": colour,
-                                    "tooltip": [{"field": "name", "title": "metric"},
-                                                {"field": "margin", "title": f"margin ({unit})", "format": ".2f"}]}})
-    # svg: the labels are text in the page (read by assistive tools and the tests' scan for "None"/"nan")
-    return {"title": title, "height": {"step": ROW_PX}, "layer": layers, "padding": {"left": 8, "right": 8},
-            "usermeta": {"embedOptions": {"renderer": "svg"}}}
+        fig.add_trace(go.Scatter(x=[m for m, _ in margins], y=[n for _, n in margins], mode="markers",
+                                 name="policy margin", hovertemplate="margin %{x:.2f} " + unit + "<extra></extra>",
+                                 marker={"symbol": "line-ns-open", "size": 16, "line": {"width": 3},
+                                         "color": "#000"}))
+    fig.add_vline(x=0, line_color="#9e9e9e", line_dash="dot")
+    fig.update_layout(title=title, height=90 + 34 * len(rows), margin={"l": 10, "r": 10, "t": 40, "b": 40},
+                      xaxis_title=f"candidate − baseline ({unit})", yaxis={"autorange": "reversed"},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
 
 
 PLOTS_LOADED_KEY = "overview_plots_loaded"  # this tab's browser has drawn the forest plot: its library is loaded
@@ -153,18 +139,18 @@ PLOTS_LOADED_KEY = "overview_plots_loaded"  # this tab's browser has drawn the f
 
 def _render_forest(report: dict, verdict: dict | None) -> Callable[[], None] | None:
     """The forest plot(s); in a new tab, a placeholder of its size and a function that draws it, to call last:
-    the browser then shows the rest of the page before it loads the charting library."""
+    the browser then shows the rest of the page before it loads the plotting library (about half a second of
+    its time at first, blocking everything after the plot)."""
     rows = headline.forest_rows(report, verdict)
     rates = [r for r in rows if r.unit == headline.PP]
     others = [r for r in rows if r.unit == headline.RELATIVE]
     draw_last = None
     if rates:
-        spec = _forest(rates, "pp", "Rates: change with its 95% CI, in percentage points")
+        figure = _forest(rates, "pp", "Rates: change with its 95% CI, in percentage points")
         if st.session_state.get(PLOTS_LOADED_KEY):
-            _draw(st, spec, "overview_forest_rates")  # in place: no placeholder flickering on a rerun
+            _draw(st, figure, "overview_forest_rates")  # in place: no placeholder flickering on a rerun
         else:
-            # the placeholder's height: the rows, plus the title, the axis and the legend
-            draw_last = functools.partial(_draw, st.skeleton(height=ROW_PX * len(rates) + 110), spec,
+            draw_last = functools.partial(_draw, st.skeleton(height=figure.layout.height), figure,
                                           "overview_forest_rates")
             st.session_state[PLOTS_LOADED_KEY] = True
     if others:
@@ -177,8 +163,8 @@ def _render_forest(report: dict, verdict: dict | None) -> Callable[[], None] | N
     return draw_last
 
 
-def _draw(where: Any, spec: dict[str, Any], key: str) -> None:
-    where.vega_lite_chart(spec, key=key, width="stretch")
+def _draw(where: Any, figure: go.Figure, key: str) -> None:
+    where.plotly_chart(figure, key=key, config={"displayModeBar": False})
 
 
 # ---- metric cards, coloured by evidence ------------------------------------------------------------

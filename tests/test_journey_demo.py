@@ -39,8 +39,7 @@ MISSING = re.compile(r"(?<![\w<])(None|nan|NaN|<NA>)(?![\w>])")
 PAGE_TEXT_JS = """() => {
   const parts = [document.body.innerText];
   // table cells (the grid draws on a canvas; its accessible table holds the text) and chart labels
-  document.querySelectorAll(
-    '[data-testid=stDataFrame] table, .js-plotly-plot svg text, [data-testid=stVegaLiteChart] svg text')
+  document.querySelectorAll('[data-testid=stDataFrame] table, .js-plotly-plot svg text')
     .forEach(e => parts.push(e.textContent));
   return parts.join('\\n');
 }"""

@@ -107,8 +107,7 @@ def test_the_owner_signs_off_in_the_browser(page, server) -> None:
     expect(page.locator(".st-key-verdict-no-go")).to_contain_text("after the candidate's outputs were stored")
     expect(page.locator('[class*="st-key-card-worse-accuracy"]')).to_be_visible()
     fine(page)
-    # the forest plot drawn (Vega-Lite, as SVG), not a skeleton
-    expect(page.locator("[data-testid=stVegaLiteChart] svg").first).to_be_visible(timeout=T)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=T)  # the forest plot drawn, not a skeleton
     idle(page)
     page.evaluate("window.scrollTo(0, 0)")
     README_SHOT.parent.mkdir(parents=True, exist_ok=True)
