@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,27 +38,16 @@ class MissingKeyError(ReviewInputError):
     """The provider key a model needs is set neither in the environment nor in the app's secrets file."""
 
 
-def require_keys(pairs: list[tuple[str, str | None]], secrets_path: Path = SECRETS_FILE) -> None:
+def require_keys(pairs: list[tuple[str, str | None]],
+                 statuses: Callable[[list[tuple[str, str | None]]], list[KeyStatus]] | None = None) -> None:
     """Refuse before any call when a model clearly needs a key that is not set (every call would fail).
-    Answered by the resident worker host when it can (litellm is imported there: a run's command then never
-    imports it), else here."""
-    statuses = _statuses(pairs, secrets_path)
-    missing = [s for s in statuses if s.needed and not s.present]
+    `statuses`: how to ask (a run's command passes `lib.run.resident.key_statuses`, which asks the worker host
+    so the command never imports litellm); default: `key_status` here."""
+    found = statuses(pairs) if statuses else [key_status(model, api_base) for model, api_base in pairs]
+    missing = [s for s in found if s.needed and not s.present]
     if missing:
         raise MissingKeyError("; ".join(f"{s.model}: {s.message}" for s in missing)
                               + " (in the environment or .streamlit/secrets.toml); nothing was called")
-
-
-def _statuses(pairs: list[tuple[str, str | None]], secrets_path: Path) -> list[KeyStatus]:
-    from lib.run import resident
-    from lib.run.forkserver import resident_ready
-
-    if secrets_path == SECRETS_FILE and resident_ready():
-        try:
-            return resident.key_statuses(pairs)
-        except resident.ResidentUnavailable:
-            pass
-    return [key_status(model, api_base, secrets_path) for model, api_base in pairs]
 
 
 def _secret_names(path: Path = SECRETS_FILE) -> set[str]:

@@ -62,9 +62,10 @@ def monitor_run_cmd(
     """Re-run the golden set against the same model; exit 0 in band, 1 alert, 2 bad input."""
     from lib.catalog.keys import require_keys
     from lib.release.monitor import JudgeRequest, monitor_run
+    from lib.run.resident import key_statuses
 
     spec = model_spec(model, run_kwargs["api_base"], run_kwargs)
-    require_keys([(spec.model, spec.api_base)])  # else every call fails and the point is all errors
+    require_keys([(spec.model, spec.api_base)], key_statuses)  # else every call fails: a point of errors
     point = monitor_run(engine(), dataset=dataset, spec=spec, options=run_options(run_kwargs), policy=policy,
                         policy_version=policy_version, make_baseline=baseline, system=run_kwargs["system"],
                         judge=JudgeRequest(judge, judge_api_base, judge_sample) if judge else None,

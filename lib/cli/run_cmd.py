@@ -184,8 +184,9 @@ def run_cmd(
     if dry_run:
         return
     from lib.catalog.keys import require_keys
+    from lib.run.resident import key_statuses
 
-    require_keys([(spec.model, spec.api_base) for spec in specs.values()])  # else every call fails, exit 1
+    require_keys([(spec.model, spec.api_base) for spec in specs.values()], key_statuses)  # else all calls fail
     result = run_comparison(store, dataset=dataset, baseline=specs["baseline"], candidate=specs["candidate"],
                             name=name, options=options, system=system, progress=_ProgressPrinter())
     _summary(result)

@@ -41,13 +41,7 @@ from sqlalchemy.engine import Engine
 
 from lib.errors import ReviewInputError
 from lib.run import llm, resident, stoppable
-from lib.run.forkserver import (  # noqa: F401  (re-exported)
-    choose_workers,
-    context,
-    resident_ready,
-    should_warm_up,
-    warm_up,
-)
+from lib.run.forkserver import HAS_FORKSERVER, choose_workers, context, should_warm_up, warm_up  # noqa: F401
 from lib.run.modes import WORKER_MODES
 from lib.run.quota import Pacer, Quota, quota_for
 from lib.store.columns import utcnow
@@ -235,7 +229,8 @@ def execute(engine: Engine, sides: list[Side], jobs: list[Job], options: RunOpti
     for job in jobs:
         pending[job.side.name] += 1
     url = _shareable_url(engine)
-    workers = choose_workers(options, pending, resident_ready()) if url is not None else "in-process"
+    ready = HAS_FORKSERVER and resident.usable()
+    workers = choose_workers(options, pending, ready) if url is not None else "in-process"
     cpu = time.process_time()
     if workers == "in-process":
         stoppable.run(_Executor(engine, options, progress, options.concurrency).run(jobs))
@@ -359,7 +354,7 @@ def _start_worker(name: str, task: _Task) -> tuple[multiprocessing.process.BaseP
     command's own fork server."""
     if resident.enabled():
         try:
-            return resident.start_worker(task)
+            return resident.start_worker(worker_main, task)
         except resident.ResidentUnavailable:
             pass  # e.g. a runtime directory others can enter: the per-command fork server still works
     mine, theirs = multiprocessing.Pipe()

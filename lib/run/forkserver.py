@@ -39,23 +39,12 @@ def choose_workers(options: Any, pending: dict[str, int], resident_ready: bool =
     return "per-side" if big else "in-process"
 
 
-def resident_ready() -> bool:
-    """Whether the resident worker host can be used here (its directory is private, sockets exist)."""
-    from lib.run import resident
-
-    if not HAS_FORKSERVER or not resident.enabled():
-        return False
-    try:
-        resident.runtime_dir()
-    except resident.ResidentUnavailable:
-        return False
-    return True
-
-
 def should_warm_up(options: Any, calls_per_side: int) -> bool:
     """Whether a run of this size would use workers (when nothing is stored yet)."""
+    from lib.run import resident
+
     pending = {"baseline": calls_per_side, "candidate": calls_per_side}
-    return choose_workers(options, pending, resident_ready()) == "per-side"
+    return choose_workers(options, pending, HAS_FORKSERVER and resident.usable()) == "per-side"
 
 
 def context() -> multiprocessing.context.ForkServerContext:
@@ -63,8 +52,10 @@ def context() -> multiprocessing.context.ForkServerContext:
     unsafe. The server imports litellm once (lib.run.worker_preload); workers fork from it in ~20 ms.
     As with any start method but fork, a worker imports the caller's main module: a script calling
     the runner needs an `if __name__ == "__main__":` guard (`./review` and bench/ have one)."""
+    from lib.run.resident import PRELOAD
+
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["lib.run.worker_preload"])
+    ctx.set_forkserver_preload([PRELOAD])
     return ctx
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib
 import os
 import re
 import secrets
@@ -31,7 +32,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Client, Connection, answer_challenge, deliver_challenge
 from pathlib import Path
@@ -40,6 +41,9 @@ from typing import Any
 from lib.errors import ReviewError
 
 APP_DIR = "upgrade-review"
+# What every worker needs, imported once by the host (litellm warmed up, the executor, the store's tables): by
+# name, like multiprocessing's forkserver preload, since that module imports the executor, which uses the host.
+PRELOAD = "lib.run.worker_preload"
 ROOT = Path(__file__).resolve().parents[2]
 IDLE_S = 900.0  # a host with no request and no live worker for this long exits
 START_TIMEOUT_S = 120.0  # a cold host imports litellm first: seconds on a loaded machine
@@ -58,6 +62,17 @@ class ResidentUnavailable(ReviewError):
 
 def enabled() -> bool:
     return os.environ.get("REVIEW_RESIDENT", "1") != "0" and hasattr(os, "fork") and hasattr(socket, "AF_UNIX")
+
+
+def usable() -> bool:
+    """Enabled, and its runtime directory is private (a host will start or is running)."""
+    if not enabled():
+        return False
+    try:
+        runtime_dir()
+    except ResidentUnavailable:
+        return False
+    return True
 
 
 # ---- where the host lives ---------------------------------------------------------------------------
@@ -212,12 +227,14 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def start_worker(task: Any, place: Place | None = None) -> tuple[RemoteWorker, Connection]:
-    """Have the host fork a worker for `task` (lib.run.executor._Task); its connection is the worker's
-    pipe: progress in, grow/stop out, and its end (even kill -9 of this process) is the worker's EOF."""
+def start_worker(target: Callable[[Any, Connection], None], task: Any,
+                 place: Place | None = None) -> tuple[RemoteWorker, Connection]:
+    """Have the host fork a worker running `target(task, connection)` (lib.run.executor.worker_main, sent by
+    reference); the connection is the worker's pipe: progress in, grow/stop out, and its end (even kill -9
+    of this process) is the worker's EOF."""
     conn = connect(place)
     try:
-        conn.send(("worker", task))
+        conn.send(("worker", target, task))
         kind, pid = conn.recv()
     except (EOFError, OSError) as exc:
         conn.close()
@@ -229,8 +246,20 @@ def start_worker(task: Any, place: Place | None = None) -> tuple[RemoteWorker, C
 
 
 def key_statuses(pairs: list[tuple[str, str | None]]) -> list[Any]:
-    """`lib.catalog.keys.key_status` of each (model, api_base), answered by the host, which has litellm
-    imported (this process need not import it: ~2 s), for this process's environment and directory."""
+    """`lib.catalog.keys.key_status` of each (model, api_base) for this process's environment and directory:
+    answered by the host when it can be used (litellm is imported there, so this process need not import it:
+    ~2 s), else here."""
+    from lib.catalog.keys import key_status
+
+    if usable():
+        try:
+            return _host_key_statuses(pairs)
+        except ResidentUnavailable:
+            pass
+    return [key_status(model, api_base) for model, api_base in pairs]
+
+
+def _host_key_statuses(pairs: list[tuple[str, str | None]]) -> list[Any]:
     with connect() as conn:
         try:
             conn.send(("key_status", pairs, dict(os.environ), os.getcwd()))
@@ -295,7 +324,7 @@ def serve(place: Place, idle_s: float) -> None:
     with _held(place.lock) as mine:
         if not mine:
             return  # another host serves this fingerprint
-        import lib.run.worker_preload  # noqa: F401  (litellm, warmed up; the executor; the store's tables)
+        importlib.import_module(PRELOAD)
 
         key = place.authkey()
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
@@ -372,10 +401,9 @@ def _child(sock: socket.socket, key: bytes) -> None:
 def _serve_request(conn: Connection, request: tuple[Any, ...]) -> int:
     kind = request[0]
     if kind == "worker":
-        from lib.run.executor import worker_main
-
+        target, task = request[1], request[2]
         conn.send(("pid", os.getpid()))
-        worker_main(request[1], conn)
+        target(task, conn)
         return 0
     if kind == "key_status":
         conn.send(_key_statuses(*request[1:]))
