@@ -129,3 +129,19 @@ def test_workers_status_and_stop_from_the_cli(runtime: Path) -> None:
     assert cli("status") == f"worker host pid {host}: this code and settings; exits after 300 s without a run\n"
     assert cli("stop") == f"stopped 1 worker host(s): pid {host}\n"
     assert _gone(host) and cli("status").startswith("no worker host running")
+
+
+def test_a_host_that_refuses_this_process_makes_runs_fall_back(engine, llm_server: LLMServer, runtime: Path) -> None:
+    """The key file replaced under a live host: a run falls back to its own fork server instead of failing."""
+    place = resident.Place.here()
+    resident.connect(place).close()
+    host = resident.ask("ping", place)
+    place.key_file.write_bytes(b"y" * 32)  # 0600 kept: only the content differs from the host's
+    with pytest.raises(resident.ResidentUnavailable, match="refused this process"):
+        resident.connect(place)
+    make_dataset(engine, n=4)
+    result = run(engine, llm_server, workers="per-side")
+    assert result.status == "complete" and result.workers == "per-side" and llm_server.calls() == 8
+    assert resident.ask("ping", place) is None  # not one this process can talk to
+    os.kill(host, 15)
+    assert _gone(host)

@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, answer_challenge, deliver_challenge
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,8 @@ def connect(place: Place | None = None, timeout: float = START_TIMEOUT_S) -> Con
             return Client(place.socket, family="AF_UNIX", authkey=key)
         except (FileNotFoundError, ConnectionRefusedError):
             pass  # not listening yet (still importing), or a dead host's socket file
+        except (AuthenticationError, EOFError, OSError) as exc:  # e.g. a key file replaced under a live host
+            raise ResidentUnavailable(f"the worker host at {place.socket} refused this process: {exc}") from None
         if time.monotonic() > deadline:
             raise ResidentUnavailable(f"no worker host answered at {place.socket} in {timeout:.0f} s")
         if not place.host_alive() and time.monotonic() - started_at > 5.0:
@@ -277,9 +280,12 @@ def ask(request: str, place: Place | None = None) -> Any:
     place = place or Place.here()
     if not place.host_alive():
         return None
-    with Client(place.socket, family="AF_UNIX", authkey=place.authkey()) as conn:
-        conn.send((request,))
-        return conn.recv()
+    try:
+        with Client(place.socket, family="AF_UNIX", authkey=place.authkey()) as conn:
+            conn.send((request,))
+            return conn.recv()
+    except (AuthenticationError, EOFError, OSError):
+        return None  # starting (no socket yet), stopping, or not one we can talk to
 
 
 def hosts() -> list[tuple[Place, int]]:
@@ -288,10 +294,7 @@ def hosts() -> list[tuple[Place, int]]:
     places = [Place(directory, sock.stem.removeprefix("workers-")) for sock in sorted(directory.glob("workers-*.sock"))]
     found = []
     for place in places:
-        try:
-            pid = ask("ping", place)
-        except OSError:
-            continue  # a dead host's socket file, or one stopping now
+        pid = ask("ping", place)
         if pid is not None:
             found.append((place, pid))
     return found
