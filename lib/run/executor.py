@@ -41,7 +41,7 @@ from sqlalchemy.engine import Engine
 
 from lib.errors import ReviewInputError
 from lib.run import llm, resident, stoppable
-from lib.run.forkserver import HAS_FORKSERVER, choose_workers, context, should_warm_up, warm_up  # noqa: F401
+from lib.run.forkserver import choose_workers, context, should_warm_up, warm_up  # noqa: F401  (re-exported)
 from lib.run.modes import WORKER_MODES
 from lib.run.quota import Pacer, Quota, quota_for
 from lib.store.columns import utcnow
@@ -229,8 +229,7 @@ def execute(engine: Engine, sides: list[Side], jobs: list[Job], options: RunOpti
     for job in jobs:
         pending[job.side.name] += 1
     url = _shareable_url(engine)
-    ready = HAS_FORKSERVER and resident.usable()
-    workers = choose_workers(options, pending, ready) if url is not None else "in-process"
+    workers = choose_workers(options, pending, resident.usable()) if url is not None else "in-process"
     cpu = time.process_time()
     if workers == "in-process":
         stoppable.run(_Executor(engine, options, progress, options.concurrency).run(jobs))

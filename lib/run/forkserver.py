@@ -44,7 +44,7 @@ def should_warm_up(options: Any, calls_per_side: int) -> bool:
     from lib.run import resident
 
     pending = {"baseline": calls_per_side, "candidate": calls_per_side}
-    return choose_workers(options, pending, HAS_FORKSERVER and resident.usable()) == "per-side"
+    return choose_workers(options, pending, resident.usable()) == "per-side"
 
 
 def context() -> multiprocessing.context.ForkServerContext:
