@@ -409,11 +409,33 @@ def broken_decision_banner(name: str) -> None:
                  icon=":material/gpp_bad:")
 
 
-def go_button(page: str, label: str, key: str, icon: str | None = None, where: Any = None) -> None:
+def go_button(page: str, label: str, key: str, icon: str | None = None, where: Any = None,
+              comparison: str | None = None) -> None:
     """A button that opens another page: the next step of an empty state. (st.page_link needs the router's
-    page list, which a page rendered on its own, as in AppTest, does not have.)"""
+    page list, which a page rendered on its own, as in AppTest, does not have.) With `comparison`, that page
+    opens on it."""
     if (where or st).button(label, key=key, icon=icon):
+        if comparison is not None:
+            set_active(comparison)
         st.switch_page(page)
+
+
+def keep_outcome(key: str, comparison: str, messages: list[tuple[str, str]]) -> None:
+    """Store what a run or load did (st.<kind>, text pairs), for `show_outcome` after the rerun that makes
+    `comparison` the active one."""
+    set_active(comparison)
+    st.session_state[key] = (comparison, messages)
+    st.rerun()  # the sidebar shows the new comparison as the active one
+
+
+def show_outcome(key: str, button_key: str) -> None:
+    """The last run's or load's outcome and a button to its Overview. Kept until the next one replaces it:
+    a button must be drawn again in the rerun its click starts, or the click is lost."""
+    comparison, messages = st.session_state.get(key, (None, []))
+    for kind, text in messages:
+        getattr(st, kind)(text)
+    if comparison is not None:
+        go_button("pages/overview.py", "Open its Overview", button_key, ":material/insights:", comparison=comparison)
 
 
 # ---- production logs (lib.release.timeline; appended) ----------------------------------------------------

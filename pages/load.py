@@ -21,7 +21,7 @@ FORMATS = {"wide": "Wide: one row per case, a baseline-output and a candidate-ou
            "promptfoo": "promptfoo: results.json (v3 or v2) or its JSONL output",
            "shadow": "Shadow traffic: serving and shadow model per logged request (CSV/JSONL, .gz too), streamed; "
                      "no expected answers"}
-DONE_KEY = "load_done_messages"
+DONE_KEY = "load_outcome"
 PREVIEW_ROWS = 2000  # a shadow log is previewed from its first rows only
 
 
@@ -128,7 +128,7 @@ def _rule_fields(mapping: LoadMapping) -> LoadMapping:
 
 
 def _render() -> None:
-    _render_done()
+    _shared.show_outcome(DONE_KEY, "load_go_overview")
     fmt = st.radio("Format", list(FORMATS), format_func=FORMATS.get, key="load_format")
     upload = st.file_uploader("Recorded file", type=["csv", "jsonl", "json", "gz"], key="load_upload")
     if upload is None:
@@ -160,7 +160,6 @@ def _do_load(data: bytes, filename: str, name: str, fmt: str, mapping: LoadMappi
         st.error(f"Nothing was loaded. {exc}")
         return
     _shared.after_write()
-    _shared.set_active(result.comparison)
     messages: list[tuple[str, str]] = [("success", f"Loaded {_shared.md(result.comparison)}: {result.n_pairs} pairs, "
                                                    f"{_shared.md(result.baseline)} → {_shared.md(result.candidate)}.")]
     if result.baseline_only or result.candidate_only:
@@ -168,17 +167,7 @@ def _do_load(data: bytes, filename: str, name: str, fmt: str, mapping: LoadMappi
                                     f"candidate only (first ids: {_shared.md(', '.join(result.first_unpaired_ids))})."))
     messages += [("info", _shared.md(note)) for note in result.notes]
     messages += [("warning", _shared.md(warning)) for warning in result.warnings]
-    st.session_state[DONE_KEY] = messages
-    st.rerun()  # the sidebar shows the new comparison as the active one
-
-
-def _render_done() -> None:
-    """The last load's outcome, shown once after the rerun that made it the active comparison."""
-    messages = st.session_state.pop(DONE_KEY, [])
-    for kind, text in messages:
-        getattr(st, kind)(text)
-    if messages:
-        _shared.go_button("pages/overview.py", "Open its Overview", "load_go_overview", ":material/insights:")
+    _shared.keep_outcome(DONE_KEY, result.comparison, messages)
 
 
 _render()

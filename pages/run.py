@@ -15,6 +15,7 @@ from lib.run.tools_spec import parse_tools
 from pages import _model_picker, _shared
 
 st.title("Run a comparison")
+DONE_KEY = "run_outcome"
 
 
 def _side_form(side: str, suggest_for: str | None = None) -> ModelSpec | None:
@@ -157,10 +158,11 @@ def _connection_check(specs: dict[str, ModelSpec]) -> bool:
 
 def _start(dataset: str, base: ModelSpec, cand: ModelSpec, name: str, options: RunOptions, system: str) -> None:
     with st.status(f"Running {_shared.md(name)}…", expanded=True) as status:
-        counts = st.empty()
+        counts, last = st.empty(), {}
 
         def progress(ev: ProgressEvent) -> None:
-            counts.write(f"{ev.side}: {ev.done}/{ev.total} done, {ev.errors} errors, {ev.skipped} already stored")
+            last[ev.side] = f"{ev.side}: {ev.done}/{ev.total} done, {ev.errors} errors, {ev.skipped} already stored"
+            counts.write("  \n".join(last.values()))
 
         try:
             result = run_comparison(_shared.engine(), dataset=dataset, baseline=base, candidate=cand,
@@ -170,14 +172,15 @@ def _start(dataset: str, base: ModelSpec, cand: ModelSpec, name: str, options: R
             st.error(str(exc))
             return
         _shared.after_write()
-        _shared.set_active(name)
-        state = "complete" if result.status == "complete" else "error"
-        status.update(label=f"{_shared.md(name)}: {result.status} in {result.wall_s:.1f}s ({result.workers})",
-                      state=state)
-        st.caption(_achieved(result))
-    if result.status != "complete":
-        st.warning("Some calls failed after all retries; they are stored as errors. Start again to resume: "
-                   "only the failed and missing cases are sent.")
+        done = result.status == "complete"
+        label = f"{_shared.md(name)}: {result.status} in {result.wall_s:.1f}s ({result.workers})"
+        status.update(label=label, state="complete" if done else "error")
+    messages = [("success" if done else "error", label), ("markdown", "  \n".join(last.values())),
+                ("caption", _achieved(result))]
+    if not done:
+        messages.append(("warning", "Some calls failed after all retries; they are stored as errors. Start again "
+                                    "to resume: only the failed and missing cases are sent."))
+    _shared.keep_outcome(DONE_KEY, name, messages)
 
 
 def _render_resume() -> None:
@@ -226,3 +229,4 @@ def _render() -> None:
 
 _render_resume()
 _render()
+_shared.show_outcome(DONE_KEY, "run_go_overview")

@@ -349,3 +349,35 @@ def test_decision_is_signed_in_the_browser(page, server) -> None:
     idle(page)
     no_exception(page)
     shot(page, "decision-signed")
+
+
+@pytest.mark.slow
+def test_a_live_run_from_the_run_page(page, server, llm_server) -> None:
+    """A newcomer's run in the browser: dataset, two models on a local OpenAI-compatible server, a name,
+    Start; the status says complete (workers from the resident host) and every call was made once."""
+    open_page(page, server, "run", "Run a comparison")
+    choose(page, "run_dataset", "demo-golden")
+    for side, model in (("baseline", "openai/base"), ("candidate", "openai/cand")):
+        page.locator(f".st-key-run_{side}_model input").fill(model)
+        page.locator(f".st-key-run_{side}_model input").press("Enter")
+        idle(page)
+        page.locator(f".st-key-run_{side}_api_base input").fill(llm_server.url)
+        page.locator(f".st-key-run_{side}_api_base input").press("Enter")
+        idle(page)
+    page.locator(".st-key-run_name input").fill("from-the-browser")
+    page.locator(".st-key-run_name input").press("Enter")
+    idle(page)
+    page.locator(".st-key-run_start button").click()
+    outcome = page.get_by_test_id("stAlertContentSuccess").filter(has_text="from-the-browser: complete")
+    expect(outcome).to_be_visible(timeout=120_000)
+    idle(page)
+    no_exception(page)
+    assert llm_server.calls() == 2 * 130
+    assert "(per-side)" in outcome.inner_text()
+    expect(active(page)).to_have_value("from-the-browser")  # the sidebar follows the run
+    shot(page, "run-complete")
+    page.locator(".st-key-run_go_overview button").click()
+    expect(page.get_by_test_id("stHeading").filter(has_text="Overview").first).to_be_visible(timeout=T)
+    idle(page)
+    expect(page.get_by_test_id("stSidebar")).to_contain_text("openai/base → openai/cand")
+    no_exception(page)

@@ -25,6 +25,10 @@ def test_load_page_loads_a_wide_file(engine) -> None:
     # the page reran so that the router's sidebar shows it (AppTest runs only the page after switch_page)
     assert at.session_state["pending_active_comparison"] == "from-page"
     assert at.button(key="load_go_overview").proto.label == "Open its Overview"
+    # the button is drawn again in the rerun its click starts (else the click is lost), and opens the Overview
+    at.button(key="load_go_overview").click().run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Overview"]
 
 
 def test_load_page_makes_the_owner_choose_promptfoo_sides(engine) -> None:

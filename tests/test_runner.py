@@ -581,7 +581,8 @@ def test_run_page_runs_per_side_workers_with_progress(engine, llm_server: LLMSer
 
     assert not at.exception, at.exception
     assert any("5/5 done" in m.value for m in at.markdown), [m.value for m in at.markdown]
-    assert any("complete" in s.label and "per-side" in s.label for s in at.status), [s.label for s in at.status]
+    assert any("complete" in s.value and "per-side" in s.value for s in at.success), [s.value for s in at.success]
+    assert at.button(key="run_go_overview").proto.label == "Open its Overview"
     assert _stored_pairs(engine) == {(m, p) for m in ("base", "cand") for p in prompts}
 
 
