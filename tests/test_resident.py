@@ -145,3 +145,19 @@ def test_a_host_that_refuses_this_process_makes_runs_fall_back(engine, llm_serve
     assert resident.ask("ping", place) is None  # not one this process can talk to
     os.kill(host, 15)
     assert _gone(host)
+
+
+@pytest.mark.slow
+def test_a_bad_idle_setting_is_refused_in_one_line_and_runs_fall_back(engine, llm_server: LLMServer, runtime: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("REVIEW_RESIDENT_IDLE_S", "ten minutes")
+    done = subprocess.run([sys.executable, "-m", "lib", "workers", "status"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "error: REVIEW_RESIDENT_IDLE_S must be a positive number of seconds, not 'ten minutes'\n"
+    make_dataset(engine, n=4)
+    result = run(engine, llm_server, workers="per-side")  # this command's own fork server: no host started
+    assert result.status == "complete" and llm_server.calls() == 8 and not list(runtime.glob("*.sock"))

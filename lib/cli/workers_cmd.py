@@ -25,13 +25,18 @@ def status_cmd() -> None:
     """List the running hosts (pid; whether it runs this code and settings)."""
     from lib.run import resident
 
+    try:
+        idle = f"exits after {resident.idle_seconds():g} s without a run"
+    except resident.ResidentUnavailable as exc:
+        fail(str(exc))
+        return
     found = _hosts()
     if not found:
         typer.echo(f"no worker host running in {resident.runtime_dir()} (the next big run starts one)")
     current = resident.fingerprint()
     for place, pid in found:
         which = "this code and settings" if place.fingerprint == current else "other code or settings"
-        typer.echo(f"worker host pid {pid}: {which}; exits after {resident.idle_seconds():g} s without a run")
+        typer.echo(f"worker host pid {pid}: {which}; {idle}")
 
 
 @workers_app.command("stop")

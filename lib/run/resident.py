@@ -166,6 +166,7 @@ def ensure_started(place: Place | None = None) -> Place:
     in the background). Raises ResidentUnavailable when a host cannot be used here."""
     place = place or Place.here()
     place.authkey()
+    idle_seconds()  # a bad setting is said here, not by a host that would exit at once
     if not place.host_alive():
         subprocess.Popen(  # noqa: S603  - our own interpreter and module, no shell
             [sys.executable, "-m", "lib.run.resident", place.socket],
@@ -419,7 +420,17 @@ def _serve_request(conn: Connection, request: tuple[Any, ...]) -> int:
 
 
 def idle_seconds() -> float:
-    return float(os.environ.get("REVIEW_RESIDENT_IDLE_S", IDLE_S))
+    """REVIEW_RESIDENT_IDLE_S, else IDLE_S; a value that is not a positive number is refused."""
+    text = os.environ.get("REVIEW_RESIDENT_IDLE_S")
+    if text is None:
+        return IDLE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:  # also NaN
+        raise ResidentUnavailable(f"REVIEW_RESIDENT_IDLE_S must be a positive number of seconds, not {text!r}")
+    return value
 
 
 def _key_statuses(pairs: list[tuple[str, str | None]], env: dict[str, str], cwd: str) -> tuple[str, Any]:
